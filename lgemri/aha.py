@@ -1,0 +1,128 @@
+"""The AHA 17-segment model of the left ventricle.
+
+Cerqueira et al., "Standardized myocardial segmentation and nomenclature for tomographic imaging
+of the heart", Circulation 105:539-542, 2002. The LV is cut into basal (segments 1-6), mid (7-12)
+and apical (13-16) thirds of short-axis slices plus the apex cap (17). Basal and mid rings have
+six 60-degree segments starting at the anterior RV insertion point and going counter-clockwise
+as seen from the apex (anteroseptal, inferoseptal, inferior, inferolateral, anterolateral,
+anterior); the apical ring has four 90-degree segments centred on the septum. Coronary
+territories follow the same statement's Figure 2.
+
+Angles here are in degrees, measured in the short-axis image plane counter-clockwise from the
+image's right (the lateral wall in the usual display) with the anterior wall up.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import InputError
+
+__all__ = [
+    "SEGMENT_NAMES",
+    "TERRITORIES",
+    "LEVELS",
+    "segment_from_angle",
+    "slice_levels",
+    "territory_of_segment",
+]
+
+SEGMENT_NAMES: dict[int, str] = {
+    1: "basal anterior",
+    2: "basal anteroseptal",
+    3: "basal inferoseptal",
+    4: "basal inferior",
+    5: "basal inferolateral",
+    6: "basal anterolateral",
+    7: "mid anterior",
+    8: "mid anteroseptal",
+    9: "mid inferoseptal",
+    10: "mid inferior",
+    11: "mid inferolateral",
+    12: "mid anterolateral",
+    13: "apical anterior",
+    14: "apical septal",
+    15: "apical inferior",
+    16: "apical lateral",
+    17: "apex",
+}
+
+TERRITORIES: dict[str, tuple[int, ...]] = {
+    "LAD": (1, 2, 7, 8, 13, 14, 17),
+    "RCA": (3, 4, 9, 10, 15),
+    "LCX": (5, 6, 11, 12, 16),
+}
+
+LEVELS = ("basal", "mid", "apical", "apex")
+
+# Six-segment rings, in counter-clockwise order from the anterior RV insertion point.
+_RING6 = {"basal": (2, 3, 4, 5, 6, 1), "mid": (8, 9, 10, 11, 12, 7)}
+# Apical ring, counter-clockwise from 15 degrees past the anterior insertion (septum centred
+# when the two insertion points are about 120 degrees apart).
+_RING4 = (14, 15, 16, 13)
+_APICAL_OFFSET_DEG = 15.0
+
+
+def segment_from_angle(angle_deg: np.ndarray, level: str, rv_insertion_deg: float) -> np.ndarray:
+    """AHA segment numbers for image-plane angles on one short-axis level.
+
+    Args:
+        angle_deg: angles of myocardium points around the LV centre (see module docstring).
+        level: one of ``basal``, ``mid``, ``apical``, ``apex``.
+        rv_insertion_deg: angle of the anterior RV insertion point on this slice.
+
+    Returns:
+        An integer array shaped like ``angle_deg`` with segments 1-17.
+    """
+    rel = np.mod(np.asarray(angle_deg, dtype=np.float64) - rv_insertion_deg, 360.0)
+    if level in _RING6:
+        return np.asarray(_RING6[level])[np.minimum((rel // 60).astype(int), 5)]
+    if level == "apical":
+        idx = (np.mod(rel - _APICAL_OFFSET_DEG, 360.0) // 90).astype(int)
+        return np.asarray(_RING4)[np.minimum(idx, 3)]
+    if level == "apex":
+        return np.full(np.shape(rel), 17, dtype=int)
+    raise InputError(f"unknown AHA level {level!r}; choose one of {', '.join(LEVELS)}")
+
+
+def slice_levels(has_myocardium: np.ndarray, has_cavity: np.ndarray) -> list[str | None]:
+    """Assign AHA levels to the slices of a base-to-apex short-axis stack.
+
+    Slices with myocardium but no cavity at the apical end form the apex cap (17); the other
+    myocardial slices are split into basal, mid and apical thirds (the extra slice of an uneven
+    split goes to the mid, then the basal third). Slices without myocardium get ``None``.
+
+    Args:
+        has_myocardium: per slice, ordered from base to apex.
+        has_cavity: per slice, same order.
+    """
+    has_myo = np.asarray(has_myocardium, dtype=bool)
+    has_cav = np.asarray(has_cavity, dtype=bool)
+    if has_myo.shape != has_cav.shape or has_myo.ndim != 1:
+        raise InputError("slice flags must be two 1D sequences of equal length")
+    levels: list[str | None] = [None] * len(has_myo)
+    myo_slices = list(np.flatnonzero(has_myo))
+    while myo_slices and not has_cav[myo_slices[-1]]:
+        levels[myo_slices.pop()] = "apex"
+    n = len(myo_slices)
+    if n == 0:
+        return levels
+    n_basal = n_apical = n // 3
+    if n % 3 == 2:
+        n_basal += 1
+    for rank, k in enumerate(myo_slices):
+        if rank < n_basal:
+            levels[k] = "basal"
+        elif rank >= n - n_apical:
+            levels[k] = "apical"
+        else:
+            levels[k] = "mid"
+    return levels
+
+
+def territory_of_segment(segment: int) -> str:
+    """The coronary territory (LAD, RCA or LCX) that usually supplies ``segment``."""
+    for name, segments in TERRITORIES.items():
+        if segment in segments:
+            return name
+    raise InputError(f"AHA segment must be 1-17, got {segment}")

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The cardiac_mi demo: set the machine up, then run what the product has today on the sample
+# studies in sample-data/: convert a DICOM study, prepare the EMIDEC-layout cases into named
+# slices and LV crops, and draw every study with its label so you can look at it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+out="${1:-demo-output}"
+cli=.venv/bin/cardiac-mi
+mkdir -p "$out/previews"
+for case in sample-data/emidec/Case_*; do
+  id=$(basename "$case")
+  $cli --quiet preview --image "$case/Images/$id.nii.gz" --label "$case/Contours/$id.nii.gz" --out "$out/previews/$id.png"
+done
+first=$(ls -d sample-data/dicom/Case_* | head -n 1)
+$cli convert --input "$first" --out "$out/$(basename "$first")-from-dicom.nii.gz"
+$cli prepare --emidec sample-data/emidec --out "$out/prepared"
+echo
+echo "cardiac_mi demo ready:"
+echo "  study previews (image + label outlines): $out/previews/*.png"
+echo "  named 2D slices, 128x128 LV crops, split and manifest: $out/prepared/manifest.csv"
+echo "  DICOM -> NIfTI conversion: $out/$(basename "$first")-from-dicom.nii.gz"

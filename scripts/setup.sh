@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Set up cardiac_mi on a Debian/Ubuntu machine: Debian packages, a Python 3.11 venv in .venv with
+# the pinned requirements, and the project installed in it. Safe to run again: it only does what
+# is missing (the venv is rebuilt when requirements.txt changes).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Debian packages the product and its tests need, listed in scripts/apt-packages.txt; Python 3.11
+# with venv support too, unless one is already there (Debian's, pyenv's or a source build).
+packages=()
+python3.11 -c 'import ensurepip' 2>/dev/null || packages+=(python3.11 python3.11-venv)
+while read -r pkg; do packages+=("$pkg"); done < <(grep -Ev '^(#|$)' scripts/apt-packages.txt || true)
+missing=()
+for pkg in "${packages[@]}"; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  echo "setup: installing Debian packages: ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+PYTHON=python3.11
+
+stamp=.venv/.requirements.sha256
+want=$(cat requirements.txt build-constraints.txt pyproject.toml | sha256sum | cut -d' ' -f1)
+if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "setup: creating .venv and installing requirements (a few minutes the first time)"
+  rm -rf .venv
+  "$PYTHON" -m venv .venv
+  PIP_CONSTRAINT="$PWD/build-constraints.txt" SAM2_BUILD_CUDA=0 \
+    .venv/bin/pip install --quiet --disable-pip-version-check -r requirements.txt
+  .venv/bin/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+  .venv/bin/pip check
+  echo "$want" > "$stamp"
+fi
