@@ -62,7 +62,7 @@ AFFINE_TOLERANCE_MM = 1e-3
 SPLITS = ("train", "val", "test")
 MANIFEST_FIELDS = (
     "name", "case_id", "group", "slice", "split", "infarct", "no_reflow", "category",
-    "shape_i", "shape_j", "spacing_mm", "slice_thickness_mm",
+    "shape_i", "shape_j", "spacing_mm", "slice_spacing_mm",
     "roi_i0", "roi_j0", "roi_i1", "roi_j1",
     "lv_pixels", "infarct_pixels", "no_reflow_pixels",
 )  # fmt: skip
@@ -380,7 +380,7 @@ def _write_case_slices(
             "name": name, "case_id": case.case_id, "group": case.group, "slice": k,
             "infarct": int(infarct_pixels > 0), "no_reflow": int(no_reflow_pixels > 0),
             "shape_i": lab2d.shape[0], "shape_j": lab2d.shape[1],
-            "spacing_mm": spacing, "slice_thickness_mm": round(thickness, 6),
+            "spacing_mm": spacing, "slice_spacing_mm": round(thickness, 6),
             "roi_i0": box[0], "roi_j0": box[1], "roi_i1": box[2], "roi_j1": box[3],
             "lv_pixels": lv_pixels, "infarct_pixels": infarct_pixels,
             "no_reflow_pixels": no_reflow_pixels,

@@ -339,7 +339,7 @@ def test_prepare_writes_slices_crops_and_manifest(prepared, emidec):
         assert (int(row["shape_i"]), int(row["shape_j"])) == label.shape
         assert int(row["lv_pixels"]) == int((label > 0).sum())
         assert float(row["spacing_mm"]) == 1.0
-        assert float(row["slice_thickness_mm"]) == pytest.approx(10.0, abs=1e-4)
+        assert float(row["slice_spacing_mm"]) == pytest.approx(10.0, abs=1e-4)
         roi_label = np.load(out / "roi" / "labels" / f"{row['name']}.npy")
         roi_image = np.load(out / "roi" / "images" / f"{row['name']}.npy")
         assert roi_label.shape == roi_image.shape == (96, 96)
