@@ -84,6 +84,14 @@ def cmd_preview(args: argparse.Namespace) -> None:
     logger.info("wrote %s", path)
 
 
+def cmd_infer(args: argparse.Namespace) -> None:
+    from lgemri.inference import infer_file, load_models
+
+    models = load_models(args.models, device=args.device)
+    label, summary = infer_file(args.input, args.out, models, args.series_uid)
+    logger.info("wrote %s and %s", label, summary)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cardiac-mi",
@@ -118,6 +126,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--series-uid", help="series to read when the folder holds several")
     p.add_argument("--patient-id", help="PatientID for NIfTI -> DICOM (default: the file name)")
     p.add_argument("--description", default="", help="SeriesDescription for NIfTI -> DICOM")
+
+    p = add("infer", cmd_infer, "segment a study: LV localization, 128 mm ROI, ResAtt-U-Net, label on the input grid")
+    p.add_argument("--input", required=True, help="NIfTI file or folder with one DICOM series")
+    p.add_argument("--out", required=True, type=Path, help="output folder for <name>.nii.gz and <name>.json")
+    p.add_argument("--models", type=Path, help="folder with localization.pt and segmentation.pt (default: models/ or $CARDIAC_MI_MODELS)")
+    p.add_argument("--series-uid", help="series to read when the DICOM folder holds several")
+    p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+
+    from lgemri.evaluation import register as register_evaluate
+
+    register_evaluate(sub)
 
     p = add("preview", cmd_preview, "save a PNG montage of a study's slices with label outlines")
     p.add_argument("--image", required=True, help="DICOM folder or NIfTI file")

@@ -22,9 +22,13 @@ __all__ = [
     "SEGMENT_NAMES",
     "TERRITORIES",
     "LEVELS",
+    "DEFAULT_RV_INSERTION_DEG",
     "segment_from_angle",
     "slice_levels",
     "territory_of_segment",
+    "myocardium_angles",
+    "assign_segments",
+    "parse_territory",
 ]
 
 SEGMENT_NAMES: dict[int, str] = {
@@ -54,6 +58,12 @@ TERRITORIES: dict[str, tuple[int, ...]] = {
 }
 
 LEVELS = ("basal", "mid", "apical", "apex")
+
+# Anterior RV insertion point assumed when a study gives none ("patient axes"): with the anterior
+# wall up and the lateral wall at image right, the anterior RV insertion sits up and to the left
+# of the LV centre; 120 degrees puts the inferior insertion near 240 degrees, so the septum
+# (180 degrees) is centred between the two insertions, as in the usual short-axis display.
+DEFAULT_RV_INSERTION_DEG = 120.0
 
 # Six-segment rings, in counter-clockwise order from the anterior RV insertion point.
 _RING6 = {"basal": (2, 3, 4, 5, 6, 1), "mid": (8, 9, 10, 11, 12, 7)}
@@ -126,3 +136,82 @@ def territory_of_segment(segment: int) -> str:
         if segment in segments:
             return name
     raise InputError(f"AHA segment must be 1-17, got {segment}")
+
+
+def parse_territory(name: str) -> str:
+    """The canonical territory name (``LAD``, ``RCA``, ``LCX``) for ``name`` in any case (``LCx``).
+
+    Raises:
+        InputError: ``name`` is not a coronary territory; the message names the choices.
+    """
+    key = str(name).strip().upper()
+    if key not in TERRITORIES:
+        raise InputError(f"unknown coronary territory {name!r}; choose one of {', '.join(TERRITORIES)}")
+    return key
+
+
+def myocardium_angles(
+    label2d: np.ndarray, spacing_ij: tuple[float, float]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Indices and image-plane angles of the myocardium pixels of one short-axis slice.
+
+    The angle is measured about the slice's LV centre, the mean position of its LV pixels
+    (label > 0), counter-clockwise from image right with anterior up (module docstring):
+    ``atan2(-(j - cj) * sj, (i - ci) * si)`` in degrees, in (-180, 180].
+
+    Args:
+        label2d: An EMIDEC label slice ``[i, j]`` (``i`` the image column, ``j`` the row).
+        spacing_ij: Pixel size in mm along ``i`` and ``j``.
+
+    Returns:
+        ``(ii, jj, angle_deg)`` for the myocardium pixels (labels 2, 3, 4) in ``np.nonzero``
+        order; empty arrays when the slice holds no myocardium.
+    """
+    label2d = np.asarray(label2d)
+    myo = (label2d >= 2) & (label2d <= 4)
+    ii, jj = np.nonzero(myo)
+    if ii.size == 0:
+        return ii, jj, np.zeros(0)
+    ci, cj = np.argwhere(label2d > 0).mean(axis=0)
+    angle = np.degrees(np.arctan2(-(jj - cj) * spacing_ij[1], (ii - ci) * spacing_ij[0]))
+    return ii, jj, angle
+
+
+def assign_segments(
+    label: np.ndarray, spacing_ij: tuple[float, float], rv_insertion_deg: float | None = None
+) -> np.ndarray:
+    """The AHA segment (1-17) of every myocardium voxel of a base-to-apex label volume.
+
+    Levels come from :func:`slice_levels` (slice position: basal, mid and apical thirds of the
+    slices with cavity, the apex cap after them); angles from :func:`myocardium_angles`, about
+    each slice's own LV centre.
+
+    Args:
+        label: EMIDEC labels ``[i, j, k]``, slice 0 the most basal; a 2D ``[i, j]`` slice is
+            taken as a one-slice stack (a mid slice when it has a cavity).
+        spacing_ij: Pixel size in mm along ``i`` and ``j``.
+        rv_insertion_deg: Angle of the anterior RV insertion point; None uses the patient-axes
+            default :data:`DEFAULT_RV_INSERTION_DEG` (120 degrees).
+
+    Returns:
+        An int array shaped like ``label``: the segment number on myocardium (labels 2, 3, 4),
+        0 elsewhere.
+
+    Raises:
+        InputError: ``label`` is not 2D or 3D.
+    """
+    label = np.asarray(label)
+    if label.ndim == 2:
+        return assign_segments(label[:, :, np.newaxis], spacing_ij, rv_insertion_deg)[:, :, 0]
+    if label.ndim != 3:
+        raise InputError(f"expected a 2D or 3D label array, got shape {label.shape}")
+    rv = DEFAULT_RV_INSERTION_DEG if rv_insertion_deg is None else float(rv_insertion_deg)
+    myo = (label >= 2) & (label <= 4)
+    levels = slice_levels(myo.any(axis=(0, 1)), (label == 1).any(axis=(0, 1)))
+    segments = np.zeros(label.shape, dtype=np.int16)
+    for k, level in enumerate(levels):
+        if level is None:
+            continue
+        ii, jj, angle = myocardium_angles(label[:, :, k], spacing_ij)
+        segments[ii, jj, k] = segment_from_angle(angle, level, rv)
+    return segments

@@ -22,7 +22,7 @@ from scipy import ndimage
 from .. import aha
 from ..atomic import write_text
 from ..errors import InputError
-from ..labels import CAVITY, INFARCT, NO_REFLOW, infarct_mask, myocardium_mask
+from ..labels import INFARCT, NO_REFLOW, infarct_mask, myocardium_mask
 from ..volume import LPS_TO_RAS, Volume, write_nifti
 from .anatomy import Anatomy, Tissue, sample_anatomy
 from .mr import Contrast, coil_sensitivity, sample_contrast, signal_table, smooth_field
@@ -232,23 +232,12 @@ def infarct_segments(label: np.ndarray, spacing: tuple[float, float], rv_inserti
     Returns the segments whose infarct (labels 3 and 4) covers at least ``min_fraction`` of their
     myocardium, with that fraction.
     """
-    myo = myocardium_mask(label)
-    levels = aha.slice_levels(myo.any(axis=(0, 1)), (label == CAVITY).any(axis=(0, 1)))
-    counts: dict[int, list[int]] = {}
-    for k, level in enumerate(levels):
-        if level is None:
-            continue
-        lv = label[:, :, k] > 0
-        ci, cj = (np.argwhere(lv).mean(axis=0))
-        ii, jj = np.nonzero(myo[:, :, k])
-        angle = np.degrees(np.arctan2(-(jj - cj) * spacing[1], (ii - ci) * spacing[0]))
-        segments = aha.segment_from_angle(angle, level, rv_insertion_deg)
-        scar = infarct_mask(label[ii, jj, k])
-        for seg in np.unique(segments):
-            total, hit = counts.setdefault(int(seg), [0, 0])
-            sel = segments == seg
-            counts[int(seg)] = [total + int(sel.sum()), hit + int(scar[sel].sum())]
-    fractions = {seg: hit / total for seg, (total, hit) in sorted(counts.items()) if total}
+    segments = aha.assign_segments(label, spacing, rv_insertion_deg)
+    on_wall = segments > 0
+    seg = segments[on_wall].astype(np.intp)
+    total = np.bincount(seg, minlength=18)
+    hit = np.bincount(seg[infarct_mask(label[on_wall])], minlength=18)
+    fractions = {s: int(hit[s]) / int(total[s]) for s in range(1, 18) if total[s]}
     return {seg: round(f, 4) for seg, f in fractions.items() if f >= min_fraction}
 
 

@@ -1,0 +1,276 @@
+"""The segmentation cascade: localization -> LV-centred ROI -> ResAtt-U-Net -> label on the input grid.
+
+One code path for ``cardiac-mi infer`` and the MONAI Label infer tasks:
+
+1. the image is resampled in-plane to 1 x 1 mm (cubic; slices stay as acquired);
+2. the localization network finds the LV on every slice at 3 mm; the study's LV centre is the
+   median of the per-slice centres of the slices with a substantial LV (robust to basal and apical
+   slices without one);
+3. a fixed 128 x 128 mm ROI around that centre goes through the segmentation network (with the
+   cleaned cavity of the first stage as a second channel for two-stage models);
+4. class probabilities are pasted back into the 1 mm grid, interpolated linearly onto the input's
+   own grid and turned into a label, which is then made anatomically consistent.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+from .errors import InputError
+from .geometry import crop_roi, resample_inplane
+from .labels import LABEL_NAMES, NUM_CLASSES, infarct_mask, myocardium_mask
+from .nets.checkpoint import load_checkpoint
+from .nets.preprocess import LOC_FACTOR, ROI_SIZE, localization_input, localization_to_slice, normalize
+from .postprocess import clean_cavity, enforce_anatomy
+from .volume import Volume
+
+__all__ = ["Models", "InferenceResult", "default_models_dir", "load_models", "segment_volume", "localize"]
+
+logger = logging.getLogger(__name__)
+
+MIN_LV_FRACTION = 0.3  # slices whose LV area is below this fraction of the largest do not vote
+
+
+def default_models_dir() -> Path:
+    """``$CARDIAC_MI_MODELS`` or the ``models/`` folder of the source tree."""
+    env = os.environ.get("CARDIAC_MI_MODELS")
+    return Path(env) if env else Path(__file__).resolve().parent.parent / "models"
+
+
+@dataclasses.dataclass
+class Models:
+    """The networks of the cascade, in eval mode on one device."""
+
+    localizer: torch.nn.Module
+    segmenter: torch.nn.Module
+    cavity: torch.nn.Module | None
+    meta: dict
+    device: torch.device
+
+    @property
+    def two_stage(self) -> bool:
+        return self.cavity is not None
+
+
+def load_models(models_dir: str | os.PathLike | None = None, device: str = "cpu") -> Models:
+    """Load ``localization.pt``, ``segmentation.pt`` (and ``cavity.pt`` for two-stage models)."""
+    folder = Path(models_dir) if models_dir else default_models_dir()
+    if not folder.is_dir():
+        raise InputError(f"{folder}: no models folder (set --models or CARDIAC_MI_MODELS)")
+    dev = torch.device(device)
+    localizer, loc_meta = load_checkpoint(folder / "localization.pt", task="localization", device=dev)
+    segmenter, seg_meta = load_checkpoint(folder / "segmentation.pt", task="segmentation", device=dev)
+    cavity = None
+    if seg_meta.get("extra", {}).get("two_stage"):
+        cavity, _ = load_checkpoint(folder / "cavity.pt", task="cavity", device=dev)
+    meta = {"localization": loc_meta.get("extra", {}), "segmentation": seg_meta.get("extra", {}), "folder": str(folder)}
+    return Models(localizer, segmenter, cavity, meta, dev)
+
+
+@dataclasses.dataclass
+class InferenceResult:
+    """A label on the input grid and what the cascade found on the way."""
+
+    label: Volume
+    lv_mask: Volume  # coarse LV mask from localization, on the input grid
+    roi: dict  # centre and box of the ROI, in voxels of the 1 mm grid and in RAS mm
+    timings: dict[str, float]
+    warnings: list[str]
+
+    def summary(self) -> dict:
+        """JSON-ready: ROI, class volumes (mm^3 and ml), infarct %, timings, warnings."""
+        voxel = float(np.prod(self.label.spacing))
+        arr = self.label.array
+        volumes = {LABEL_NAMES[c]: float((arr == c).sum() * voxel) for c in range(1, NUM_CLASSES)}
+        myo = float(myocardium_mask(arr).sum() * voxel)
+        infarct = float(infarct_mask(arr).sum() * voxel)
+        return {
+            "shape": list(self.label.shape),
+            "spacing_mm": [round(float(s), 4) for s in self.label.spacing],
+            "roi": self.roi,
+            "volumes_mm3": {**{k: round(v, 1) for k, v in volumes.items()}, "lv_myocardium_total": round(myo, 1), "infarct_total": round(infarct, 1)},
+            "volumes_ml": {k: round(v / 1000.0, 3) for k, v in volumes.items()},
+            "infarct_percent_of_myocardium": round(100.0 * infarct / myo, 2) if myo else 0.0,
+            "timings_s": {k: round(v, 4) for k, v in self.timings.items()},
+            "warnings": self.warnings,
+        }
+
+
+@torch.no_grad()
+def _predict(net: torch.nn.Module, batch: np.ndarray, device: torch.device) -> np.ndarray:
+    """Softmax probabilities (N, C, H, W) for inputs (N, C_in, H, W)."""
+    logits = net(torch.from_numpy(np.ascontiguousarray(batch)).to(device))
+    return torch.softmax(logits.float(), dim=1).cpu().numpy()
+
+
+def _largest_component(mask: np.ndarray) -> np.ndarray:
+    lab, n = ndimage.label(mask)
+    if n <= 1:
+        return mask
+    sizes = ndimage.sum(mask, lab, range(1, n + 1))
+    return lab == (1 + int(np.argmax(sizes)))
+
+
+def localize(slices_1mm: np.ndarray, models: Models) -> tuple[tuple[float, float] | None, np.ndarray]:
+    """The study's LV centre in 1 mm (i, j) indices and the coarse LV mask per slice (1 mm grid).
+
+    Returns ``(None, mask)`` when no slice shows an LV.
+    """
+    inputs, offsets = zip(*(localization_input(slices_1mm[:, :, k]) for k in range(slices_1mm.shape[2])))
+    probs = _predict(models.localizer, np.stack(inputs)[:, None], models.device)
+    lv_mask = np.zeros(slices_1mm.shape, dtype=bool)
+    centres, areas = [], []
+    for k, offset in enumerate(offsets):
+        coarse = _largest_component(probs[k, 1] > 0.5)
+        if not coarse.any():
+            continue
+        centres.append(localization_to_slice(np.argwhere(coarse).mean(axis=0), offset))
+        areas.append(int(coarse.sum()))
+        lv_mask[:, :, k] = _coarse_to_slice(coarse, offset, slices_1mm.shape[:2])
+    if not centres:
+        return None, lv_mask
+    areas_arr = np.asarray(areas)
+    voting = areas_arr >= MIN_LV_FRACTION * areas_arr.max()
+    centre = np.median(np.asarray(centres)[voting], axis=0)
+    return (float(centre[0]), float(centre[1])), lv_mask
+
+
+def _coarse_to_slice(coarse: np.ndarray, offset: tuple[int, int], shape: tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour upsampling of a localization-grid mask onto the 1 mm slice."""
+    ii = np.arange(shape[0]) // LOC_FACTOR + offset[0]
+    jj = np.arange(shape[1]) // LOC_FACTOR + offset[1]
+    valid_i = (ii >= 0) & (ii < coarse.shape[0])
+    valid_j = (jj >= 0) & (jj < coarse.shape[1])
+    out = np.zeros(shape, dtype=bool)
+    out[np.ix_(valid_i, valid_j)] = coarse[np.ix_(ii[valid_i], jj[valid_j])]
+    return out
+
+
+def _segment_rois(rois: np.ndarray, models: Models) -> np.ndarray:
+    """Class probabilities (K, 5, 128, 128) for normalised ROI crops (K, 128, 128)."""
+    inputs = rois[:, None]
+    if models.two_stage:
+        cavity = _predict(models.cavity, inputs, models.device)[:, 1] > 0.5
+        cleaned = np.stack([clean_cavity(c) for c in cavity]).astype(np.float32)
+        inputs = np.concatenate([inputs, cleaned[:, None]], axis=1)
+    return _predict(models.segmenter, inputs, models.device)
+
+
+def _to_input_grid(values_1mm: np.ndarray, grid_1mm: Volume, target: Volume, order: int, fill: float) -> np.ndarray:
+    """Interpolate a 1 mm in-plane array [i, j, k] onto ``target``'s grid (same slices)."""
+    mapping = np.linalg.inv(grid_1mm.affine) @ target.affine
+    ni, nj, nk = target.shape
+    ii, jj = np.meshgrid(np.arange(ni), np.arange(nj), indexing="ij")
+    out = np.empty((ni, nj, nk), dtype=np.float32)
+    for k in range(nk):
+        coords = mapping @ np.stack([ii.ravel(), jj.ravel(), np.full(ii.size, k), np.ones(ii.size)])
+        out[:, :, k] = ndimage.map_coordinates(values_1mm[:, :, k], coords[:2], order=order, mode="constant", cval=fill).reshape(ni, nj)
+    return out
+
+
+def _check_image(image: Volume) -> list[str]:
+    array = image.array
+    if not np.issubdtype(array.dtype, np.number):
+        raise InputError(f"the image has non-numeric voxels ({array.dtype})")
+    if not np.isfinite(array).all():
+        raise InputError("the image holds NaN or infinite values")
+    if min(image.shape[:2]) < 16:
+        raise InputError(f"the image is too small to hold a heart ({image.shape[0]} x {image.shape[1]} voxels per slice)")
+    warnings = []
+    if image.shape[2] == 1:
+        warnings.append("single slice: the LV centre comes from one slice only")
+    return warnings
+
+
+def segment_volume(image: Volume, models: Models) -> InferenceResult:
+    """Run the cascade on a short-axis LGE volume; the label is on ``image``'s own grid."""
+    timings: dict[str, float] = {}
+    start = tick = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal tick
+        now = time.perf_counter()
+        timings[name] = now - tick
+        tick = now
+
+    warnings = _check_image(image)
+    grid = resample_inplane(Volume(image.array.astype(np.float32), image.affine), 1.0, order=3)
+    lap("resample")
+    empty = Volume(np.zeros(image.shape, dtype=np.uint8), image.affine)
+    if float(image.array.max()) == float(image.array.min()):
+        warnings.append("the image is constant: nothing to segment")
+        timings["total"] = time.perf_counter() - start
+        return InferenceResult(empty, empty, {}, timings, warnings)
+
+    centre, lv_1mm = localize(grid.array, models)
+    lap("localization")
+    if centre is None:
+        warnings.append("no LV found by the localization network: empty label")
+        timings["total"] = time.perf_counter() - start
+        return InferenceResult(empty, empty, {}, timings, warnings)
+
+    crops, boxes = zip(*(crop_roi(grid.array[:, :, k], centre, ROI_SIZE, fill=0) for k in range(grid.shape[2])))
+    rois = np.stack([normalize(c) for c in crops])
+    probs = _segment_rois(rois, models)
+    lap("segmentation")
+
+    i0, j0, i1, j1 = boxes[0]
+    full = np.zeros((NUM_CLASSES,) + grid.shape, dtype=np.float32)
+    full[0] = 1.0
+    si, sj = slice(max(i0, 0), min(i1, grid.shape[0])), slice(max(j0, 0), min(j1, grid.shape[1]))
+    ci, cj = slice(si.start - i0, si.stop - i0), slice(sj.start - j0, sj.stop - j0)
+    full[:, si, sj, :] = probs[:, :, ci, cj].transpose(1, 2, 3, 0)
+    on_input = np.stack([_to_input_grid(full[c], grid, image, order=1, fill=float(c == 0)) for c in range(NUM_CLASSES)])
+    label = enforce_anatomy(np.argmax(on_input, axis=0).astype(np.uint8))
+    lv = _to_input_grid(lv_1mm.astype(np.float32), grid, image, order=0, fill=0.0) > 0.5
+    lap("paste_back")
+
+    if not (label > 0).any():
+        warnings.append("the segmentation found no LV inside the ROI: empty label")
+    mid = grid.shape[2] // 2
+    corners = [(i0, j0), (i1, j0), (i1, j1), (i0, j1)]
+    to_ras = lambda i, j: [round(float(v), 3) for v in (grid.affine @ np.array([i, j, mid, 1.0]))[:3]]  # noqa: E731
+    roi = {
+        "centre_voxel_1mm": [round(centre[0], 2), round(centre[1], 2)],
+        "centre_ras_mm": to_ras(*centre),
+        "box_voxel_1mm": [int(i0), int(j0), int(i1), int(j1)],
+        "box_corners_ras_mm": [to_ras(i - 0.5, j - 0.5) for i, j in corners],
+        "size_mm": ROI_SIZE,
+    }
+    timings["total"] = time.perf_counter() - start
+    return InferenceResult(Volume(label, image.affine), Volume(lv.astype(np.uint8), image.affine), roi, timings, warnings)
+
+
+def infer_file(path: str | os.PathLike, out_dir: str | os.PathLike, models: Models, series_uid: str | None = None) -> tuple[Path, Path]:
+    """Segment a NIfTI file or DICOM series folder; write ``<name>.nii.gz`` and ``<name>.json``."""
+    import json
+
+    from .atomic import write_text
+    from .images import read_image
+    from .volume import write_nifti
+
+    path = Path(path)
+    tick = time.perf_counter()
+    image = read_image(path, series_uid)
+    read_s = time.perf_counter() - tick
+    result = segment_volume(image, models)
+    name = path.name[: -len(".nii.gz")] if path.name.endswith(".nii.gz") else path.stem if path.is_file() else path.name
+    out = Path(out_dir)
+    tick = time.perf_counter()
+    label_path = write_nifti(result.label, out / f"{name}.nii.gz")
+    summary = {"input": str(path), "label": str(label_path), **result.summary()}
+    summary["timings_s"] = {"read": round(read_s, 4), **summary["timings_s"], "write": round(time.perf_counter() - tick, 4)}
+    summary["models"] = {"folder": models.meta.get("folder"), "two_stage": models.two_stage}
+    json_path = out / f"{name}.json"
+    write_text(json_path, json.dumps(summary, indent=1) + "\n")
+    for warning in result.warnings:
+        logger.warning("%s: %s", path, warning)
+    return label_path, json_path
