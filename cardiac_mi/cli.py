@@ -135,8 +135,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
 
     from lgemri.evaluation import register as register_evaluate
+    from lgemri.training.cli import register as register_train
+    from simulator.cli import register as register_simulate
 
+    register_train(sub)
     register_evaluate(sub)
+    register_simulate(sub)
 
     p = add("preview", cmd_preview, "save a PNG montage of a study's slices with label outlines")
     p.add_argument("--image", required=True, help="DICOM folder or NIfTI file")

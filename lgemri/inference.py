@@ -164,15 +164,29 @@ def _segment_rois(rois: np.ndarray, models: Models) -> np.ndarray:
     return _predict(models.segmenter, inputs, models.device)
 
 
-def _to_input_grid(values_1mm: np.ndarray, grid_1mm: Volume, target: Volume, order: int, fill: float) -> np.ndarray:
-    """Interpolate a 1 mm in-plane array [i, j, k] onto ``target``'s grid (same slices)."""
+def _to_input_grid(values_1mm: np.ndarray, grid_1mm: Volume, target: Volume, order: int, fill: float, box=None) -> np.ndarray:
+    """Interpolate a 1 mm in-plane array [i, j, k] onto ``target``'s grid (same slices).
+
+    With ``box`` = (i0, j0, i1, j1) on the 1 mm grid, only the target voxels that fall inside it
+    are interpolated; the others get ``fill``.
+    """
     mapping = np.linalg.inv(grid_1mm.affine) @ target.affine
     ni, nj, nk = target.shape
-    ii, jj = np.meshgrid(np.arange(ni), np.arange(nj), indexing="ij")
-    out = np.empty((ni, nj, nk), dtype=np.float32)
+    lo, hi = np.zeros(2, dtype=int), np.array([ni, nj])
+    if box is not None:
+        i0, j0, i1, j1 = box
+        corners = np.array([[i, j, 0.0, 1.0] for i in (i0 - 1, i1) for j in (j0 - 1, j1)]).T
+        inside = (np.linalg.inv(mapping) @ corners)[:2]
+        lo = np.clip(np.floor(inside.min(axis=1)).astype(int) - 1, 0, [ni, nj])
+        hi = np.clip(np.ceil(inside.max(axis=1)).astype(int) + 2, 0, [ni, nj])
+    out = np.full((ni, nj, nk), fill, dtype=np.float32)
+    ii, jj = np.meshgrid(np.arange(lo[0], hi[0]), np.arange(lo[1], hi[1]), indexing="ij")
+    if ii.size == 0:
+        return out
     for k in range(nk):
         coords = mapping @ np.stack([ii.ravel(), jj.ravel(), np.full(ii.size, k), np.ones(ii.size)])
-        out[:, :, k] = ndimage.map_coordinates(values_1mm[:, :, k], coords[:2], order=order, mode="constant", cval=fill).reshape(ni, nj)
+        values = ndimage.map_coordinates(values_1mm[:, :, k], coords[:2], order=order, mode="constant", cval=fill)
+        out[lo[0] : hi[0], lo[1] : hi[1], k] = values.reshape(ii.shape)
     return out
 
 
@@ -228,7 +242,7 @@ def segment_volume(image: Volume, models: Models) -> InferenceResult:
     si, sj = slice(max(i0, 0), min(i1, grid.shape[0])), slice(max(j0, 0), min(j1, grid.shape[1]))
     ci, cj = slice(si.start - i0, si.stop - i0), slice(sj.start - j0, sj.stop - j0)
     full[:, si, sj, :] = probs[:, :, ci, cj].transpose(1, 2, 3, 0)
-    on_input = np.stack([_to_input_grid(full[c], grid, image, order=1, fill=float(c == 0)) for c in range(NUM_CLASSES)])
+    on_input = np.stack([_to_input_grid(full[c], grid, image, 1, float(c == 0), boxes[0]) for c in range(NUM_CLASSES)])
     label = enforce_anatomy(np.argmax(on_input, axis=0).astype(np.uint8))
     lv = _to_input_grid(lv_1mm.astype(np.float32), grid, image, order=0, fill=0.0) > 0.5
     lap("paste_back")

@@ -8,8 +8,10 @@ infarct at its *arrival time*::
     T = min over seeds s of ( dtheta_s / (90 deg * spread_s) + |z - z_s| / Z + taper * depth / cap )
         + heterogeneity * (0.35 * smooth_noise + 0.03 * pixel_noise)
 
-with ``dtheta_s`` the angular distance to the seed, ``z`` the slice position in mm and ``cap``
-the local transmurality limit (the requested transmurality, roughened by the heterogeneity).
+with ``dtheta_s`` the angular distance to the seed, ``z`` the slice position in mm, ``cap`` the
+local transmurality limit (the requested transmurality, roughened by the heterogeneity),
+``smooth_noise`` a random field smooth in angle, slice position and depth (per-slice tables of
+angular harmonics, read with one gather per voxel) and ``pixel_noise`` uniform per voxel.
 Voxels deeper than ``cap`` or outside the allowed AHA segments never join. Growing the region
 until it holds the requested share of the LV myocardium is then a partial sort of ``T``: the
 voxels join in the order a priority-queue region grower would take them, without a per-pixel
@@ -41,7 +43,9 @@ __all__ = ["InfarctSpec", "Growth", "grow_infarct", "allowed_segments", "check_s
 TERRITORY_PREVALENCE = {"LAD": 0.5, "RCA": 0.3, "LCX": 0.2}
 SUBENDOCARDIAL_DEPTH = 0.25
 NO_REFLOW_MIN_TRANSMURALITY = 50.0
-_LEVEL_OF_SEGMENT = {s: ("basal" if s <= 6 else "mid" if s <= 12 else "apical" if s <= 16 else "apex") for s in range(1, 18)}
+_LEVEL_OF_SEGMENT = {
+    s: ("basal" if s <= 6 else "mid" if s <= 12 else "apical" if s <= 16 else "apex") for s in range(1, 18)
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,17 +136,44 @@ def _angular_distance(a: np.ndarray, b: float) -> np.ndarray:
     return np.abs(np.mod(a - b + 180.0, 360.0) - 180.0)
 
 
-def _smooth_noise(rng: np.random.Generator, theta_rad: np.ndarray, z_mm: np.ndarray, depth: np.ndarray) -> np.ndarray:
-    """A smooth random field on the wall (unit standard deviation): harmonics of the angle whose
-    phases turn with slice position and depth, so neighbouring slices look alike."""
-    out = np.zeros(theta_rad.shape)
+_NOISE_BINS = 180  # 2-degree bins of the smooth noise tables
+_NOISE_ANGLES = (np.arange(_NOISE_BINS) + 0.5) * (2 * math.pi / _NOISE_BINS)
+
+
+def _noise_tables(rng: np.random.Generator, z_mm: np.ndarray, layers: int) -> np.ndarray:
+    """Smooth random fields on the wall, ``[layer, slice, angle bin]`` of unit standard deviation:
+    harmonics 2, 3, 5 and 7 of the angle whose phases turn with slice position, so neighbouring
+    slices look alike. Read per voxel with :func:`_on_wall` (one gather, no per-voxel cosines)."""
+    draws = rng.random((layers, 4, 2))
+    out = np.zeros((layers, z_mm.size, _NOISE_BINS))
     total = 0.0
-    for m in (2, 3, 5, 7):
+    for h, m in enumerate((2, 3, 5, 7)):
         a = 1.0 / math.sqrt(m)
-        phase, wz, wd = rng.uniform(0, 2 * math.pi), rng.uniform(-0.06, 0.06), rng.uniform(-2.5, 2.5)
-        out += a * np.cos(m * theta_rad + phase + wz * z_mm + wd * depth)
         total += a * a
+        turn = (draws[:, h, 1, None, None] - 0.5) * 0.12 * z_mm[None, :, None]
+        phase = 2 * math.pi * draws[:, h, 0, None, None] + turn
+        out += a * np.cos(m * _NOISE_ANGLES[None, None, :] + phase)
     return out / math.sqrt(total / 2.0)
+
+
+def _on_wall(table: np.ndarray, kk: np.ndarray, angle_bin: np.ndarray) -> np.ndarray:
+    return table[kk, angle_bin]
+
+
+def _segment_lut(segments) -> np.ndarray:
+    lut = np.zeros(18, dtype=bool)
+    lut[list(segments)] = True
+    return lut
+
+
+_TERRITORY_CDF = np.cumsum(list(TERRITORY_PREVALENCE.values()))
+
+
+def _draw_territory(rng: np.random.Generator) -> str:
+    """A culprit territory drawn by :data:`TERRITORY_PREVALENCE`."""
+    names = list(TERRITORY_PREVALENCE)
+    pick = int(np.searchsorted(_TERRITORY_CDF, rng.random() * _TERRITORY_CDF[-1], side="right"))
+    return names[min(pick, len(names) - 1)]
 
 
 def _empty(wall: Wall, note: str, territory: str = "") -> Growth:
@@ -155,25 +186,29 @@ def grow_infarct(wall: Wall, spec: InfarctSpec, rng: np.random.Generator) -> Gro
 
     When the constraints (segments, transmurality) leave less myocardium than the requested
     size, the infarct takes all of it; ``capacity_pct`` and the measured size tell.
+
+    Raises:
+        InputError: a bad ``spec`` (:meth:`InfarctSpec.validate`).
     """
+    spec.validate()
     if wall.n == 0:
         return _empty(wall, "no myocardium")
     allowed = allowed_segments(spec)
     if allowed is not None:
         seed_territory = spec.territory.upper() if spec.territory else ""
-        region = np.isin(wall.segment, allowed)
+        region = _segment_lut(allowed)[wall.segment]
     else:
-        names = list(TERRITORY_PREVALENCE)
-        seed_territory = names[int(rng.choice(len(names), p=list(TERRITORY_PREVALENCE.values())))]
+        seed_territory = _draw_territory(rng)
         region = np.ones(wall.n, dtype=bool)
-    seed_region = np.isin(wall.segment, aha.TERRITORIES[seed_territory]) if allowed is None else region
+    seed_region = _segment_lut(aha.TERRITORIES[seed_territory])[wall.segment] if allowed is None else region
 
     h = spec.heterogeneity
     tau = spec.transmurality_pct / 100.0
-    theta_rad = np.radians(wall.theta)
     z = wall.kk * wall.spacing[2]
     depth = wall.depth
-    cap = np.clip(tau + 0.1 * h * _smooth_noise(rng, theta_rad, z, np.zeros_like(depth)), 0.05, 1.0)
+    angle_bin = np.minimum((wall.theta * (_NOISE_BINS / 360.0)).astype(np.intp), _NOISE_BINS - 1)
+    noise = _noise_tables(rng, np.arange(wall.shape[2]) * wall.spacing[2], 3)
+    cap = np.clip(tau + 0.1 * h * _on_wall(noise[0], wall.kk, angle_bin), 0.05, 1.0)
     eligible = region & (depth <= cap)
     n_target = int(round(spec.size_pct / 100.0 * wall.n))
     capacity = 100.0 * int(eligible.sum()) / wall.n
@@ -185,9 +220,10 @@ def grow_infarct(wall: Wall, spec: InfarctSpec, rng: np.random.Generator) -> Gro
         return _empty(wall, reason, seed_territory)
 
     first = int(candidates[rng.integers(candidates.size)])
-    near = candidates[(_angular_distance(wall.theta[candidates], wall.theta[first]) <= 35.0) & (np.abs(wall.kk[candidates] - wall.kk[first]) <= 1)]
+    close = _angular_distance(wall.theta[candidates], wall.theta[first]) <= 35.0
+    near = candidates[close & (np.abs(wall.kk[candidates] - wall.kk[first]) <= 1)]
     n_seeds = 1 + int(rng.integers(0, 3))
-    seeds = [first] + [int(s) for s in rng.choice(near, size=min(n_seeds - 1, near.size), replace=False)]
+    seeds = [first] + [int(s) for s in near[rng.integers(near.size, size=n_seeds - 1)]]
     taper = rng.uniform(0.08, 0.3)
     z_scale = rng.uniform(18.0, 35.0)
     idx = np.flatnonzero(eligible)
@@ -200,7 +236,9 @@ def grow_infarct(wall: Wall, spec: InfarctSpec, rng: np.random.Generator) -> Gro
         np.minimum(arrival, lateral + taper * dd, out=arrival)
         np.minimum(arrival_core, lateral + 0.6 * dd, out=arrival_core)
     if h > 0:
-        rough = h * (0.35 * _smooth_noise(rng, theta_rad[idx], zz, dd) + 0.03 * rng.random(idx.size))
+        kk_idx, bin_idx = wall.kk[idx], angle_bin[idx]
+        field = _on_wall(noise[1], kk_idx, bin_idx) + 1.5 * (dd - 0.5) * _on_wall(noise[2], kk_idx, bin_idx)
+        rough = h * (0.35 * field + 0.03 * rng.random(idx.size))
         arrival += rough
         arrival_core += 0.3 * rough
 

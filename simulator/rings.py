@@ -32,7 +32,17 @@ import numpy as np
 
 from lgemri.labels import CAVITY, MYOCARDIUM
 
-__all__ = ["LVShape", "sample_lv_shape", "slice_positions", "draw_stack", "depth_on", "MYO_TO_BLOOD_RANGE"]
+from .wall import Wall, wall_from_label
+
+__all__ = [
+    "LVShape",
+    "sample_lv_shape",
+    "slice_positions",
+    "draw_stack",
+    "depth_on",
+    "make_anatomy",
+    "MYO_TO_BLOOD_RANGE",
+]
 
 ROI_SIZE = 128
 PIXEL_MM = 1.0
@@ -206,10 +216,29 @@ def draw_stack(
     return label, tables
 
 
-def depth_on(table: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], ii: np.ndarray, jj: np.ndarray) -> np.ndarray:
+def depth_on(
+    table: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], ii: np.ndarray, jj: np.ndarray
+) -> np.ndarray:
     """Analytic wall depth (0 endocardium, 1 epicardium; 0 at the centre of the apex cap)."""
     radius, bins, r_endo, r_epi = table
     r = radius[ii, jj]
     b = bins[ii, jj]
     inner, outer = r_endo[b], r_epi[b]
     return np.clip((r - inner) / np.maximum(outer - inner, 1e-6), 0.0, 1.0)
+
+
+def make_anatomy(
+    rng: np.random.Generator, pathological: bool, n_slices: int | None = None, rv_insertion_deg: float | None = None
+) -> tuple[np.ndarray, Wall, tuple[float, float, float], LVShape]:
+    """One synthetic LV stack with its wall coordinates (analytic depth).
+
+    Returns:
+        ``(anatomy, wall, spacing, shape)``: the uint8 label ``[128, 128, K]`` of cavity and
+        myocardium, its :class:`~simulator.wall.Wall`, the voxel size in mm and the LV drawn.
+    """
+    shape = sample_lv_shape(rng, pathological)
+    z, slice_spacing = slice_positions(rng, shape, n_slices)
+    anatomy, tables = draw_stack(rng, shape, z)
+    spacing = (PIXEL_MM, PIXEL_MM, float(slice_spacing))
+    wall = wall_from_label(anatomy, spacing, rv_insertion_deg, depth_fn=lambda k, ii, jj: depth_on(tables[k], ii, jj))
+    return anatomy, wall, spacing, shape

@@ -63,7 +63,9 @@ class Wall:
         return label
 
 
-def _edt_depth(lv: np.ndarray, cavity: np.ndarray, ii: np.ndarray, jj: np.ndarray, spacing: tuple[float, float]) -> np.ndarray:
+def _edt_depth(
+    lv: np.ndarray, cavity: np.ndarray, ii: np.ndarray, jj: np.ndarray, spacing: tuple[float, float]
+) -> np.ndarray:
     """Normalised wall depth from two distance transforms, on the LV's bounding box."""
     rows, cols = np.nonzero(lv.any(axis=1))[0], np.nonzero(lv.any(axis=0))[0]
     i0, i1 = max(rows[0] - 1, 0), rows[-1] + 2
@@ -206,9 +208,10 @@ def measure(wall: Wall, label: np.ndarray) -> Measurement:
     seg_myo = np.bincount(seg_key, minlength=n_k * 18).reshape(n_k, 18)
     seg_inf = np.bincount(seg_key[inf], minlength=n_k * 18).reshape(n_k, 18)
     slice_hit = seg_inf >= MIN_SEGMENT_FRACTION * np.maximum(seg_myo, 1)
-    slice_segments = [tuple(int(s) for s in np.flatnonzero(row & (seg_inf_row > 0))) for row, seg_inf_row in zip(slice_hit, seg_inf)]
+    slice_segments = [tuple(int(s) for s in np.flatnonzero(row & (hits > 0))) for row, hits in zip(slice_hit, seg_inf)]
     case_myo, case_inf = seg_myo.sum(axis=0), seg_inf.sum(axis=0)
-    segments = tuple(int(s) for s in np.flatnonzero((case_inf > 0) & (case_inf >= MIN_SEGMENT_FRACTION * np.maximum(case_myo, 1))))
+    case_hit = (case_inf > 0) & (case_inf >= MIN_SEGMENT_FRACTION * np.maximum(case_myo, 1))
+    segments = tuple(int(s) for s in np.flatnonzero(case_hit))
     territory = ""
     if case_inf.sum():
         totals = {name: int(case_inf[list(segs)].sum()) for name, segs in aha.TERRITORIES.items()}

@@ -15,7 +15,10 @@ from ..errors import InputError
 if TYPE_CHECKING:  # pragma: no cover
     import torch.nn as nn
 
-__all__ = ["NETWORKS", "build_network", "enable_mc_dropout", "ResAttUNet", "Localizer"]
+__all__ = ["TASKS", "NETWORKS", "build_network", "enable_mc_dropout", "ResAttUNet", "Localizer"]
+
+#: What a network is trained for; a checkpoint records one of these.
+TASKS = ("localization", "segmentation", "cavity")
 
 # name -> "module:attribute" (imported lazily)
 NETWORKS: dict[str, str] = {

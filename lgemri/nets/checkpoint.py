@@ -30,7 +30,7 @@ import torch.nn as nn
 
 from ..atomic import atomic_path
 from ..errors import InputError
-from . import build_network
+from . import TASKS, build_network
 
 __all__ = [
     "TASKS",
@@ -44,7 +44,6 @@ __all__ = [
     "to_plain",
 ]
 
-TASKS = ("localization", "segmentation", "cavity")
 FORMAT = "cardiac_mi.checkpoint"
 FORMAT_VERSION = 1
 _KINDS = ("model", "training_state")
@@ -298,17 +297,27 @@ def load_training_state(
     scaler: Any = None,
     *,
     task: str | None = None,
+    network: Mapping | None = None,
     device: str | torch.device = "cpu",
     restore_rng: bool = True,
 ) -> dict:
     """Load ``last.pt`` into an existing model, optimizer, scheduler and scaler.
+
+    Args:
+        path: The training state file.
+        model, optimizer, scheduler, scaler: Objects of the resumed run to load into (the
+            scheduler and scaler may be None).
+        task: When given, the task the run must have.
+        network: When given, the network spec the run must have been started with.
+        device: Where the model goes.
+        restore_rng: Restore the python, numpy and torch generator states.
 
     Returns:
         ``{"epoch", "history", "extra", "network", "task"}``.
 
     Raises:
         InputError: Missing or foreign file, a model checkpoint instead of a training state,
-            another task, or weights or optimizer state that do not fit.
+            another task or network, or weights or optimizer state that do not fit.
     """
     path = Path(path)
     payload = _read(path, "cpu")
@@ -316,6 +325,11 @@ def load_training_state(
         raise InputError(f"{path}: a model checkpoint, not a training state (last.pt) to resume from")
     if task is not None and payload["task"] != task:
         raise InputError(f"{path}: holds a {payload['task']!r} run, expected a {task!r} run")
+    if network is not None and payload["network"] != _check_spec(payload["task"], network):
+        raise InputError(
+            f"{path}: the run was started with network {payload['network']}, this configuration asks "
+            f"for {_check_spec(payload['task'], network)}"
+        )
     try:
         unwrap(model).load_state_dict(payload["state_dict"], strict=True)
         optimizer.load_state_dict(payload["optimizer"])

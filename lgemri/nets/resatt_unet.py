@@ -32,23 +32,28 @@ class ResAttUNet(nn.Module):
     """Attention-residual U-Net (ResAtt-U-Net) for 2D or 3D segmentation, returning logits.
 
     Encoder: a residual unit at full resolution followed by one strided residual unit per stride.
-    Decoder: per stage a transposed convolution, an attention gate (Oktay et al. 2018, MONAI's
-    ``AttentionBlock``) that weighs the skip connection by the upsampled coarser features, and a
-    residual unit on the concatenation. Every residual unit is MONAI's
-    ``ResidualUnit(subunits=2)``: two convolutions, each followed by batch norm, ``nn.Dropout``
-    and ReLU, plus a (strided) residual convolution. A 1 x 1 convolution gives the class logits.
+    Decoder: per stage a transposed convolution (2 x 2 with stride 2 by default, as in
+    Ronneberger et al.'s U-Net: no checkerboard overlap, and 4/9 of the weights of a 3 x 3 one), an
+    attention gate (Oktay et al. 2018, MONAI's ``AttentionBlock``) that weighs the skip
+    connection by the upsampled coarser features, and a residual unit on the concatenation.
+    Every residual unit is MONAI's ``ResidualUnit(subunits=2)``: two convolutions, each followed
+    by batch norm, ``nn.Dropout`` and ReLU, plus a (strided) residual convolution. A 1 x 1
+    convolution gives the class logits.
 
     Dropout sits in every residual unit, so Monte-Carlo dropout works at inference: see
     :func:`lgemri.nets.enable_mc_dropout`.
 
     Inputs whose spatial size is not a multiple of ``prod(strides)`` are padded (replicating the
     edge) before the encoder and the logits are cropped back, so any size works; 128 x 128 crops
-    need no padding with the default strides.
+    need no padding with the default strides (the bottleneck is 4 x 4).
 
-    With the defaults (``channels=(16, 32, 64, 128, 192, 256)``, 2D, 1 input channel, 5 classes)
-    the network has 2,322,000 parameters (a 9.3 MB checkpoint) and a forward pass of a
-    10 x 1 x 128 x 128 batch in eval mode takes about 0.13 s with ``torch.set_num_threads(2)``
-    on the development CPU (2 shared cores; median of 10 runs, 0.17-0.26 s while other jobs ran).
+    Defaults (2D, 1 input channel, 5 classes, ``channels=(16, 32, 64, 96, 128, 160)``):
+    2,359,116 parameters, a 9.56 MB checkpoint (:func:`lgemri.nets.checkpoint.save_checkpoint`);
+    a forward pass of a 10 x 1 x 128 x 128 batch in eval mode under ``torch.inference_mode``
+    took 0.19 s (median of 10 runs; fastest 0.16 s) with ``torch.set_num_threads(2)`` and
+    0.29 s with one thread on the development CPU (2 cores shared with other jobs; torch 2.13).
+    The wider ``(16, 32, 64, 128, 192, 256)`` has 4.7-5.2 M parameters (19-21 MB), over the
+    10 MB budget; the cost is at the coarse levels, the time at the fine ones.
 
     References:
         Omar N. et al., "Web-Based Cardiac Delayed Enhanced MRI Segmentation Using Deep Learning
@@ -65,7 +70,8 @@ class ResAttUNet(nn.Module):
         strides: Down-sampling factor of each stage (``len(channels) - 1`` stages).
         dropout: Dropout probability in every residual unit (element-wise ``nn.Dropout``).
         kernel_size: Convolution kernel size of the residual units.
-        up_kernel_size: Kernel size of the transposed convolutions.
+        up_kernel_size: Kernel size of the transposed convolutions (a stage of stride 1 uses
+            the next odd size, so that every stage exactly multiplies the size by its stride).
 
     Raises:
         InputError: Bad dimensions, channel/stride lengths or dropout.
@@ -118,12 +124,15 @@ class ResAttUNet(nn.Module):
         for level in range(len(strides), 0, -1):  # coarsest first
             fine, coarse = channels[level - 1], channels[level]
             stride = strides[level - 1]
-            padding = (up_kernel_size - 1) // 2
+            kernel = up_kernel_size if stride > 1 else 2 * (up_kernel_size // 2) + 1  # odd for stride 1
+            padding = (kernel - 1) // 2
+            output_padding = stride - kernel + 2 * padding  # output size exactly stride x input size
+            if not 0 <= output_padding < stride:
+                raise InputError(f"ResAttUNet: up_kernel_size {up_kernel_size} does not fit stride {stride}")
             self.up.append(
                 Convolution(
-                    spatial_dims, coarse, fine, strides=stride, kernel_size=up_kernel_size,
-                    act="relu", norm="batch", is_transposed=True, padding=padding,
-                    output_padding=stride - up_kernel_size + 2 * padding,
+                    spatial_dims, coarse, fine, strides=stride, kernel_size=kernel, act="relu",
+                    norm="batch", is_transposed=True, padding=padding, output_padding=output_padding,
                 )  # fmt: skip
             )
             self.gates.append(AttentionBlock(spatial_dims, f_int=max(fine // 2, 1), f_g=fine, f_l=fine))
