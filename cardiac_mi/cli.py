@@ -88,8 +88,9 @@ def cmd_infer(args: argparse.Namespace) -> None:
     from lgemri.inference import infer_file, load_models
 
     models = load_models(args.models, device=args.device)
-    label, summary = infer_file(args.input, args.out, models, args.series_uid)
-    logger.info("wrote %s and %s", label, summary)
+    for path in args.input:
+        label, summary = infer_file(path, args.out, models, args.series_uid)
+        logger.info("wrote %s and %s", label, summary)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -128,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--description", default="", help="SeriesDescription for NIfTI -> DICOM")
 
     p = add("infer", cmd_infer, "segment a study: LV localization, 128 mm ROI, ResAtt-U-Net, label on the input grid")
-    p.add_argument("--input", required=True, help="NIfTI file or folder with one DICOM series")
+    p.add_argument("--input", required=True, nargs="+", help="NIfTI file(s) or folder(s) with one DICOM series each")
     p.add_argument("--out", required=True, type=Path, help="output folder for <name>.nii.gz and <name>.json")
     p.add_argument("--models", type=Path, help="folder with localization.pt and segmentation.pt (default: models/ or $CARDIAC_MI_MODELS)")
     p.add_argument("--series-uid", help="series to read when the DICOM folder holds several")

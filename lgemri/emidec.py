@@ -33,7 +33,7 @@ from tqdm import tqdm
 from .atomic import atomic_path, write_text
 from .errors import InputError
 from .geometry import crop_roi, lv_centre, resample_inplane
-from .labels import NO_REFLOW, NUM_CLASSES, infarct_mask, lv_mask
+from .labels import NO_REFLOW, as_label, infarct_mask, lv_mask
 from .volume import Volume, read_nifti
 
 __all__ = [
@@ -57,7 +57,6 @@ SLICE_NAME_RE = re.compile(
     r"EMIDEC_(?P<case_id>Case_(?P<group>[NP])[A-Za-z]*\d+)_slice_(?P<slice>\d+)"
     r"_(?P<infarct>Inf|NoInf)_(?P<no_reflow>NoRef|Y|N)"
 )
-LABEL_TOLERANCE = 1e-3
 AFFINE_TOLERANCE_MM = 1e-3
 SPLITS = ("train", "val", "test")
 MANIFEST_FIELDS = (
@@ -174,23 +173,7 @@ def validate_label(
         raise InputError(
             f"{path}: label affine differs from image {image_path} affine by up to {diff:.4g} mm"
         )
-    values = label.array
-    if not np.issubdtype(values.dtype, np.integer):
-        bad = ~np.isfinite(values)
-        if not bad.any():
-            bad = np.abs(values - np.round(values)) > LABEL_TOLERANCE
-        if bad.any():
-            where = tuple(int(x) for x in np.argwhere(bad)[0])
-            raise InputError(
-                f"{path}: label values must be integers, found {float(values[where]):g} "
-                f"at voxel {where}"
-            )
-        values = np.round(values)
-    outside = np.unique(values[(values < 0) | (values >= NUM_CLASSES)])
-    if outside.size:
-        shown = ", ".join(f"{v:g}" for v in outside[:10].astype(float))
-        raise InputError(f"{path}: label values must lie in 0..{NUM_CLASSES - 1}, found {shown}")
-    return Volume(values.astype(np.uint8), image.affine.copy())
+    return Volume(as_label(label.array, path), image.affine.copy())
 
 
 def load_case(root: str | os.PathLike, case_id: str, require_label: bool = True) -> EmidecCase:

@@ -31,7 +31,7 @@ import numpy as np
 from . import __version__
 from .atomic import atomic_path, write_text
 from .errors import InputError
-from .labels import LABEL_NAMES, NUM_CLASSES
+from .labels import LABEL_NAMES, as_label
 from .metrics import CLASS_METRICS, EMIDEC_METRICS, class_metrics, emidec_metrics
 from .volume import Volume, read_nifti
 
@@ -41,7 +41,6 @@ logger = logging.getLogger(__name__)
 
 BOUNDARY_TOLERANCE_MM = 2.0
 AFFINE_TOLERANCE_MM = 1e-3
-LABEL_TOLERANCE = 1e-3
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 CLASS_FIELDS = tuple(f"class_{name}_{metric}" for name in LABEL_NAMES.values() for metric in CLASS_METRICS)
 #: Columns of ``metrics.csv``: the case id, the EMIDEC metrics, then ``class_<name>_<metric>``.
@@ -108,22 +107,7 @@ def find_labels(folder: str | os.PathLike, role: str = "label") -> dict[str, Pat
 
 def _label_values(volume: Volume, path: Path) -> np.ndarray:
     """The label array as uint8 after checking it holds integers 0..4."""
-    values = volume.array
-    if not np.issubdtype(values.dtype, np.integer) and values.dtype != bool:
-        bad = ~np.isfinite(values)
-        if not bad.any():
-            bad = np.abs(values - np.round(values)) > LABEL_TOLERANCE
-        if bad.any():
-            where = tuple(int(x) for x in np.argwhere(bad)[0])
-            raise InputError(
-                f"{path}: label values must be integers, found {float(values[where]):g} at voxel {where}"
-            )
-        values = np.round(values)
-    outside = np.unique(values[(values < 0) | (values >= NUM_CLASSES)])
-    if outside.size:
-        shown = ", ".join(f"{v:g}" for v in outside[:10].astype(float))
-        raise InputError(f"{path}: label values must lie in 0..{NUM_CLASSES - 1}, found {shown}")
-    return values.astype(np.uint8)
+    return as_label(volume.array, path)
 
 
 def _read_pair(pred_path: Path, truth_path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

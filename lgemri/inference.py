@@ -71,7 +71,12 @@ def load_models(models_dir: str | os.PathLike | None = None, device: str = "cpu"
     cavity = None
     if seg_meta.get("extra", {}).get("two_stage"):
         cavity, _ = load_checkpoint(folder / "cavity.pt", task="cavity", device=dev)
-    meta = {"localization": loc_meta.get("extra", {}), "segmentation": seg_meta.get("extra", {}), "folder": str(folder)}
+    meta = {
+        "localization": loc_meta.get("extra", {}),
+        "segmentation": seg_meta.get("extra", {}),
+        "segmentation_network": seg_meta.get("network", {}),
+        "folder": str(folder),
+    }
     return Models(localizer, segmenter, cavity, meta, dev)
 
 

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from .errors import InputError
+
 __all__ = [
+    "as_label",
     "BACKGROUND",
     "CAVITY",
     "MYOCARDIUM",
@@ -52,3 +55,31 @@ def infarct_mask(label: np.ndarray) -> np.ndarray:
 def lv_mask(label: np.ndarray) -> np.ndarray:
     """Cavity and wall together, {1, 2, 3, 4}."""
     return label > BACKGROUND
+
+
+LABEL_TOLERANCE = 1e-3
+
+
+def as_label(values: np.ndarray, where: object) -> np.ndarray:
+    """``values`` as a uint8 EMIDEC label, after checking they are integers 0-4.
+
+    Float storage (EMIDEC ships float64 labels) is accepted when every value is within 1e-3 of
+    an integer. ``where`` (a file or a description) is named in the error.
+
+    Raises:
+        InputError: a value is not finite, not an integer, or outside 0-4.
+    """
+    values = np.asarray(values)
+    if not np.issubdtype(values.dtype, np.integer) and values.dtype != bool:
+        bad = ~np.isfinite(values)
+        if not bad.any():
+            bad = np.abs(values - np.round(values)) > LABEL_TOLERANCE
+        if bad.any():
+            at = tuple(int(x) for x in np.argwhere(bad)[0])
+            raise InputError(f"{where}: label values must be integers, found {float(values[at]):g} at voxel {at}")
+        values = np.round(values)
+    outside = np.unique(values[(values < 0) | (values >= NUM_CLASSES)])
+    if outside.size:
+        shown = ", ".join(f"{v:g}" for v in outside[:10].astype(float))
+        raise InputError(f"{where}: label values must lie in 0..{NUM_CLASSES - 1}, found {shown}")
+    return values.astype(np.uint8)

@@ -18,7 +18,7 @@ from scipy import ndimage
 from skimage.morphology import closing, convex_hull_image, disk, opening
 
 from .errors import InputError
-from .labels import CAVITY, INFARCT, MYOCARDIUM, NO_REFLOW, NUM_CLASSES, lv_mask, myocardium_mask
+from .labels import CAVITY, INFARCT, MYOCARDIUM, NO_REFLOW, NUM_CLASSES, as_label, lv_mask, myocardium_mask
 
 __all__ = ["largest_component", "clean_cavity", "enforce_anatomy"]
 
@@ -151,8 +151,7 @@ def enforce_anatomy(label: np.ndarray) -> np.ndarray:
 
 
 def _as_label(values: np.ndarray) -> np.ndarray:
-    if values.dtype == bool:
-        return values.astype(np.uint8)
+    return as_label(values, "enforce_anatomy")
     if not np.issubdtype(values.dtype, np.integer):
         if not np.isfinite(values).all() or np.any(values != np.round(values)):
             raise InputError("enforce_anatomy: label values must be integers 0..4, found non-integer values")

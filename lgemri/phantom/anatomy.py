@@ -29,7 +29,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from .. import aha
-from ..labels import BACKGROUND, CAVITY, INFARCT, MYOCARDIUM, NO_REFLOW
+from ..labels import CAVITY, INFARCT, MYOCARDIUM, NO_REFLOW
 
 __all__ = ["Tissue", "Infarct", "Anatomy", "sample_anatomy"]
 

@@ -414,7 +414,7 @@ def train(config: TrainConfig) -> dict:
     """
     config.validate()
     out = Path(config.out)
-    last_path, best_path = out / "last.pt", out / "best.pt"
+    last_path = out / "last.pt"
     if config.resume and not last_path.is_file():
         raise InputError(f"{out}: nothing to resume (no last.pt)")
     if not config.resume and last_path.exists():

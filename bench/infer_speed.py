@@ -1,0 +1,82 @@
+"""Benchmark: a whole ~10-slice study through the `cardiac-mi infer` cascade, models loaded.
+
+Prints the segmentation network's forward time next to MONAI's AttentionUnet of similar size on
+the same ROI batch (ratio first), then the whole-study time and its split. Target: <= 1.0 s per
+study on 2 CPU cores. Runs on the GPU too when one is present.
+
+    .venv/bin/python bench/infer_speed.py [--models models] [--repeats 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+from monai.networks.nets import AttentionUnet
+
+from lgemri.inference import load_models, segment_volume
+from lgemri.phantom import make_case
+
+
+def ten_slice_study():
+    for number in range(1, 40):
+        case = make_case(number, 77)
+        if case.image.shape[2] == 10:
+            return case
+    raise RuntimeError("no 10-slice phantom study found")
+
+
+def median_time(fn, repeats: int) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def run(device: str, models_dir: str | None, repeats: int) -> None:
+    models = load_models(models_dir, device=device)
+    case = ten_slice_study()
+    channels = tuple(models.meta["segmentation_network"]["kwargs"].get("channels", ()))
+    in_channels = 2 if models.two_stage else 1
+    baseline = AttentionUnet(2, in_channels, 5, channels=channels, strides=(2,) * (len(channels) - 1)).to(device).eval()
+    rois = torch.randn(case.image.shape[2], in_channels, 128, 128, device=device)
+
+    def forward(net):
+        with torch.inference_mode():
+            net(rois)
+            if device == "cuda":
+                torch.cuda.synchronize()
+
+    ours_fwd = median_time(lambda: forward(models.segmenter), repeats)
+    base_fwd = median_time(lambda: forward(baseline), repeats)
+    n_ours = sum(p.numel() for p in models.segmenter.parameters())
+    n_base = sum(p.numel() for p in baseline.parameters())
+    study = median_time(lambda: segment_volume(case.image, models), repeats)
+    split = segment_volume(case.image, models).timings
+    print(f"[{device}] ResAtt-U-Net forward / MONAI AttentionUnet forward: {ours_fwd / base_fwd:.2f}x "
+          f"({ours_fwd * 1000:.0f} ms vs {base_fwd * 1000:.0f} ms for {rois.shape[0]} ROIs; "
+          f"{n_ours / 1e6:.2f} M vs {n_base / 1e6:.2f} M parameters, channels {channels})")
+    print(f"[{device}] whole study {case.image.shape} through the cascade: {study:.3f} s (target <= 1.0 s on 2 CPU cores)")
+    print(f"[{device}] split: " + ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in split.items()))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default=None, help="models folder (default: models/)")
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    run("cpu", args.models, args.repeats)
+    if torch.cuda.is_available():
+        run("cuda", args.models, args.repeats)
+    else:
+        print("[cuda] no GPU on this machine")
+
+
+if __name__ == "__main__":
+    main()
