@@ -137,11 +137,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     from lgemri.evaluation import register as register_evaluate
     from lgemri.training.cli import register as register_train
+    from cardiac_mi.upload import register as register_upload
     from simulator.cli import register as register_simulate
 
     register_train(sub)
     register_evaluate(sub)
     register_simulate(sub)
+    register_upload(sub)
 
     p = add("preview", cmd_preview, "save a PNG montage of a study's slices with label outlines")
     p.add_argument("--image", required=True, help="DICOM folder or NIfTI file")

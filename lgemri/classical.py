@@ -35,7 +35,14 @@ from . import aha
 from .errors import InputError
 from .labels import myocardium_mask
 
-__all__ = ["N_SD_LEVELS", "MIN_REMOTE_VOXELS", "REMOTE_METHOD", "remote_statistics", "threshold_masks", "classical_infarct_size"]
+__all__ = [
+    "N_SD_LEVELS",
+    "MIN_REMOTE_VOXELS",
+    "REMOTE_METHOD",
+    "remote_statistics",
+    "threshold_masks",
+    "classical_infarct_size",
+]
 
 logger = logging.getLogger(__name__)
 

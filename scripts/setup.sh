@@ -19,6 +19,11 @@ if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing Debian packages: ${missing[*]}"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  # cardiac_mi starts its own Orthanc on loopback; Debian's system service would listen on the
+  # network (DICOM 4242, HTTP 8042 without a password), so it is switched off.
+  if command -v systemctl >/dev/null && systemctl list-unit-files orthanc.service >/dev/null 2>&1; then
+    $SUDO systemctl disable --now orthanc.service >/dev/null 2>&1 || true
+  fi
 fi
 PYTHON=python3.11
 

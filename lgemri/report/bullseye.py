@@ -44,7 +44,8 @@ def _segment_geometry() -> dict[int, tuple[float, float, float, float]]:
     return geometry
 
 
-#: Segment -> (inner radius, outer radius, start angle, end angle) in the plot (degrees, counter-clockwise from 3 o'clock).
+#: Segment -> (inner radius, outer radius, start angle, end angle) in the plot; angles in degrees
+#: counter-clockwise from 3 o'clock.
 SEGMENT_GEOMETRY = _segment_geometry()
 
 

@@ -127,7 +127,12 @@ _QUANTIFICATION = _object(
             }
         ),
         "lv": _object(
-            {"myocardium_voxels": _COUNT, "myocardium_volume_ml": _VOL, "myocardium_mass_g": _VOL, "cavity_volume_ml": _VOL}
+            {
+                "myocardium_voxels": _COUNT,
+                "myocardium_volume_ml": _VOL,
+                "myocardium_mass_g": _VOL,
+                "cavity_volume_ml": _VOL,
+            }
         ),
         "infarct": _object(_AMOUNT),
         "no_reflow": _object({**_AMOUNT, "percent_infarct": _PCT}),
@@ -197,6 +202,11 @@ SCHEMA: dict[str, Any] = {
             "dicom": _object(
                 {"study_uid": _STR, "pdf_sop_instance_uid": _STR, "sr_sop_instance_uid": _NULLABLE_STR}
             ),
+            "stored": {
+                "type": ["object", "null"],
+                "required": ["url", "sop_instance_uids"],
+                "properties": {"url": _STR, "sop_instance_uids": {"type": "array", "items": _STR}},
+            },
             "disclaimer": _STR,
         },
         required=["schema", "schema_version", "created", "software", "inputs", "study", "quantification", "disclaimer"],

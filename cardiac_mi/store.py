@@ -1,0 +1,474 @@
+"""Send DICOM files to a DICOMweb server (the embedded Orthanc or any other) and list its studies.
+
+``DicomStore`` speaks STOW-RS and QIDO-RS with plain HTTP (``requests``), so that every file gets its
+own answer::
+
+    store = DicomStore("http://127.0.0.1:8042/dicom-web", "user", "password")
+    result = upload(["sample-data/dicom"], store)
+    print(result.summary())
+
+Each file ends in exactly one of three lists of the ``StowResult``:
+
+- ``stored``: the server confirmed it (ReferencedSOPSequence of the STOW-RS answer);
+- ``skipped``: the server already had an instance with its SOPInstanceUID (found by a QIDO-RS query per
+  study before sending, since Orthanc confirms a duplicate as if it had stored it), or an earlier file
+  of the same upload had it;
+- ``refused``: with the reason. Files are checked before they are sent: not DICOM, unreadable, truncated,
+  missing UIDs; the server's own refusals (FailedSOPSequence) are reported with their failure reason.
+
+Connection and authentication problems stop the upload with a ``DicomStoreError`` naming the URL.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pydicom
+import requests
+from pydicom.dataelem import RawDataElement
+from pydicom.errors import InvalidDicomError
+from pydicom.uid import UID
+
+from cardiac_mi.orthanc import describe_error
+from lgemri.errors import InputError
+
+__all__ = ["DicomStore", "DicomStoreError", "Refused", "StowResult", "Study", "upload", "iter_files"]
+
+logger = logging.getLogger(__name__)
+
+DICOMDIR_CLASS = "1.2.840.10008.1.3.10"
+UNDEFINED_LENGTH = 0xFFFFFFFF
+
+# PS3.4 C-STORE / PS3.18 STOW-RS failure reasons (0008,1197); the first digits name a family.
+FAILURE_REASONS = {
+    0x0110: "processing failure",
+    0x0111: "duplicate SOP instance",
+    0x0117: "invalid SOP instance",
+    0x0122: "SOP class not supported",
+    0x0124: "not authorized",
+    0x0131: "duplicate invocation",
+    0x0211: "unrecognized operation",
+    0xC122: "transfer syntax not supported",
+}
+FAILURE_FAMILIES = {0xA7: "out of resources", 0xA9: "data set does not match SOP class", 0xC0: "cannot understand"}
+
+
+class DicomStoreError(InputError):
+    """The DICOMweb server cannot be reached, refuses the credentials or does not speak DICOMweb."""
+
+
+@dataclass(frozen=True)
+class Refused:
+    """A file that was not stored, and why."""
+
+    path: Path
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.reason}"
+
+
+@dataclass
+class StowResult:
+    """What happened to each file of an upload; ``studies`` holds the StudyInstanceUIDs now on the server."""
+
+    stored: list[Path] = field(default_factory=list)
+    skipped: list[Path] = field(default_factory=list)
+    refused: list[Refused] = field(default_factory=list)
+    studies: set[str] = field(default_factory=set)
+
+    @property
+    def total(self) -> int:
+        return len(self.stored) + len(self.skipped) + len(self.refused)
+
+    @property
+    def ok(self) -> bool:
+        """True when no file was refused."""
+        return not self.refused
+
+    def __add__(self, other: StowResult) -> StowResult:
+        return StowResult(
+            self.stored + other.stored,
+            self.skipped + other.skipped,
+            self.refused + other.refused,
+            self.studies | other.studies,
+        )
+
+    def summary(self) -> str:
+        studies = f"{len(self.studies)} stud{'y' if len(self.studies) == 1 else 'ies'}"
+        return f"{len(self.stored)} stored, {len(self.skipped)} already there, {len(self.refused)} refused ({studies})"
+
+
+@dataclass(frozen=True)
+class Study:
+    """One QIDO-RS study match; ``raw`` is the server's DICOM JSON."""
+
+    uid: str
+    patient_id: str
+    patient_name: str
+    date: str
+    description: str
+    modalities: tuple[str, ...]
+    series: int | None
+    instances: int | None
+    raw: dict[str, Any] = field(repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, item: dict[str, Any]) -> Study:
+        def values(tag: str) -> list[Any]:
+            return list(item.get(tag, {}).get("Value", []))
+
+        def text(tag: str) -> str:
+            found = values(tag)
+            if not found:
+                return ""
+            value = found[0]
+            return str(value.get("Alphabetic", "")) if isinstance(value, dict) else str(value)
+
+        def number(tag: str) -> int | None:
+            found = values(tag)
+            try:
+                return int(found[0]) if found else None
+            except (TypeError, ValueError):
+                return None
+
+        return cls(
+            uid=text("0020000D"),
+            patient_id=text("00100020"),
+            patient_name=text("00100010"),
+            date=text("00080020"),
+            description=text("00081030"),
+            modalities=tuple(str(v) for v in values("00080061")),
+            series=number("00201206"),
+            instances=number("00201208"),
+            raw=item,
+        )
+
+
+@dataclass
+class _Instance:
+    path: Path
+    data: bytes
+    sop_uid: str
+    study_uid: str
+
+
+# --------------------------------------------------------------------------------------------- local checks
+
+
+def _describe(tag: Any) -> str:
+    from pydicom.datadict import keyword_for_tag
+
+    return keyword_for_tag(tag) or str(tag)
+
+
+def _truncation(ds: pydicom.Dataset) -> str | None:
+    """Why ``ds`` looks cut short, or None. pydicom reads a truncated file without complaint."""
+    for tag in ds.keys():
+        elem = ds.get_item(tag)
+        if isinstance(elem, RawDataElement) and elem.length != UNDEFINED_LENGTH:
+            have = len(elem.value or b"")
+            if have < elem.length:
+                return f"truncated file: {_describe(tag)} has {have} of its {elem.length} bytes"
+    if "Rows" in ds and not any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
+        return "truncated file: image attributes but no pixel data"
+    syntax = ds.file_meta.get("TransferSyntaxUID")
+    if "PixelData" in ds and syntax is not None and not UID(syntax).is_compressed:
+        try:
+            frames = int(ds.get("NumberOfFrames") or 1)
+            bits = int(ds.BitsAllocated) * int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel") or 1) * frames
+        except (AttributeError, TypeError, ValueError):
+            return None
+        have = len(ds.get_item("PixelData").value or b"")
+        if have < (bits + 7) // 8:
+            return f"truncated file: pixel data has {have} bytes, {(bits + 7) // 8} expected"
+    return None
+
+
+def _inspect(path: Path) -> _Instance | Refused:
+    """Read ``path`` and check that it is a whole DICOM Part 10 instance with the UIDs STOW-RS needs."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        return Refused(path, f"cannot read the file ({exc.strerror or exc})")
+    if not data:
+        return Refused(path, "empty file")
+    try:
+        ds = pydicom.dcmread(io.BytesIO(data))
+    except InvalidDicomError:
+        return Refused(path, "not a DICOM file (no 'DICM' marker after the 128-byte preamble)")
+    except Exception as exc:  # noqa: BLE001 - pydicom raises many kinds on damaged files
+        return Refused(path, f"unreadable DICOM file ({type(exc).__name__}: {exc})")
+    try:
+        if ds.file_meta.get("MediaStorageSOPClassUID") == DICOMDIR_CLASS:
+            return Refused(path, "a DICOMDIR (an index of a DICOM medium), not an instance: upload the files it lists")
+        if "TransferSyntaxUID" not in ds.file_meta:
+            return Refused(path, "no TransferSyntaxUID in the file meta information")
+        required = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
+        missing = [k for k in required if not ds.get(k)]
+        if missing:
+            truncated = _truncation(ds)
+            return Refused(path, truncated or f"missing {', '.join(missing)}")
+        truncated = _truncation(ds)
+        if truncated:
+            return Refused(path, truncated)
+        return _Instance(path, data, str(ds.SOPInstanceUID), str(ds.StudyInstanceUID))
+    except Exception as exc:  # noqa: BLE001 - damaged values surface only when read
+        return Refused(path, f"unreadable DICOM file ({type(exc).__name__}: {exc})")
+
+
+def _failure_reason(code: Any) -> str:
+    try:
+        value = int(code)
+    except (TypeError, ValueError):
+        return f"refused by the server (reason {code!r})"
+    name = FAILURE_REASONS.get(value) or FAILURE_FAMILIES.get(value >> 8) or "failure"
+    return f"refused by the server: {name} (0x{value:04X})"
+
+
+def _first(item: dict[str, Any], tag: str) -> Any:
+    found = item.get(tag, {}).get("Value") or [None]
+    return found[0]
+
+
+# --------------------------------------------------------------------------------------------- the store
+
+
+class DicomStore:
+    """A DICOMweb server: STOW-RS uploads and QIDO-RS queries.
+
+    Args:
+        url: the DICOMweb root, e.g. ``http://127.0.0.1:8042/dicom-web``.
+        user, password: HTTP basic-auth credentials, if the server asks for them.
+        timeout: seconds for one HTTP request.
+        batch_files, batch_bytes: the most files and bytes sent in one STOW-RS request.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        user: str | None = None,
+        password: str | None = None,
+        *,
+        timeout: float = 120.0,
+        batch_files: int = 32,
+        batch_bytes: int = 64 << 20,
+    ) -> None:
+        if not url.startswith(("http://", "https://")):
+            raise InputError(f"{url!r} is not a DICOMweb URL: expected http://HOST:PORT/ROOT")
+        if (user is None) != (password is None):
+            raise InputError("give both a user and a password for the DICOMweb server, or neither")
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+        self.batch_files = max(1, batch_files)
+        self.batch_bytes = max(1, batch_bytes)
+        self.session = requests.Session()
+        self.session.auth = (user, password) if user is not None else None
+
+    @classmethod
+    def from_orthanc(cls, orthanc: Any, **kwargs: Any) -> DicomStore:
+        """The store of an ``EmbeddedOrthanc`` (or ``RunningOrthanc``): its DICOMweb URL and credentials."""
+        user, password = orthanc.auth if orthanc.auth else (None, None)
+        return cls(orthanc.dicomweb_url, user, password, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"DicomStore({self.url!r})"
+
+    # ----------------------------------------------------------------------------------------- HTTP
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        url = f"{self.url}{path}"
+        try:
+            response = self.session.request(method, url, timeout=self.timeout, **kwargs)
+        except requests.ConnectionError as exc:
+            raise DicomStoreError(f"cannot reach DICOMweb server at {self.url} ({describe_error(exc)})") from None
+        except requests.Timeout:
+            raise DicomStoreError(f"DICOMweb server at {self.url} did not answer within {self.timeout:g} s") from None
+        except requests.RequestException as exc:
+            raise DicomStoreError(f"cannot talk to DICOMweb server at {self.url} ({exc})") from None
+        if response.status_code in (401, 403):
+            if self.session.auth:
+                problem = "rejected the given user and password"
+            else:
+                problem = "asks for a user and password"
+            raise DicomStoreError(f"DICOMweb server at {self.url} {problem} (HTTP {response.status_code})")
+        return response
+
+    def ping(self) -> None:
+        """Check that the server answers QIDO-RS; raise ``DicomStoreError`` saying what is wrong otherwise."""
+        response = self._request("GET", "/studies", params={"limit": "1"}, headers={"Accept": "application/dicom+json"})
+        problem = None
+        if response.status_code not in (200, 204):
+            problem = f"GET /studies answered HTTP {response.status_code}"
+        elif response.status_code == 200:
+            try:
+                found = response.json()
+            except ValueError:
+                found = None
+            if not isinstance(found, list) or not all(isinstance(item, dict) for item in found):
+                problem = "GET /studies did not answer DICOM JSON"
+        if problem:
+            raise DicomStoreError(
+                f"{self.url} does not look like a DICOMweb root: {problem}"
+                " (expected a URL like http://HOST:PORT/dicom-web)"
+            )
+
+    def _qido(self, path: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+        response = self._request("GET", path, params=params, headers={"Accept": "application/dicom+json"})
+        if response.status_code == 204:
+            return []
+        if response.status_code != 200:
+            detail = response.text[:200].strip()
+            raise DicomStoreError(f"QIDO-RS {self.url}{path} answered HTTP {response.status_code}: {detail}")
+        try:
+            found = response.json()
+        except ValueError:
+            raise DicomStoreError(f"QIDO-RS {self.url}{path} did not answer DICOM JSON") from None
+        return found if isinstance(found, list) else []
+
+    def studies(self, modality: str | None = None, **filters: str) -> list[Study]:
+        """The server's studies, optionally those with ``modality`` (ModalitiesInStudy) or other QIDO filters."""
+        params: dict[str, Any] = dict(filters)
+        if modality:
+            params["ModalitiesInStudy"] = modality
+        params["includefield"] = ["StudyDescription"]
+        return [Study.from_json(item) for item in self._qido("/studies", params)]
+
+    def instance_uids(self, study_uid: str) -> set[str]:
+        """SOPInstanceUIDs the server holds in study ``study_uid`` (empty when it has no such study)."""
+        path = f"/studies/{study_uid}/instances"
+        headers = {"Accept": "application/dicom+json"}
+        response = self._request("GET", path, params={"includefield": "00080018"}, headers=headers)
+        if response.status_code == 204:
+            return set()
+        try:
+            found = response.json() if response.status_code == 200 else []
+        except ValueError:
+            found = []
+        if response.status_code != 200:
+            logger.debug("cannot list study %s (HTTP %d); sending all its files", study_uid, response.status_code)
+        if not isinstance(found, list):
+            found = []
+        return {str(uid) for uid in (_first(item, "00080018") for item in found) if uid}
+
+    # ----------------------------------------------------------------------------------------- STOW-RS
+
+    def stow(self, paths: Iterable[str | os.PathLike]) -> StowResult:
+        """Send DICOM files by STOW-RS in batches; each file is stored, skipped or refused (with a reason)."""
+        result = StowResult()
+        on_server: dict[str, set[str]] = {}
+        batch: list[_Instance] = []
+        size = 0
+        for raw_path in paths:
+            item = _inspect(Path(raw_path))
+            if isinstance(item, Refused):
+                result.refused.append(item)
+                continue
+            known = on_server.get(item.study_uid)
+            if known is None:
+                known = on_server[item.study_uid] = self.instance_uids(item.study_uid)
+            if item.sop_uid in known:
+                result.skipped.append(item.path)
+                result.studies.add(item.study_uid)
+                continue
+            known.add(item.sop_uid)  # a later file with the same UID is a duplicate of this upload
+            batch.append(item)
+            size += len(item.data)
+            if len(batch) >= self.batch_files or size >= self.batch_bytes:
+                self._send(batch, result, on_server)
+                batch, size = [], 0
+        if batch:
+            self._send(batch, result, on_server)
+        return result
+
+    def _send(self, batch: list[_Instance], result: StowResult, on_server: dict[str, set[str]]) -> None:
+        boundary = uuid.uuid4().hex
+        parts = []
+        for item in batch:
+            parts += [f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode(), item.data, b"\r\n"]
+        parts.append(f"--{boundary}--\r\n".encode())
+        headers = {
+            "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}',
+            "Accept": "application/dicom+json",
+        }
+        response = self._request("POST", "/studies", data=b"".join(parts), headers=headers)
+        status = response.status_code
+        logger.debug("STOW-RS of %d files: HTTP %d", len(batch), status)
+        if status == 413 and len(batch) > 1:
+            half = len(batch) // 2
+            self._send(batch[:half], result, on_server)
+            self._send(batch[half:], result, on_server)
+            return
+        if status in (404, 405):
+            raise DicomStoreError(f"{self.url} does not accept STOW-RS (POST /studies answered HTTP {status})")
+        try:
+            answer = response.json() if response.content else {}
+        except ValueError:
+            answer = {}
+        if not isinstance(answer, dict):
+            answer = {}
+        stored = {_first(item, "00081155") for item in answer.get("00081199", {}).get("Value", [])}
+        failed = {_first(item, "00081155"): item for item in answer.get("00081198", {}).get("Value", [])}
+        for item in batch:
+            if item.sop_uid in stored:
+                result.stored.append(item.path)
+                result.studies.add(item.study_uid)
+            elif item.sop_uid in failed:
+                code = _first(failed[item.sop_uid], "00081197")
+                if code == 0x0111:  # duplicate SOP instance: some servers say so instead of storing again
+                    result.skipped.append(item.path)
+                    result.studies.add(item.study_uid)
+                    continue
+                result.refused.append(Refused(item.path, _failure_reason(code)))
+                on_server[item.study_uid].discard(item.sop_uid)
+            else:
+                detail = response.text[:200].strip() if not answer else ""
+                reason = f"the server did not store it (HTTP {status}{': ' + detail if detail else ''})"
+                result.refused.append(Refused(item.path, reason))
+                on_server[item.study_uid].discard(item.sop_uid)
+
+
+# --------------------------------------------------------------------------------------------- upload
+
+
+def _hidden(path: Path, root: Path) -> bool:
+    return any(part.startswith(".") for part in path.relative_to(root).parts)
+
+
+def iter_files(paths: Iterable[str | os.PathLike]) -> Iterator[Path]:
+    """The files named in ``paths``, with folders walked recursively in name order.
+
+    Inside folders, hidden files and folders (``.name``) and ``DICOMDIR`` indexes are left out; files
+    named directly are always kept. A path that does not exist raises ``InputError`` before anything
+    is listed.
+    """
+    roots = [Path(p) for p in paths]
+    for root in roots:
+        if not root.exists():
+            raise InputError(f"{root}: no such file or folder")
+    for root in roots:
+        if root.is_dir():
+            for path in sorted(root.rglob("*")):
+                if path.is_file() and not _hidden(path, root) and path.name.upper() != "DICOMDIR":
+                    yield path
+        else:
+            yield root
+
+
+def upload(paths_or_folders: Iterable[str | os.PathLike], store: DicomStore) -> StowResult:
+    """Send every file under ``paths_or_folders`` (folders walked recursively) to ``store``."""
+    roots = [Path(p) for p in paths_or_folders]
+    files = list(iter_files(roots))
+    if not files:
+        raise InputError(f"no files to upload in {', '.join(str(p) for p in roots)}")
+    result = store.stow(files)
+    for refused in result.refused:
+        logger.warning("refused %s", refused)
+    return result

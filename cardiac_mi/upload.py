@@ -1,0 +1,65 @@
+"""``cardiac-mi upload``: send DICOM files and folders to the embedded Orthanc or another DICOMweb server."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from pathlib import Path
+
+from lgemri.errors import InputError
+
+__all__ = ["register", "cmd_upload"]
+
+logger = logging.getLogger(__name__)
+
+PASSWORD_ENV = "CARDIAC_MI_DICOMWEB_PASSWORD"
+
+
+def cmd_upload(args: argparse.Namespace) -> None:
+    from cardiac_mi.orthanc import default_state_dir, running_orthanc
+    from cardiac_mi.store import DicomStore, upload
+
+    password = args.password if args.password is not None else os.environ.get(PASSWORD_ENV)
+    if args.studies:
+        if (args.user is None) != (password is None):
+            raise InputError(f"give both --user and --password (or ${PASSWORD_ENV}) for {args.studies}, or neither")
+        store = DicomStore(args.studies, args.user, password)
+    else:
+        state = args.state or default_state_dir()
+        orthanc = running_orthanc(state)
+        if orthanc is None:
+            raise InputError(
+                f"the embedded Orthanc of state folder {state} is not running: start it with "
+                f"`cardiac-mi serve --state {state}`, or give another DICOMweb server with --studies URL"
+            )
+        if args.user is not None:
+            if password is None:
+                raise InputError(f"--user needs --password (or ${PASSWORD_ENV})")
+            user = args.user
+        else:
+            user, password = orthanc.auth if orthanc.auth else (None, None)
+        store = DicomStore(orthanc.dicomweb_url, user, password)
+    store.ping()
+    result = upload(args.paths, store)
+    logger.info("%s: %s", store.url, result.summary())
+    if result.refused:
+        raise InputError(
+            f"{len(result.refused)} of {result.total} files were refused (listed above); "
+            f"{len(result.stored)} stored, {len(result.skipped)} already there"
+        )
+
+
+def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add ``upload PATH... [--studies URL] [--user U] [--password P] [--state DIR]``."""
+    description = "send DICOM files or folders (walked recursively) to the embedded Orthanc or another DICOMweb server"
+    p = subparsers.add_parser("upload", help=description, description=description)
+    p.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="DICOM files or folders")
+    p.add_argument("--studies", metavar="URL", help="DICOMweb root of another server, e.g. http://pacs:8042/dicom-web "
+                   "(default: the embedded Orthanc of --state)")
+    p.add_argument("--user", help="basic-auth user (default: the embedded Orthanc's credentials)")
+    p.add_argument("--password", help=f"basic-auth password (default: ${PASSWORD_ENV})")
+    p.add_argument("--state", type=Path,
+                   help="state folder of the embedded Orthanc (default: $CARDIAC_MI_STATE or ./state)")
+    p.set_defaults(func=cmd_upload)
+    return p

@@ -1,0 +1,153 @@
+"""Pix2Pix: a 5-class EMIDEC mask in, an LGE image out (Isola et al. 2017; Omar et al. 3.3).
+
+- Generator: :class:`~gan.networks.UnetGenerator` on the one-hot mask (5 x 128 x 128), by
+  default the paper's final model: depth 6, dropout 0.5, ``tanh``.
+- Discriminator: PatchGAN on ``(mask one-hot, image)`` (``d_input="mask+image"``; the paper's
+  trials also tried ``image`` only).
+- Generator loss: ``GAN + lambda_l1 * weighted L1``, the L1 weighted per pixel by the class
+  weight of the mask label under it (:func:`lgemri.losses.class_weights` of the training masks'
+  class frequencies, the weights of the segmentation loss), ``lambda_l1 = 100``.
+- Discriminator loss: ``(GAN(D(real), real) + GAN(D(fake), fake)) / 2``; ``vanilla`` or ``lsgan``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from lgemri.errors import InputError
+
+from .base_model import BaseModel, CommonOptions
+from .metrics.psnr_ssim import psnr, ssim
+from .networks import GANLoss, define_D, define_G, one_hot, set_requires_grad, weighted_l1
+
+__all__ = ["Pix2PixOptions", "Pix2PixModel", "D_INPUTS"]
+
+D_INPUTS = ("mask+image", "image")
+
+
+@dataclasses.dataclass
+class Pix2PixOptions(CommonOptions):
+    """Pix2Pix settings (defaults: the reference paper's final model, Table I trial 5).
+
+    Attributes:
+        depth: U-Net levels (6: 128 -> 2 at the bottleneck, 5 skip connections).
+        ngf: Generator channels of the first level.
+        ndf: Discriminator channels of the first layer.
+        n_layers_d: PatchGAN stride-2 layers (3: 70 x 70 patches).
+        norm: ``batch``, ``instance`` or ``none`` (both networks).
+        dropout: Generator dropout (the Pix2Pix noise); 0 for none.
+        output: Generator output, ``tanh`` or ``sigmoid``.
+        gan_mode: ``vanilla`` or ``lsgan``.
+        lambda_l1: Weight of the class-weighted L1 term.
+        d_input: What D sees: ``mask+image`` (conditional) or ``image``.
+    """
+
+    depth: int = 6
+    ngf: int = 64
+    ndf: int = 64
+    n_layers_d: int = 3
+    norm: str = "batch"
+    dropout: float = 0.5
+    output: str = "tanh"
+    gan_mode: str = "vanilla"
+    lambda_l1: float = 100.0
+    d_input: str = "mask+image"
+
+    def validate(self) -> None:
+        super().validate()
+        if self.d_input not in D_INPUTS:
+            raise InputError(f"unknown d_input {self.d_input!r}; choose from {', '.join(D_INPUTS)}")
+        if self.lambda_l1 < 0:
+            raise InputError(f"lambda_l1 must be non-negative, got {self.lambda_l1}")
+        if self.depth < 2 or self.ngf < 1 or self.ndf < 1 or self.n_layers_d < 1:
+            raise InputError(
+                f"depth >= 2, ngf >= 1, ndf >= 1 and n_layers_d >= 1 needed, got depth={self.depth}, "
+                f"ngf={self.ngf}, ndf={self.ndf}, n_layers_d={self.n_layers_d}"
+            )
+        if not 0.0 <= self.dropout < 1.0:
+            raise InputError(f"dropout must lie in [0, 1), got {self.dropout}")
+
+
+class Pix2PixModel(BaseModel):
+    """Mask -> LGE Pix2Pix (see the module docstring)."""
+
+    name = "pix2pix"
+    Options = Pix2PixOptions
+    loss_names = ("G_GAN", "G_L1", "G", "D_real", "D_fake", "D")
+    visual_names = ("mask", "real_B", "fake_B")
+    model_names = ("G", "D")
+    inference_names = ("G",)
+    data_kind = "paired"
+    score = ("val_psnr", "max")
+
+    def build(self) -> None:
+        o = self.opt
+        self.netG = define_G(o.num_classes, 1, o.depth, o.ngf, o.norm, o.dropout, output=o.output)
+        self.netD = None
+        if self.is_train:
+            d_in = 1 + (o.num_classes if o.d_input == "mask+image" else 0)
+            self.netD = define_D(d_in, o.ndf, o.n_layers_d, o.norm)
+            self.criterion_gan = GANLoss(o.gan_mode).to(self.device)
+            self.optimizer_G = self.make_optimizer([self.netG])
+            self.optimizer_D = self.make_optimizer([self.netD])
+            self.optimizers = [self.optimizer_G, self.optimizer_D]
+
+    def set_input(self, batch: Mapping[str, Any]) -> None:
+        self.mask = batch["mask"].to(self.device).long()
+        self.real_A = one_hot(self.mask, self.opt.num_classes)
+        self.real_B = batch["image"].to(self.device).float() if "image" in batch else None
+
+    def forward(self) -> None:
+        self.fake_B = self.netG(self.real_A)
+
+    def _d_input(self, image: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.real_A, image], 1) if self.opt.d_input == "mask+image" else image
+
+    def backward_D(self) -> None:
+        n = len(self.real_A)
+        with self.autocast():  # fake and real in one forward
+            pred = self.netD(torch.cat([self._d_input(self.fake_B.detach()), self._d_input(self.real_B)], 0))
+        self.loss_D_fake = self.criterion_gan(pred[:n], False)
+        self.loss_D_real = self.criterion_gan(pred[n:], True)
+        self.loss_D = 0.5 * (self.loss_D_fake + self.loss_D_real)
+        self.backward(self.loss_D)
+
+    def backward_G(self) -> None:
+        with self.autocast():
+            pred_fake = self.netD(self._d_input(self.fake_B))
+        self.loss_G_GAN = self.criterion_gan(pred_fake, True)
+        self.loss_G_L1 = weighted_l1(self.fake_B, self.real_B, self.pixel_weights(self.mask))
+        self.loss_G = self.loss_G_GAN + self.opt.lambda_l1 * self.loss_G_L1
+        self.backward(self.loss_G)
+
+    def optimize_parameters(self) -> None:
+        if self.real_B is None:
+            raise InputError("pix2pix training needs batches with 'image'")
+        with self.autocast():
+            self.forward()
+        set_requires_grad(self.netD, True)
+        self.optimizer_D.zero_grad(set_to_none=True)
+        self.backward_D()
+        self.step(self.optimizer_D, [self.netD])
+        set_requires_grad(self.netD, False)
+        self.optimizer_G.zero_grad(set_to_none=True)
+        self.backward_G()
+        self.step(self.optimizer_G, [self.netG])
+        self.end_step()
+
+    def validation_metrics(self) -> dict[str, torch.Tensor]:
+        fake, real = self.fake_B.float(), self.real_B.float()
+        weights = self.pixel_weights(self.mask)
+        l1 = ((fake - real).abs() * weights).flatten(1).sum(1) / weights.flatten(1).sum(1)
+        return {"val_psnr": psnr(fake, real, data_range=2.0), "val_ssim": ssim(fake, real, data_range=2.0), "val_l1": l1}
+
+    @torch.no_grad()
+    def generate(self, batch: Mapping[str, Any]) -> torch.Tensor:
+        """Images in [-1, 1], ``(N, 1, H, W)``, for the masks of ``batch``."""
+        self.set_input(batch)
+        self.test()
+        return self.fake_B.float()
