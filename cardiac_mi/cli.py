@@ -93,6 +93,18 @@ def cmd_infer(args: argparse.Namespace) -> None:
         logger.info("wrote %s and %s", label, summary)
 
 
+def embedded_store() -> tuple[str, str | None, str | None]:
+    """The DICOMweb root and credentials of the embedded Orthanc of the default state folder."""
+    from cardiac_mi.orthanc import default_state_dir, running_orthanc
+
+    state = default_state_dir()
+    server = running_orthanc(state)
+    if server is None:
+        raise InputError(f"no embedded Orthanc runs for state folder {state}: start it with `cardiac-mi serve` or give --store URL")
+    user, password = server.auth or (None, None)
+    return server.dicomweb_url, user, password
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cardiac-mi",
@@ -138,12 +150,14 @@ def build_parser() -> argparse.ArgumentParser:
     from lgemri.evaluation import register as register_evaluate
     from lgemri.training.cli import register as register_train
     from cardiac_mi.upload import register as register_upload
+    from lgemri.report.cli import register as register_report
     from simulator.cli import register as register_simulate
 
     register_train(sub)
     register_evaluate(sub)
     register_simulate(sub)
     register_upload(sub)
+    register_report(sub, default_store=embedded_store)
 
     p = add("preview", cmd_preview, "save a PNG montage of a study's slices with label outlines")
     p.add_argument("--image", required=True, help="DICOM folder or NIfTI file")

@@ -274,6 +274,7 @@ def infer_file(path: str | os.PathLike, out_dir: str | os.PathLike, models: Mode
 
     from .atomic import write_text
     from .images import read_image
+    from .quantification import quantify
     from .volume import write_nifti
 
     path = Path(path)
@@ -286,6 +287,11 @@ def infer_file(path: str | os.PathLike, out_dir: str | os.PathLike, models: Mode
     tick = time.perf_counter()
     label_path = write_nifti(result.label, out / f"{name}.nii.gz")
     summary = {"input": str(path), "label": str(label_path), **result.summary()}
+    if result.label.array.any():
+        try:
+            summary["quantification"] = quantify(image, result.label)
+        except InputError as exc:
+            summary["quantification"] = {"error": str(exc)}
     summary["timings_s"] = {"read": round(read_s, 4), **summary["timings_s"], "write": round(time.perf_counter() - tick, 4)}
     summary["models"] = {"folder": models.meta.get("folder"), "two_stage": models.two_stage}
     json_path = out / f"{name}.json"
