@@ -277,7 +277,8 @@ class BaseModel:
             self.forward()
 
     def get_current_losses(self) -> dict[str, float]:
-        return {n: float(torch.as_tensor(getattr(self, f"loss_{n}")).detach()) for n in self.loss_names if hasattr(self, f"loss_{n}")}
+        names = [n for n in self.loss_names if hasattr(self, f"loss_{n}")]
+        return {n: float(torch.as_tensor(getattr(self, f"loss_{n}")).detach()) for n in names}
 
     def get_current_visuals(self) -> dict[str, torch.Tensor]:
         """``{name: (N, C, H, W) or (N, H, W) tensor}`` on the CPU, detached."""
@@ -437,7 +438,9 @@ def read_gan_file(path: str | os.PathLike, *, model: str | None = None, kind: st
         raise InputError(f"{path}: not a cardiac_mi GAN checkpoint (no '{FORMAT}' format marker){hint}")
     version = payload.get("version")
     if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise InputError(f"{path}: GAN checkpoint format version {version!r} is newer than this code reads ({FORMAT_VERSION})")
+        raise InputError(
+            f"{path}: GAN checkpoint format version {version!r} is newer than this code reads ({FORMAT_VERSION})"
+        )
     if payload.get("kind") not in KINDS:
         raise InputError(f"{path}: malformed GAN checkpoint (kind {payload.get('kind')!r})")
     if kind is not None and payload["kind"] != kind:
@@ -456,7 +459,8 @@ def read_gan_file(path: str | os.PathLike, *, model: str | None = None, kind: st
 
 def available_models() -> tuple[str, ...]:
     """Names of the models in this package: every ``gan/<name>_model.py`` (no import needed)."""
-    return tuple(sorted(p.name.removesuffix("_model.py") for p in _PACKAGE_DIR.glob("*_model.py") if p.name != "base_model.py"))
+    files = _PACKAGE_DIR.glob("*_model.py")
+    return tuple(sorted(p.name.removesuffix("_model.py") for p in files if p.name != "base_model.py"))
 
 
 def find_model(name: str) -> type[BaseModel]:

@@ -76,7 +76,9 @@ class CycleGANOptions(CommonOptions):
     def validate(self) -> None:
         super().validate()
         if self.cycle_weighting not in CYCLE_WEIGHTINGS:
-            raise InputError(f"unknown cycle_weighting {self.cycle_weighting!r}; choose from {', '.join(CYCLE_WEIGHTINGS)}")
+            raise InputError(
+                f"unknown cycle_weighting {self.cycle_weighting!r}; choose from {', '.join(CYCLE_WEIGHTINGS)}"
+            )
         if self.lambda_cycle < 0 or self.lambda_identity < 0 or not 0 <= self.background_weight <= 1:
             raise InputError(
                 "lambda_cycle and lambda_identity must be non-negative and background_weight in [0, 1], got "
@@ -161,9 +163,10 @@ class CycleGANModel(BaseModel):
                 idt_B = self.netG_B(self._cond(self.real_A, self.oh_A))
             pred_A = self.netD_A(self._cond(self.fake_B, self.oh_A))
             pred_B = self.netD_B(self._cond(self.fake_A, self.oh_B))
-        zero = torch.zeros((), device=self.device)
-        self.loss_idt_A = weighted_l1(idt_A, self.real_B, w_b) * o.lambda_cycle * o.lambda_identity if o.lambda_identity > 0 else zero
-        self.loss_idt_B = weighted_l1(idt_B, self.real_A, w_a) * o.lambda_cycle * o.lambda_identity if o.lambda_identity > 0 else zero
+        self.loss_idt_A = self.loss_idt_B = torch.zeros((), device=self.device)
+        if o.lambda_identity > 0:
+            self.loss_idt_A = weighted_l1(idt_A, self.real_B, w_b) * o.lambda_cycle * o.lambda_identity
+            self.loss_idt_B = weighted_l1(idt_B, self.real_A, w_a) * o.lambda_cycle * o.lambda_identity
         self.loss_G_A = self.criterion_gan(pred_A, True)
         self.loss_G_B = self.criterion_gan(pred_B, True)
         self.loss_cycle_A = weighted_l1(self.rec_A, self.real_A, w_a) * o.lambda_cycle
@@ -174,10 +177,9 @@ class CycleGANModel(BaseModel):
 
     def _backward_D(self, net, pool: ImagePool, fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
         fake = pool.query(fake.detach())
-        n = len(fake)
-        with self.autocast():
-            pred = net(torch.cat([fake, real], 0))
-        loss = 0.5 * (self.criterion_gan(pred[:n], False) + self.criterion_gan(pred[n:], True))
+        with self.autocast():  # separate forwards, as for Pix2Pix
+            pred_fake, pred_real = net(fake), net(real)
+        loss = 0.5 * (self.criterion_gan(pred_fake, False) + self.criterion_gan(pred_real, True))
         self.backward(loss)
         return loss
 

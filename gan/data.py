@@ -115,7 +115,8 @@ class PairedRoiDataset(torch.utils.data.Dataset):
             for field in ("roi_image", "roi_label"):
                 path = getattr(item, field)
                 if path is None or not path.is_file():
-                    raise InputError(f"{path or item.name}: ROI {field.split('_')[1]} file not found (listed by {item.source})")
+                    what = field.split("_")[1]
+                    raise InputError(f"{path or item.name}: ROI {what} file not found (listed by {item.source})")
         self.items: list[SliceItem] = items
         self.split = split
         self.augment = bool(augment)
@@ -250,13 +251,15 @@ class MaskFolder(torch.utils.data.Dataset):
 
     ``root`` is a simulator output or prepared folder (masks in ``roi/labels/*.npy``; its
     ``manifest.csv``, when present, gives the order and each mask's row) or a plain folder of
-    ``.npy`` masks. Every mask is checked (:func:`check_mask`) before anything is generated.
+    ``.npy`` masks. ``split`` keeps the masks of one split of the manifest (e.g. the ``val``
+    masks of a prepared folder). Every mask is checked (:func:`check_mask`) before anything is
+    generated.
 
     Raises:
-        InputError: Missing or empty folder, or a bad mask (the file is named).
+        InputError: Missing or empty folder (or split), or a bad mask (the file is named).
     """
 
-    def __init__(self, root: str | os.PathLike, check: bool = True) -> None:
+    def __init__(self, root: str | os.PathLike, check: bool = True, split: str | None = None) -> None:
         root = Path(root)
         if not root.is_dir():
             raise InputError(f"{root}: masks folder not found")
@@ -268,6 +271,13 @@ class MaskFolder(torch.utils.data.Dataset):
             with manifest.open(newline="", encoding="utf-8") as fh:
                 self.rows = {row["name"]: row for row in csv.DictReader(fh) if row.get("name")}
         paths = sorted(folder.glob("*.npy"))
+        if split is not None:
+            if not self.rows or "split" not in next(iter(self.rows.values())):
+                raise InputError(f"{root}: no manifest.csv with a split column to choose the {split!r} masks from")
+            keep = {name for name, row in self.rows.items() if row.get("split") == split}
+            paths = [p for p in paths if p.stem in keep]
+            if not paths:
+                raise InputError(f"{root}: no mask in the {split!r} split")
         if not paths:
             raise InputError(f"{folder}: no .npy masks found (expected simulator output: roi/labels/<name>.npy)")
         if self.rows:

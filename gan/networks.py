@@ -261,7 +261,9 @@ def define_G(
     return init_weights(net, init_gain)
 
 
-def define_D(in_channels: int, ndf: int = 64, n_layers: int = 3, norm: str = "batch", init_gain: float = 0.02) -> PatchDiscriminator:
+def define_D(
+    in_channels: int, ndf: int = 64, n_layers: int = 3, norm: str = "batch", init_gain: float = 0.02
+) -> PatchDiscriminator:
     """A :class:`PatchDiscriminator`, initialised; arguments as there."""
     return init_weights(PatchDiscriminator(in_channels, ndf, n_layers, norm), init_gain)
 

@@ -21,7 +21,7 @@ import torch
 from lgemri.errors import InputError
 
 from .base_model import BaseModel, CommonOptions
-from .metrics.psnr_ssim import psnr, ssim
+from .metrics.psnr_ssim import lv_region, psnr, ssim
 from .networks import GANLoss, define_D, define_G, one_hot, set_requires_grad, weighted_l1
 
 __all__ = ["Pix2PixOptions", "Pix2PixModel", "D_INPUTS"]
@@ -108,11 +108,11 @@ class Pix2PixModel(BaseModel):
         return torch.cat([self.real_A, image], 1) if self.opt.d_input == "mask+image" else image
 
     def backward_D(self) -> None:
-        n = len(self.real_A)
-        with self.autocast():  # fake and real in one forward
-            pred = self.netD(torch.cat([self._d_input(self.fake_B.detach()), self._d_input(self.real_B)], 0))
-        self.loss_D_fake = self.criterion_gan(pred[:n], False)
-        self.loss_D_real = self.criterion_gan(pred[n:], True)
+        with self.autocast():  # separate forwards: batch norm must not see real and fake together
+            pred_fake = self.netD(self._d_input(self.fake_B.detach()))
+            pred_real = self.netD(self._d_input(self.real_B))
+        self.loss_D_fake = self.criterion_gan(pred_fake, False)
+        self.loss_D_real = self.criterion_gan(pred_real, True)
         self.loss_D = 0.5 * (self.loss_D_fake + self.loss_D_real)
         self.backward(self.loss_D)
 
@@ -143,7 +143,14 @@ class Pix2PixModel(BaseModel):
         fake, real = self.fake_B.float(), self.real_B.float()
         weights = self.pixel_weights(self.mask)
         l1 = ((fake - real).abs() * weights).flatten(1).sum(1) / weights.flatten(1).sum(1)
-        return {"val_psnr": psnr(fake, real, data_range=2.0), "val_ssim": ssim(fake, real, data_range=2.0), "val_l1": l1}
+        lv = lv_region(self.mask)
+        return {
+            "val_psnr": psnr(fake, real, data_range=2.0),
+            "val_ssim": ssim(fake, real, data_range=2.0),
+            "val_psnr_lv": psnr(fake, real, data_range=2.0, region=lv),
+            "val_ssim_lv": ssim(fake, real, data_range=2.0, region=lv),
+            "val_l1": l1,
+        }
 
     @torch.no_grad()
     def generate(self, batch: Mapping[str, Any]) -> torch.Tensor:

@@ -109,6 +109,7 @@ def synthesize(
     checkpoint: str | os.PathLike | None = None,
     *,
     images: str | os.PathLike | None = None,
+    masks_split: str | None = None,
     batch_size: int = 16,
     device: str = "cpu",
     seed: int = 0,
@@ -124,6 +125,8 @@ def synthesize(
         out: Output folder (see the module docstring).
         checkpoint: A GAN model checkpoint (``best.pt``); default :func:`default_checkpoint_path`.
         images: CycleGAN only: the cine image of each mask, by name.
+        masks_split: Only the masks of this split of ``masks``'s manifest (e.g. ``val`` of a
+            prepared folder, to score the generator on held-out masks).
         batch_size: Masks per generator call.
         device: Torch device.
         seed: Seed of the generator's dropout with ``stochastic``.
@@ -150,7 +153,7 @@ def synthesize(
     out = Path(out)
     if (out / "manifest.csv").exists() and not overwrite:
         raise InputError(f"{out}: already holds a manifest.csv; choose another --out or pass --overwrite")
-    folder = MaskFolder(masks)  # checks every mask first
+    folder = MaskFolder(masks, split=masks_split)  # checks every mask first
     checkpoint = Path(checkpoint) if checkpoint is not None else default_checkpoint_path()
     if not checkpoint.is_file():
         raise InputError(
@@ -205,6 +208,7 @@ def synthesize(
         "options": meta.get("options"),
         "trained": {k: meta["extra"].get(k) for k in ("epoch", "metrics", "score") if k in meta["extra"]},
         "masks": str(Path(masks)),
+        "masks_split": masks_split,
         "images": None if images is None else str(Path(images)),
         "count": len(rows),
         "split": split,

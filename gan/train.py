@@ -192,21 +192,24 @@ def _datasets(config: GanTrainConfig, kind: str):
             logger.warning("no validation split: validating on %s training slices", config.val_limit or len(train))
             val = PairedRoiDataset(config.data, "train", False, seed=config.seed, limit=config.val_limit)
         return train, val
-    train = UnpairedDataset(config.data_a, config.data, "train", config.augment, seed=config.seed, limit=config.train_limit)
+    a, b, seed = config.data_a, config.data, config.seed
+    train = UnpairedDataset(a, b, "train", config.augment, seed=seed, limit=config.train_limit)
     try:
-        val = UnpairedDataset(config.data_a, config.data, "val", False, seed=config.seed, limit=config.val_limit, pair_by_name=True)
+        val = UnpairedDataset(a, b, "val", False, seed=seed, limit=config.val_limit, pair_by_name=True)
     except InputError as exc:
         if "no slice in the 'val' split" not in str(exc):
             raise
         logger.warning("no validation split in both domains: validating on training slices")
-        val = UnpairedDataset(config.data_a, config.data, "train", False, seed=config.seed, limit=config.val_limit, pair_by_name=True)
+        val = UnpairedDataset(a, b, "train", False, seed=seed, limit=config.val_limit, pair_by_name=True)
     return train, val
 
 
 @torch.no_grad()
 def _validate(model: BaseModel, dataset, config: GanTrainConfig) -> dict[str, float]:
     model.eval()
-    loader = torch.utils.data.DataLoader(dataset, batch_size=2 * config.batch_size, shuffle=False, num_workers=config.num_workers)
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=2 * config.batch_size, shuffle=False, num_workers=config.num_workers
+    )
     values: dict[str, list[np.ndarray]] = {}
     for batch in loader:
         model.set_input(batch)
@@ -281,16 +284,24 @@ def plot_curves(path: Path, history: list[dict], loss_names: tuple[str, ...], mo
         ax = ax_d if name.startswith("D") else ax_g
         ax.plot(epochs, series(f"loss_{name}"), ".-", label=name)
     val_keys = sorted({k for h in history for k in h if k.startswith("val_")})
-    for key in val_keys:
-        ax_v.plot(epochs, series(key), "o-", label=key)
-    ax_g.set(xlabel="epoch", ylabel="loss", title=f"{model}: generator losses")
+    ax_u = ax_v.twinx()  # dB figures on the left axis, unitless ones (SSIM, L1) on the right
+    for i, key in enumerate(val_keys):
+        db = "psnr" in key
+        (ax_v if db else ax_u).plot(epochs, series(key), "o-" if db else "s--", label=key, color=f"C{i % 10}")
+    ax_u.set_ylabel("SSIM, L1")
+    handles = ax_v.get_legend_handles_labels()[0] + ax_u.get_legend_handles_labels()[0]
+    if handles:
+        ax_u.legend(handles, [h.get_label() for h in handles], fontsize="small")
+    ax_g.set(xlabel="epoch", ylabel="loss (log scale)", title=f"{model}: generator losses", yscale="log")
     ax_d.set(xlabel="epoch", ylabel="loss", title=f"{model}: discriminator losses")
-    ax_v.set(xlabel="epoch", title=f"{model}: validation")
-    for ax in (ax_g, ax_d, ax_v):
+    ax_v.set(xlabel="epoch", ylabel="dB", title=f"{model}: validation")
+    for ax in (ax_g, ax_d):
         ax.grid(alpha=0.3)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize="small")
+    ax_v.grid(alpha=0.3)
+    ax_v.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.tight_layout()
     _save_figure(fig, path)
 
@@ -452,8 +463,12 @@ def _train(config: GanTrainConfig, out: Path, rank: int, local_rank: int, world:
                     best = {"score": score, "epoch": epoch + 1, "metrics": _finite(metrics)}
                 model.save(best_path, extra={**run_extra, "epoch": epoch + 1, "metrics": _finite(metrics),
                                              "score": {"name": score_name, "value": _finite(score)}})  # fmt: skip
-            model.save_training_state(last_path, epoch=epoch + 1, history=_finite(history), extra={**run_extra, "best": best})
-            _write_json(out / "history.json", {"model": config.model, "score": score_name, "best": best, "epochs": history})
+            model.save_training_state(
+                last_path, epoch=epoch + 1, history=_finite(history), extra={**run_extra, "best": best}
+            )
+            _write_json(
+                out / "history.json", {"model": config.model, "score": score_name, "best": best, "epochs": history}
+            )
             plot_curves(out / "curves.png", history, cls.loss_names, config.model)
             last_epoch = epoch + 1 == end_epoch or out_of_time
             if (epoch + 1) % config.sample_every == 0 or last_epoch:
@@ -465,9 +480,10 @@ def _train(config: GanTrainConfig, out: Path, rank: int, local_rank: int, world:
                 plot_samples(path, model.get_current_visuals(), title)
                 samples.append(str(path))
                 model.train()
+            losses_text = ", ".join(f"{n} {metrics[f'loss_{n}']:.4f}" for n in cls.loss_names)
             logger.info(
                 "%s epoch %d/%d: %s; %s %.4f (%.1f s)", config.model, epoch + 1, config.epochs,
-                ", ".join(f"{n} {metrics[f'loss_{n}']:.4f}" for n in cls.loss_names), score_name, score, metrics["seconds"],
+                losses_text, score_name, score, metrics["seconds"],
             )  # fmt: skip
         if world > 1:
             flag = torch.tensor([1.0 if out_of_time else 0.0], device=device)
@@ -475,7 +491,9 @@ def _train(config: GanTrainConfig, out: Path, rank: int, local_rank: int, world:
             out_of_time = bool(flag.item())
             dist.barrier()
         if out_of_time:
-            logger.info("time budget of %.1f min spent after epoch %d; continue with --resume", config.max_minutes, epoch + 1)
+            logger.info(
+                "time budget of %.1f min spent after epoch %d; continue with --resume", config.max_minutes, epoch + 1
+            )
             break
     return {
         "run_dir": str(out),

@@ -7,7 +7,8 @@ One code path for ``cardiac-mi infer`` and the MONAI Label infer tasks:
    median of the per-slice centres of the slices with a substantial LV (robust to basal and apical
    slices without one);
 3. a fixed 128 x 128 mm ROI around that centre goes through the segmentation network (with the
-   cleaned cavity of the first stage as a second channel for two-stage models);
+   cleaned cavity of the first stage as a second channel for two-stage models); when the LV it
+   segments is centred more than 1.5 mm away, the ROI is re-centred on it and segmented again;
 4. class probabilities are pasted back into the 1 mm grid, interpolated linearly onto the input's
    own grid and turned into a label, which is then made anatomically consistent.
 """
@@ -25,7 +26,7 @@ import torch
 from scipy import ndimage
 
 from .errors import InputError
-from .geometry import crop_roi, resample_inplane
+from .geometry import crop_roi, lv_centre, resample_inplane
 from .labels import LABEL_NAMES, NUM_CLASSES, infarct_mask, myocardium_mask
 from .nets.checkpoint import load_checkpoint
 from .nets.preprocess import LOC_FACTOR, ROI_SIZE, localization_input, localization_to_slice, normalize
@@ -37,6 +38,7 @@ __all__ = ["Models", "InferenceResult", "default_models_dir", "load_models", "se
 logger = logging.getLogger(__name__)
 
 MIN_LV_FRACTION = 0.3  # slices whose LV area is below this fraction of the largest do not vote
+REFINE_MM = 1.5  # re-centre the ROI on the segmented LV when it lies further than this
 
 
 def default_models_dir() -> Path:
@@ -169,6 +171,19 @@ def _segment_rois(rois: np.ndarray, models: Models) -> np.ndarray:
     return _predict(models.segmenter, inputs, models.device)
 
 
+def _segment_at(slices_1mm: np.ndarray, centre: tuple[float, float], models: Models) -> tuple[np.ndarray, tuple]:
+    """Class probabilities (5, I, J, K) on the 1 mm grid from the ROI around ``centre``, and the box."""
+    crops, boxes = zip(*(crop_roi(slices_1mm[:, :, k], centre, ROI_SIZE, fill=0) for k in range(slices_1mm.shape[2])))
+    probs = _segment_rois(np.stack([normalize(c) for c in crops]), models)
+    i0, j0, i1, j1 = boxes[0]
+    full = np.zeros((NUM_CLASSES,) + slices_1mm.shape, dtype=np.float32)
+    full[0] = 1.0
+    si, sj = slice(max(i0, 0), min(i1, slices_1mm.shape[0])), slice(max(j0, 0), min(j1, slices_1mm.shape[1]))
+    ci, cj = slice(si.start - i0, si.stop - i0), slice(sj.start - j0, sj.stop - j0)
+    full[:, si, sj, :] = probs[:, :, ci, cj].transpose(1, 2, 3, 0)
+    return full, boxes[0]
+
+
 def _to_input_grid(values_1mm: np.ndarray, grid_1mm: Volume, target: Volume, order: int, fill: float, box=None) -> np.ndarray:
     """Interpolate a 1 mm in-plane array [i, j, k] onto ``target``'s grid (same slices).
 
@@ -236,29 +251,30 @@ def segment_volume(image: Volume, models: Models) -> InferenceResult:
         timings["total"] = time.perf_counter() - start
         return InferenceResult(empty, empty, {}, timings, warnings)
 
-    crops, boxes = zip(*(crop_roi(grid.array[:, :, k], centre, ROI_SIZE, fill=0) for k in range(grid.shape[2])))
-    rois = np.stack([normalize(c) for c in crops])
-    probs = _segment_rois(rois, models)
+    located = centre
+    full, box = _segment_at(grid.array, centre, models)
+    # Second pass: centre the ROI on the LV the segmentation found (finer than the 3 mm
+    # localization grid) when that moves it by more than REFINE_MM.
+    refined = lv_centre(np.argmax(full, axis=0))
+    if refined is not None and np.hypot(refined[0] - centre[0], refined[1] - centre[1]) > REFINE_MM:
+        centre = refined
+        full, box = _segment_at(grid.array, centre, models)
     lap("segmentation")
 
-    i0, j0, i1, j1 = boxes[0]
-    full = np.zeros((NUM_CLASSES,) + grid.shape, dtype=np.float32)
-    full[0] = 1.0
-    si, sj = slice(max(i0, 0), min(i1, grid.shape[0])), slice(max(j0, 0), min(j1, grid.shape[1]))
-    ci, cj = slice(si.start - i0, si.stop - i0), slice(sj.start - j0, sj.stop - j0)
-    full[:, si, sj, :] = probs[:, :, ci, cj].transpose(1, 2, 3, 0)
-    on_input = np.stack([_to_input_grid(full[c], grid, image, 1, float(c == 0), boxes[0]) for c in range(NUM_CLASSES)])
+    on_input = np.stack([_to_input_grid(full[c], grid, image, 1, float(c == 0), box) for c in range(NUM_CLASSES)])
     label = enforce_anatomy(np.argmax(on_input, axis=0).astype(np.uint8))
     lv = _to_input_grid(lv_1mm.astype(np.float32), grid, image, order=0, fill=0.0) > 0.5
     lap("paste_back")
 
     if not (label > 0).any():
         warnings.append("the segmentation found no LV inside the ROI: empty label")
+    i0, j0, i1, j1 = box
     mid = grid.shape[2] // 2
     corners = [(i0, j0), (i1, j0), (i1, j1), (i0, j1)]
     to_ras = lambda i, j: [round(float(v), 3) for v in (grid.affine @ np.array([i, j, mid, 1.0]))[:3]]  # noqa: E731
     roi = {
         "centre_voxel_1mm": [round(centre[0], 2), round(centre[1], 2)],
+        "localization_centre_voxel_1mm": [round(located[0], 2), round(located[1], 2)],
         "centre_ras_mm": to_ras(*centre),
         "box_voxel_1mm": [int(i0), int(j0), int(i1), int(j1)],
         "box_corners_ras_mm": [to_ras(i - 0.5, j - 0.5) for i, j in corners],

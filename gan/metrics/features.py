@@ -524,8 +524,12 @@ def _encoder(path: Path, device) -> FeatureExtractor:
     return FeatureExtractor(f"lge-encoder@{_sha12(path)}", "lge-encoder", net.to(device), classes=classes)
 
 
-def load_extractor(kind: str = "lge-encoder", weights: str | os.PathLike | None = None,
-                   lpips_weights: str | os.PathLike | None = None, device: str | torch.device = "cpu") -> FeatureExtractor:  # fmt: skip
+def load_extractor(
+    kind: str = "lge-encoder",
+    weights: str | os.PathLike | None = None,
+    lpips_weights: str | os.PathLike | None = None,
+    device: str | torch.device = "cpu",
+) -> FeatureExtractor:
     """The feature extractor ``kind`` with weights from a local file.
 
     Args:
@@ -546,8 +550,14 @@ def load_extractor(kind: str = "lge-encoder", weights: str | os.PathLike | None 
     if kind == "lge-encoder":
         return _encoder(Path(weights) if weights else default_encoder_path(), device)
     if weights is None:
-        expected = "inception_v3_google-0cc3c7bd.pth or pt_inception-2015-12-05-6726825d.pth" if kind == "inception" else "alexnet-owt-7be5be79.pth"
-        raise InputError(f"--extractor {kind} needs --weights FILE, a local copy of {expected} (weights are never downloaded)")
+        expected = (
+            "inception_v3_google-0cc3c7bd.pth or pt_inception-2015-12-05-6726825d.pth"
+            if kind == "inception"
+            else "alexnet-owt-7be5be79.pth"
+        )
+        raise InputError(
+            f"--extractor {kind} needs --weights FILE, a local copy of {expected} (weights are never downloaded)"
+        )
     if kind == "inception":
         return _inception(Path(weights), device)
     return _alexnet(Path(weights), Path(lpips_weights) if lpips_weights else None, device)
@@ -650,10 +660,10 @@ def train_encoder(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            total += float(loss) * len(x)
+            total += loss.item() * len(x)
             seen += len(x)
             bar.update(1)
-            bar.set_postfix(loss=f"{float(loss):.4f}")
+            bar.set_postfix(loss=f"{loss.item():.4f}")
         bar.close()
         scheduler.step()
         train_loss = total / max(seen, 1)

@@ -54,7 +54,9 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     s1, s2 = np.atleast_2d(np.asarray(sigma1, np.float64)), np.atleast_2d(np.asarray(sigma2, np.float64))
     d = mu1.shape[0]
     if mu2.shape != (d,) or s1.shape != (d, d) or s2.shape != (d, d):
-        raise InputError(f"Fréchet distance: means {mu1.shape}, {mu2.shape} and covariances {s1.shape}, {s2.shape} do not match")
+        raise InputError(
+            f"Fréchet distance: means {mu1.shape}, {mu2.shape} and covariances {s1.shape}, {s2.shape} do not match"
+        )
     root1 = _psd_sqrt(s1)
     middle = root1 @ s2 @ root1
     eig = np.linalg.eigvalsh((middle + middle.T) / 2.0)

@@ -109,7 +109,8 @@ class _CineRenderer(_Renderer):
     """The LGE renderer with the bSSFP table and no scar texture."""
 
     def __init__(self, rng, anatomy, contrast: Contrast, geometry, cine: CineContrast) -> None:
-        super().__init__(rng, anatomy, dataclasses.replace(contrast, snr=cine.snr, gain=cine.gain, ghost=cine.ghost), geometry)
+        acquisition = dataclasses.replace(contrast, snr=cine.snr, gain=cine.gain, ghost=cine.ghost)
+        super().__init__(rng, anatomy, acquisition, geometry)
         self.table = cine_signal_table(cine)
 
     def _fine_signal(self, z: float) -> np.ndarray:
@@ -157,7 +158,8 @@ def make_cine_case(number: int, seed: int, territory: str | None = None) -> Phan
         "contrast": "cine",
         "cine": {k: (round(v, 4) if isinstance(v, float) else v) for k, v in dataclasses.asdict(cine).items()},
     })  # fmt: skip
-    return PhantomCase(case_id, Volume(np.ascontiguousarray(image), affine), Volume(np.ascontiguousarray(label), affine), truth)
+    image_volume = Volume(np.ascontiguousarray(image), affine)
+    return PhantomCase(case_id, image_volume, Volume(np.ascontiguousarray(label), affine), truth)
 
 
 def _write_cine_case(case: PhantomCase, out: Path, formats: tuple[str, ...]) -> None:

@@ -78,7 +78,7 @@ def test_roi_centre_follows_localization(sample_image, models):
     """A localizer that marks the disc at coarse (40, 50) puts the ROI centre at 1 mm (i, j) of that point."""
     result = segment_volume(sample_image, with_localizer(models, FixedLocalizer(centre=(40, 50), radius=6)))
     grid = resample_inplane(sample_image, 1.0, order=0)
-    ci, cj = result.roi["centre_voxel_1mm"]
+    ci, cj = result.roi["localization_centre_voxel_1mm"]
     # Coarse index c maps to 1 mm index (c - offset) * 3 + 1, offset centring the 3 mm slice in 128.
     offset = [(128 - (-(-n // 3))) // 2 for n in grid.shape[:2]]
     assert ci == pytest.approx((40 - offset[0]) * 3 + 1, abs=0.01)

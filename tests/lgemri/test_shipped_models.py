@@ -1,0 +1,45 @@
+"""The checkpoints shipped in models/ segment the sample studies (a guard against a broken model)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lgemri.geometry import lv_centre, resample_inplane
+from lgemri.inference import default_models_dir, infer_file, load_models
+from lgemri.metrics import dice
+from lgemri.volume import read_nifti
+
+SAMPLE = Path(__file__).resolve().parents[2] / "sample-data"
+MODELS = default_models_dir()
+
+
+@pytest.fixture(scope="module")
+def models():
+    return load_models(MODELS)
+
+
+def test_checkpoints_are_small_and_documented():
+    for name in ("localization.pt", "segmentation.pt"):
+        assert (MODELS / name).stat().st_size <= 10 * 1024 * 1024
+    assert "Trained on" in (MODELS / "MODEL_CARD.md").read_text()
+
+
+@pytest.mark.parametrize("case", ["Case_P001", "Case_N003"])
+def test_sample_study_from_dicom(models, tmp_path, case):
+    label_path, json_path = infer_file(SAMPLE / "dicom" / case, tmp_path, models)
+    pred = read_nifti(label_path)
+    truth = read_nifti(SAMPLE / "emidec" / case / "Contours" / f"{case}.nii.gz")
+    assert pred.shape == truth.shape and np.allclose(pred.affine, truth.affine, atol=1e-3)
+    assert dice(np.isin(pred.array, (2, 3, 4)), np.isin(truth.array, (2, 3, 4))) >= 0.8
+    assert dice(pred.array == 1, truth.array == 1) >= 0.85
+    summary = json.loads(json_path.read_text())
+    grid = resample_inplane(truth, 1.0, order=0)
+    ci, cj = lv_centre(grid.array)
+    centre = (grid.affine @ np.array([ci, cj, grid.shape[2] // 2, 1.0]))[:3]
+    assert np.linalg.norm(np.asarray(summary["roi"]["centre_ras_mm"]) - centre) <= 5.0
+    expected = "normal" if case.startswith("Case_N") else "pathological"
+    assert summary["quantification"]["classification"]["label"] == expected
