@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import TINY
+from gan_testdata import TINY
 
 from gan.base_model import BaseModel, available_models, create_model, find_model, load_model
 from gan.cyclegan_model import CycleGANModel

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import TINY
+from gan_testdata import TINY
 
 from gan.base_model import create_model
 from gan.data import MaskFolder, check_mask
