@@ -444,7 +444,7 @@ def read_gan_file(path: str | os.PathLike, *, model: str | None = None, kind: st
     if payload.get("kind") not in KINDS:
         raise InputError(f"{path}: malformed GAN checkpoint (kind {payload.get('kind')!r})")
     if kind is not None and payload["kind"] != kind:
-        raise InputError(f"{path}: holds a {payload['kind']!r}, expected a {kind!r}")
+        raise InputError(f"{path}: a GAN file of kind {payload['kind']!r}, expected kind {kind!r}")
     if model is not None and payload.get("model") != model:
         raise InputError(
             f"{path}: holds a {payload.get('model')!r} checkpoint, expected a {model!r} one "

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The cardiac_mi demo: set the machine up, then run what the product has today on the sample
-# studies in sample-data/: convert a DICOM study, prepare the EMIDEC-layout cases into named
-# slices and LV crops, and draw every study with its label so you can look at it.
+# studies in sample-data/: segment a DICOM study with the shipped models and write its clinical
+# report, convert a DICOM study, prepare the EMIDEC-layout cases into named slices and LV crops,
+# and draw every study with its label so you can look at it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -15,8 +16,14 @@ done
 first=$(ls -d sample-data/dicom/Case_* | head -n 1)
 $cli convert --input "$first" --out "$out/$(basename "$first")-from-dicom.nii.gz"
 $cli prepare --emidec sample-data/emidec --out "$out/prepared"
+study=sample-data/dicom/Case_P001
+$cli infer --input "$study" --out "$out/infer"
+$cli --quiet preview --image "$study" --label "$out/infer/Case_P001.nii.gz" --out "$out/infer/Case_P001.png"
+$cli report --image "$study" --label "$out/infer/Case_P001.nii.gz" --out "$out/report"
 echo
 echo "cardiac_mi demo ready:"
+echo "  model segmentation of $study: $out/infer/Case_P001.{nii.gz,json,png}"
+echo "  clinical report (infarct %, AHA-17 bullseye, HTML/PDF, DICOM PDF + SR): $out/report/"
 echo "  study previews (image + label outlines): $out/previews/*.png"
 echo "  named 2D slices, 128x128 LV crops, split and manifest: $out/prepared/manifest.csv"
 echo "  DICOM -> NIfTI conversion: $out/$(basename "$first")-from-dicom.nii.gz"

@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 import scipy.linalg
 import torch
+from gan_testdata import TINY
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
+from gan.base_model import create_model, load_model
 from gan.metrics import compute_metrics, load_image_set
 from gan.metrics.features import (
     AlexNet,
@@ -189,6 +191,12 @@ def test_extractor_errors(tmp_path, monkeypatch):
         load_extractor()
     with pytest.raises(InputError, match="not found"):
         load_extractor("alexnet", tmp_path / "alexnet.pth")
+    generator = create_model("pix2pix", TINY).save(tmp_path / "p2p.pt")
+    with pytest.raises(InputError, match="expected kind 'encoder'"):
+        load_extractor("lge-encoder", generator)
+    encoder = save_encoder(tmp_path / "enc.pt", LgeEncoder(channels=(4, 8)), {"channels": [4, 8], "num_classes": 3})
+    with pytest.raises(InputError, match="not a GAN model checkpoint"):
+        load_model(encoder)
 
 
 # --------------------------------------------------------------------------------------------
