@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up cardiac_mi on a Debian/Ubuntu machine: Debian packages, a Python 3.11 venv in .venv with
 # the pinned requirements, and the project installed in it. Safe to run again: it only does what
-# is missing (the venv is rebuilt when requirements.txt changes).
+# is missing (requirements are installed again, in place, when requirements.txt changes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,10 +29,13 @@ PYTHON=python3.11
 
 stamp=.venv/.requirements.sha256
 want=$(cat requirements.txt build-constraints.txt pyproject.toml | sha256sum | cut -d' ' -f1)
-if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  echo "setup: creating .venv and installing requirements (a few minutes the first time)"
-  rm -rf .venv
+if [ ! -x .venv/bin/python ]; then
+  echo "setup: creating .venv"
   "$PYTHON" -m venv .venv
+fi
+# Install in place when the requirements change: never delete a venv that may be in use.
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "setup: installing requirements into .venv (a few minutes the first time)"
   PIP_CONSTRAINT="$PWD/build-constraints.txt" SAM2_BUILD_CUDA=0 \
     .venv/bin/pip install --quiet --disable-pip-version-check -r requirements.txt
   .venv/bin/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
