@@ -32,8 +32,10 @@ def _formats(text: str) -> tuple[str, ...]:
 
 def cmd_phantom(args: argparse.Namespace) -> None:
     from lgemri.phantom import write_phantom
+    from lgemri.phantom.cine import write_cine_phantom
 
-    index = write_phantom(args.out, args.cases, args.seed, progress=not args.quiet, formats=args.format)
+    write = write_cine_phantom if args.contrast == "cine" else write_phantom
+    index = write(args.out, args.cases, args.seed, progress=not args.quiet, formats=args.format)
     logger.info("wrote %d phantom studies to %s (ground truth: %s)", args.cases, args.out, index)
 
 
@@ -124,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cases", type=int, default=10, help="number of studies (every third is normal; default 10)")
     p.add_argument("--seed", type=int, default=0, help="dataset seed (default 0)")
     p.add_argument("--format", type=_formats, default=("emidec", "dicom"), help="comma-separated: emidec, dicom (default both)")
+    p.add_argument("--contrast", choices=("lge", "cine"), default="lge", help="LGE (default) or cine bSSFP-like contrast (the CycleGAN's domain A)")
 
     p = add("prepare", cmd_prepare, "turn an EMIDEC-layout folder into named 2D slices, LV crops, a split and a manifest")
     p.add_argument("--emidec", required=True, type=Path, help="folder with Case_N*/Case_P* sub-folders")
@@ -150,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     from lgemri.evaluation import register as register_evaluate
     from lgemri.training.cli import register as register_train
     from cardiac_mi.upload import register as register_upload
+    from gan.cli import register as register_gan
     from lgemri.report.cli import register as register_report
     from simulator.cli import register as register_simulate
 
@@ -157,6 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_evaluate(sub)
     register_simulate(sub)
     register_upload(sub)
+    register_gan(sub)
     register_report(sub, default_store=embedded_store)
 
     p = add("preview", cmd_preview, "save a PNG montage of a study's slices with label outlines")
