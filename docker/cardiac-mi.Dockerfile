@@ -1,4 +1,4 @@
-# cardiac_mi command-line tools (phantom, prepare, convert, preview) in a container.
+# cardiac_mi command-line tools (phantom, prepare, convert, infer, report, simulate, gan, ...) in a container.
 # Build from the repository root:
 #   docker build -f docker/cardiac-mi.Dockerfile -t cardiac-mi .
 #   docker run --rm -v "$PWD/out:/out" cardiac-mi phantom --out /out --cases 10 --seed 0
@@ -12,7 +12,11 @@ RUN pip install -r requirements.txt
 COPY pyproject.toml README.md ./
 COPY lgemri ./lgemri
 COPY cardiac_mi ./cardiac_mi
+COPY simulator ./simulator
+COPY gan ./gan
+COPY models ./models
 RUN pip install --no-deps --no-build-isolation .
+ENV CARDIAC_MI_MODELS=/opt/cardiac_mi/models
 RUN useradd --create-home --uid 1000 cardiac
 USER cardiac
 ENTRYPOINT ["cardiac-mi"]

@@ -21,6 +21,7 @@ COPY pyproject.toml README.md ./
 COPY lgemri ./lgemri
 COPY cardiac_mi ./cardiac_mi
 COPY simulator ./simulator
+COPY gan ./gan
 RUN pip install --no-deps --no-build-isolation .
 RUN useradd --create-home --uid 1000 cardiac
 USER cardiac
