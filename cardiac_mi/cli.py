@@ -32,10 +32,8 @@ def _formats(text: str) -> tuple[str, ...]:
 
 def cmd_phantom(args: argparse.Namespace) -> None:
     from lgemri.phantom import write_phantom
-    from lgemri.phantom.cine import write_cine_phantom
 
-    write = write_cine_phantom if args.contrast == "cine" else write_phantom
-    index = write(args.out, args.cases, args.seed, progress=not args.quiet, formats=args.format)
+    index = write_phantom(args.out, args.cases, args.seed, progress=not args.quiet, formats=args.format, contrast=args.contrast)
     logger.info("wrote %d phantom studies to %s (ground truth: %s)", args.cases, args.out, index)
 
 

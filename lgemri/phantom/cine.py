@@ -24,7 +24,6 @@ ROI crops for ``cardiac-mi gan train --model cyclegan --data-a``.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import os
@@ -32,7 +31,6 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import write_text
 from ..errors import InputError
 from ..volume import Volume, write_nifti
 from .anatomy import Tissue, sample_anatomy
@@ -198,24 +196,6 @@ def write_cine_phantom(out_dir: str | os.PathLike, cases: int, seed: int, progre
     Raises:
         InputError: ``cases < 1`` or an unknown format.
     """
-    if cases < 1:
-        raise InputError(f"--cases must be at least 1, got {cases}")
-    unknown = set(formats) - {"emidec", "dicom"}
-    if unknown:
-        raise InputError(f"unknown output format(s) {sorted(unknown)}; choose from emidec, dicom")
-    out = Path(out_dir)
-    numbers = range(1, cases + 1)
-    if progress:
-        from tqdm import tqdm
+    from .study import write_phantom
 
-        numbers = tqdm(numbers, desc="cine phantom", unit="case")
-    truths = []
-    for number in numbers:
-        case = make_cine_case(number, seed)
-        _write_cine_case(case, out, tuple(formats))
-        truths.append(case.truth)
-        logger.info("%s: %s cine slices", case.case_id, case.truth["shape"][2])
-    index = {"generator": "cardiac_mi cine phantom", "contrast": "cine", "seed": seed, "cases": truths}
-    path = out / "phantom.json"
-    write_text(path, json.dumps(index, indent=1) + "\n")
-    return path
+    return write_phantom(out_dir, cases, seed, progress, formats, contrast="cine")

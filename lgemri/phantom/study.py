@@ -322,31 +322,46 @@ def write_case(case: PhantomCase, out_dir: str | os.PathLike, formats: tuple[str
         )
 
 
-def write_phantom(out_dir: str | os.PathLike, cases: int, seed: int, progress: bool = False, formats: tuple[str, ...] = ("emidec", "dicom")) -> Path:
+def write_phantom(
+    out_dir: str | os.PathLike,
+    cases: int,
+    seed: int,
+    progress: bool = False,
+    formats: tuple[str, ...] = ("emidec", "dicom"),
+    contrast: str = "lge",
+) -> Path:
     """Generate ``cases`` phantom studies into ``out_dir``; returns the path of ``phantom.json``.
 
     ``phantom.json`` lists every case's ground truth (infarct %, no-reflow %, territory, AHA
-    segments, acquisition parameters).
+    segments, acquisition parameters). ``contrast="cine"`` renders the same subjects with
+    bSSFP-like cine contrast (:mod:`lgemri.phantom.cine`), the CycleGAN's domain A.
     """
     if cases < 1:
         raise InputError(f"--cases must be at least 1, got {cases}")
     unknown = set(formats) - {"emidec", "dicom"}
     if unknown:
         raise InputError(f"unknown output format(s) {sorted(unknown)}; choose from emidec, dicom")
+    if contrast == "lge":
+        make, write, header = make_case, write_case, {"generator": "cardiac_mi LGE phantom"}
+    elif contrast == "cine":
+        from .cine import _write_cine_case, make_cine_case
+
+        make, write, header = make_cine_case, _write_cine_case, {"generator": "cardiac_mi cine phantom", "contrast": "cine"}
+    else:
+        raise InputError(f"unknown contrast {contrast!r}; choose lge or cine")
     out = Path(out_dir)
     numbers = range(1, cases + 1)
     if progress:
         from tqdm import tqdm
 
-        numbers = tqdm(numbers, desc="phantom", unit="case")
+        numbers = tqdm(numbers, desc=f"{contrast} phantom", unit="case")
     truths = []
     for number in numbers:
-        case = make_case(number, seed)
-        write_case(case, out, formats)
+        case = make(number, seed)
+        write(case, out, tuple(formats))
         truths.append(case.truth)
-        logger.info("%s: %s slices, infarct %.1f %% LV", case.case_id, case.truth["shape"][2], case.truth["infarct_percent_lv"])
-    index = {"generator": "cardiac_mi LGE phantom", "seed": seed, "cases": truths}
+        logger.info("%s: %s slices, infarct %.1f %% LV", case.case_id, case.truth["shape"][2], case.truth.get("infarct_percent_lv", 0.0))
     path = out / "phantom.json"
-    write_text(path, json.dumps(index, indent=1) + "\n")
+    write_text(path, json.dumps({**header, "seed": seed, "cases": truths}, indent=1) + "\n")
     return path
 
