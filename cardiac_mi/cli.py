@@ -150,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from lgemri.evaluation import register as register_evaluate
     from lgemri.training.cli import register as register_train
+    from cardiac_mi.serve import register as register_serve
     from cardiac_mi.upload import register as register_upload
     from gan.cli import register as register_gan
     from lgemri.report.cli import register as register_report
@@ -158,6 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_train(sub)
     register_evaluate(sub)
     register_simulate(sub)
+    register_serve(sub)
     register_upload(sub)
     register_gan(sub)
     register_report(sub, default_store=embedded_store)

@@ -1,0 +1,397 @@
+"""``cardiac-mi serve``: the embedded Orthanc plus the MONAI Label server of ``apps/cardiac_mi``.
+
+``serve(options)`` starts, in order:
+
+1. the embedded Orthanc of ``STATE/orthanc/`` (``cardiac_mi.orthanc.EmbeddedOrthanc``), unless an external
+   DICOMweb server is given with ``--studies URL``;
+2. on the first start of a state folder (no ``STATE/samples-uploaded.json`` marker), an upload of the
+   repository's ``sample-data/dicom/`` studies to the embedded Orthanc (``--no-samples`` skips it);
+3. the MONAI Label server (``python -m monailabel.main start_server``) as a subprocess in its own process
+   group, run from ``STATE/monailabel/`` (a folder without ``.env``), with the venv's ``bin`` first on
+   PATH (``itkimage2segimage``: no dcmqi download), the DICOMweb credentials, an MR search filter and a
+   60 s list cache in its environment, logging to ``STATE/monailabel.log``.
+
+It waits until both answer, logs the URLs and blocks; Ctrl-C or SIGTERM stops MONAI Label, then
+Orthanc. ``serve(options, block=False)`` returns a ``ServeHandle`` whose ``stop()`` does the same.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lgemri.atomic import write_text
+from lgemri.errors import InputError
+
+__all__ = ["ServeHandle", "serve", "register", "SAMPLES_MARKER", "APP_DIR", "SAMPLE_DICOM"]
+
+logger = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parents[1]
+APP_DIR = ROOT / "apps" / "cardiac_mi"
+SAMPLE_DICOM = ROOT / "sample-data" / "dicom"
+SAMPLES_MARKER = "samples-uploaded.json"
+
+DEFAULT_PORT = 8000
+DEFAULT_ORTHANC_PORT = 8042
+DEFAULT_HOST = "127.0.0.1"
+START_TIMEOUT_S = 120.0
+CACHE_EXPIRY_S = 60
+
+ENVIRONMENT = {
+    "CARDIAC_MI_PORT": "MONAI Label port (default 8000)",
+    "CARDIAC_MI_HOST": "MONAI Label address (default 127.0.0.1)",
+    "CARDIAC_MI_ORTHANC_PORT": "embedded Orthanc HTTP port (default 8042, or a free port when 8042 is taken)",
+    "CARDIAC_MI_ORTHANC_DICOM_PORT": "embedded Orthanc DICOM port (default: no DICOM server)",
+    "CARDIAC_MI_STATE": "state folder (default ./state)",
+    "CARDIAC_MI_STUDIES": "DICOMweb root of an external server instead of the embedded Orthanc",
+    "CARDIAC_MI_DICOMWEB_USER": "basic-auth user of the external DICOMweb server",
+    "CARDIAC_MI_DICOMWEB_PASSWORD": "basic-auth password of the external DICOMweb server",
+    "CARDIAC_MI_MODELS": "models folder (default: the repository's models/)",
+}
+
+
+def _setting(options: Any, name: str, env: str, default: Any = None, kind: type = str) -> Any:
+    """``options.name``, else ``$env``, else ``default``; converted with ``kind``."""
+    value = getattr(options, name, None)
+    if value is None:
+        value = os.environ.get(env) or None
+    if value is None:
+        return default
+    try:
+        return kind(value)
+    except (TypeError, ValueError):
+        raise InputError(f"{name.replace('_', '-')} / ${env}: {value!r} is not a valid {kind.__name__}") from None
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return "(no log)"
+    return "\n".join(text.splitlines()[-lines:]) or "(empty log)"
+
+
+@dataclass
+class ServeHandle:
+    """The running services of ``serve(..., block=False)``; ``stop()`` ends them (MONAI Label first)."""
+
+    state: Path
+    url: str
+    studies_url: str
+    orthanc: Any = None  # EmbeddedOrthanc, or None with an external DICOMweb server
+    process: subprocess.Popen | None = None
+    log_path: Path | None = None
+    uploaded: Any = None  # the StowResult of the sample upload of this start, or None
+    ready_seconds: float = 0.0
+    _log_file: Any = field(default=None, repr=False)
+
+    @property
+    def ohif_url(self) -> str:
+        return f"{self.url}/ohif/"
+
+    @property
+    def orthanc_explorer_url(self) -> str | None:
+        return f"{self.orthanc.url}/app/explorer.html" if self.orthanc is not None else None
+
+    @property
+    def pids(self) -> list[int]:
+        """The pids of the MONAI Label server and of the embedded Orthanc (those started)."""
+        pids = [self.process.pid] if self.process is not None else []
+        if self.orthanc is not None and self.orthanc.pid is not None:
+            pids.append(self.orthanc.pid)
+        return pids
+
+    def alive(self) -> bool:
+        """Whether MONAI Label (and the embedded Orthanc) still run."""
+        ok = self.process is not None and self.process.poll() is None
+        return ok and (self.orthanc is None or self.orthanc.running)
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """Stop MONAI Label (its whole process group), then Orthanc. Safe to call twice."""
+        process, self.process = self.process, None
+        if process is not None:
+            if process.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGTERM)
+                try:
+                    process.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    logger.warning("MONAI Label (pid %d) did not stop within %g s; killing it", process.pid, timeout)
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(process.pid, signal.SIGKILL)
+                    process.wait()
+            else:
+                # the leader is gone; make sure nothing of its group is left
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(process.pid, signal.SIGKILL)
+            logger.info("MONAI Label stopped (status %s)", process.returncode)
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
+        if self.orthanc is not None:
+            self.orthanc.stop()
+
+    def __enter__(self) -> ServeHandle:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+def _upload_samples(orthanc: Any, state: Path) -> Any:
+    """Upload ``sample-data/dicom/*`` once per state folder; return the StowResult, or None when skipped."""
+    from cardiac_mi.store import DicomStore, upload
+
+    marker = state / SAMPLES_MARKER
+    if marker.exists():
+        logger.info("sample studies were uploaded before (%s); not again", marker)
+        return None
+    folders = sorted(p for p in SAMPLE_DICOM.glob("*") if p.is_dir()) if SAMPLE_DICOM.is_dir() else []
+    if not folders:
+        logger.warning("no sample studies in %s; nothing uploaded", SAMPLE_DICOM)
+        return None
+    tick = time.perf_counter()
+    result = upload(folders, DicomStore.from_orthanc(orthanc))
+    logger.info("uploaded the sample studies in %.1f s: %s", time.perf_counter() - tick, result.summary())
+    if result.refused:
+        raise InputError(f"Orthanc refused {len(result.refused)} sample files (listed above); see {orthanc.log_path}")
+    record = {"uploaded": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "folders": [p.name for p in folders],
+              "summary": result.summary()}
+    write_text(marker, json.dumps(record, indent=2) + "\n")
+    return result
+
+
+def _monailabel_env(user: str | None, password: str | None, cache: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    for key in ("MONAI_LABEL_DICOMWEB_USERNAME", "MONAI_LABEL_DICOMWEB_PASSWORD",
+                "MONAI_LABEL_DATASTORE_USERNAME", "MONAI_LABEL_DATASTORE_PASSWORD"):
+        env.pop(key, None)
+    if user is not None and password is not None:
+        env["MONAI_LABEL_DICOMWEB_USERNAME"] = env["MONAI_LABEL_DATASTORE_USERNAME"] = user
+        env["MONAI_LABEL_DICOMWEB_PASSWORD"] = env["MONAI_LABEL_DATASTORE_PASSWORD"] = password
+    env["MONAI_LABEL_DICOMWEB_SEARCH_FILTER"] = json.dumps({"Modality": "MR"})
+    env["MONAI_LABEL_DICOMWEB_CACHE_EXPIRY"] = str(CACHE_EXPIRY_S)
+    env["MONAI_LABEL_DICOMWEB_CACHE_PATH"] = str(cache)
+    return env
+
+
+def _start_monailabel(handle: ServeHandle, *, host: str, port: int, models: Path, user: str | None,
+                      password: str | None, timeout: float) -> None:
+    from cardiac_mi.orthanc import port_in_use, wait_for_http
+
+    if port_in_use(port):
+        raise InputError(f"cannot start MONAI Label: port {port} is already in use; choose another with --port")
+    work = handle.state / "monailabel"
+    work.mkdir(parents=True, exist_ok=True)
+    if (work / ".env").exists():
+        raise InputError(f"{work / '.env'}: MONAI Label would read it and override the settings of serve; remove it")
+    env = _monailabel_env(user, password, work / "dicom-cache")
+    command = [sys.executable, "-m", "monailabel.main", "start_server", "--app", str(APP_DIR),
+               "--studies", handle.studies_url, "--conf", "models", str(models),
+               "--host", host, "--port", str(port)]  # fmt: skip
+    handle.log_path = handle.state / "monailabel.log"
+    handle._log_file = open(handle.log_path, "wb")  # noqa: SIM115 - closed in ServeHandle.stop()
+    logger.info("starting MONAI Label on %s (studies %s, models %s; log %s)", handle.url, handle.studies_url, models,
+                handle.log_path)
+    try:
+        handle.process = subprocess.Popen(command, cwd=work, env=env, stdin=subprocess.DEVNULL, stdout=handle._log_file,
+                                          stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent)
+    except OSError as exc:
+        raise InputError(f"cannot run MONAI Label ({sys.executable}): {exc}") from None
+    process = handle.process
+    local = host if host not in ("0.0.0.0", "::", "") else "127.0.0.1"
+    try:
+        wait_for_http(f"http://{local}:{port}/info/", timeout=timeout, alive=lambda: process.poll() is None,
+                      expect=200, interval=0.25)
+    except ConnectionError:
+        process.wait()
+        raise InputError(f"MONAI Label exited early (status {process.returncode}); last lines of "
+                         f"{handle.log_path}:\n{_tail(handle.log_path)}") from None
+    except TimeoutError:
+        raise InputError(f"MONAI Label did not answer {handle.url}/info/ within {timeout:g} s; last lines of "
+                         f"{handle.log_path}:\n{_tail(handle.log_path)}") from None
+
+
+def serve(options: Any, *, block: bool = True, start_timeout: float = START_TIMEOUT_S) -> ServeHandle | None:
+    """Start Orthanc (unless ``options.studies``) and MONAI Label; block until Ctrl-C/SIGTERM or return a handle.
+
+    ``options`` is the ``argparse.Namespace`` of ``cardiac-mi serve`` (or any object with its attribute
+    names; missing ones fall back to the ``CARDIAC_MI_*`` environment and the defaults).
+    """
+    from cardiac_mi.orthanc import default_state_dir
+    from lgemri.inference import default_models_dir
+
+    state = Path(_setting(options, "state", "CARDIAC_MI_STATE", None, str) or default_state_dir())
+    port = _setting(options, "port", "CARDIAC_MI_PORT", DEFAULT_PORT, int)
+    host = _setting(options, "host", "CARDIAC_MI_HOST", DEFAULT_HOST, str)
+    studies = _setting(options, "studies", "CARDIAC_MI_STUDIES", None, str)
+    user = _setting(options, "user", "CARDIAC_MI_DICOMWEB_USER", None, str)
+    password = _setting(options, "password", "CARDIAC_MI_DICOMWEB_PASSWORD", None, str)
+    models = Path(_setting(options, "models", "CARDIAC_MI_MODELS", None, str) or default_models_dir())
+    no_samples = bool(getattr(options, "no_samples", False))
+    if not 0 < port < 65536:
+        raise InputError(f"--port {port} is not a TCP port (1-65535)")
+    if not models.is_dir():
+        raise InputError(f"{models}: no models folder (give --models DIR or set $CARDIAC_MI_MODELS)")
+    if not APP_DIR.is_dir():
+        raise InputError(f"{APP_DIR}: the MONAI Label app is missing")
+    state.mkdir(parents=True, exist_ok=True)
+    state = state.resolve()
+
+    previous = {}
+    if block and threading.current_thread() is threading.main_thread():
+        # SIGTERM acts as Ctrl-C, also while starting; SIGINT is set explicitly because a shell
+        # starts background jobs with it ignored.
+        previous = {sig: signal.signal(sig, _raise_interrupt) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        handle = _start(options, state=state, port=port, host=host, studies=studies, user=user, password=password,
+                        models=models, no_samples=no_samples, start_timeout=start_timeout)
+        if not block:
+            return handle
+        _block(handle)
+    except KeyboardInterrupt:
+        logger.info("interrupted while starting; stopped")
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return None
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _no_interrupts() -> Any:
+    """Ignore SIGINT and SIGTERM while stopping (in the main thread), so a second Ctrl-C cannot cut it short."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    saved = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+
+
+def _start(options: Any, *, state: Path, port: int, host: str, studies: str | None, user: str | None,
+           password: str | None, models: Path, no_samples: bool, start_timeout: float) -> ServeHandle:
+    from cardiac_mi.orthanc import EmbeddedOrthanc, port_in_use
+
+    if port_in_use(port):
+        raise InputError(f"cannot start MONAI Label: port {port} is already in use; choose another with --port")
+    tick = time.perf_counter()
+    display_host = host if host not in ("0.0.0.0", "::", "") else "127.0.0.1"
+    handle = ServeHandle(state=state, url=f"http://{display_host}:{port}", studies_url=studies or "")
+    try:
+        if studies:
+            if (user is None) != (password is None):
+                raise InputError("give both --user and --password for --studies, or neither")
+            if not studies.startswith(("http://", "https://")):
+                raise InputError(f"--studies {studies!r}: expected a DICOMweb root URL (http:// or https://)")
+            from cardiac_mi.store import DicomStore
+
+            DicomStore(studies, user, password).ping()
+        else:
+            orthanc_port = _setting(options, "orthanc_port", "CARDIAC_MI_ORTHANC_PORT", None, int)
+            if orthanc_port is None:
+                orthanc_port = 0 if port_in_use(DEFAULT_ORTHANC_PORT) else DEFAULT_ORTHANC_PORT
+            dicom_port = _setting(options, "orthanc_dicom_port", "CARDIAC_MI_ORTHANC_DICOM_PORT", None, int)
+            if port in (orthanc_port, dicom_port):
+                raise InputError(f"MONAI Label and Orthanc cannot share port {port}")
+            handle.orthanc = EmbeddedOrthanc(state, http_port=orthanc_port, dicom_port=dicom_port)
+            handle.orthanc.start()
+            handle.studies_url = handle.orthanc.dicomweb_url
+            user, password = handle.orthanc.user, handle.orthanc.password
+            if not no_samples:
+                handle.uploaded = _upload_samples(handle.orthanc, state)
+        _start_monailabel(handle, host=host, port=port, models=models, user=user, password=password,
+                          timeout=start_timeout)
+    except BaseException:
+        with _no_interrupts():
+            handle.stop()
+        raise
+    handle.ready_seconds = time.perf_counter() - tick
+    logger.info("ready in %.1f s", handle.ready_seconds)
+    logger.info("MONAI Label server: %s", handle.url)
+    logger.info("OHIF viewer:        %s", handle.ohif_url)
+    if handle.orthanc is not None:
+        logger.info("Orthanc explorer:   %s (user %s; password in %s)", handle.orthanc_explorer_url,
+                    handle.orthanc.user, handle.orthanc.credentials_path)
+    logger.info("DICOMweb studies:   %s", handle.studies_url)
+    return handle
+
+
+def _block(handle: ServeHandle) -> None:
+    """Wait for Ctrl-C or SIGTERM (or a service dying), then stop both services."""
+    logger.info("press Ctrl-C to stop")
+    died = None
+    try:
+        while True:
+            time.sleep(1.0)
+            if not handle.alive():
+                died = "MONAI Label" if handle.process is None or handle.process.poll() is not None else "Orthanc"
+                break
+    except KeyboardInterrupt:
+        pass
+    finally:
+        with _no_interrupts():
+            log = handle.log_path if died == "MONAI Label" else getattr(handle.orthanc, "log_path", None)
+            logger.info("stopping")
+            handle.stop()
+    if died:
+        raise InputError(f"{died} exited unexpectedly; last lines of {log}:\n{_tail(log) if log else ''}")
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    serve(args)
+
+
+def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add ``serve [--port] [--host] [--orthanc-port] [--orthanc-dicom-port] [--state] [--studies --user --password]
+    [--models] [--no-samples]``."""
+    description = ("run the embedded Orthanc (DICOMweb) and the MONAI Label server with the cardiac_mi app "
+                   "and its OHIF viewer; Ctrl-C stops both")
+    epilog = "environment (used when the option is not given):\n" + "\n".join(
+        f"  {name:30s} {text}" for name, text in ENVIRONMENT.items())
+    p = subparsers.add_parser("serve", help=description, description=description, epilog=epilog,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--port", type=int, help="MONAI Label port (default $CARDIAC_MI_PORT or 8000)")
+    p.add_argument("--host", help="MONAI Label address (default $CARDIAC_MI_HOST or 127.0.0.1)")
+    p.add_argument("--orthanc-port", type=int,
+                   help="embedded Orthanc HTTP port, loopback only (default $CARDIAC_MI_ORTHANC_PORT, or 8042 if free, "
+                        "else a free port; 0 picks a free one)")
+    p.add_argument("--orthanc-dicom-port", type=int,
+                   help="run Orthanc's DICOM server (C-STORE to AE CARDIACMI) on this port, reachable from the "
+                        "network (default $CARDIAC_MI_ORTHANC_DICOM_PORT, else off; 0 picks a free one)")
+    p.add_argument("--state", type=Path, help="state folder (default $CARDIAC_MI_STATE or ./state)")
+    p.add_argument("--studies", metavar="URL",
+                   help="DICOMweb root of an external server instead of the embedded Orthanc "
+                        "(default $CARDIAC_MI_STUDIES)")
+    p.add_argument("--user", help="basic-auth user for --studies (default $CARDIAC_MI_DICOMWEB_USER)")
+    p.add_argument("--password", help="basic-auth password for --studies (default $CARDIAC_MI_DICOMWEB_PASSWORD)")
+    p.add_argument("--models", type=Path, help="models folder (default $CARDIAC_MI_MODELS or the repository's models/)")
+    p.add_argument("--no-samples", action="store_true",
+                   help="do not upload sample-data/dicom to the embedded Orthanc on the first start of a state folder")
+    p.set_defaults(func=cmd_serve)
+    return p
