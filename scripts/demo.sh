@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The cardiac_mi demo: set the machine up, then run what the product has today on the sample
-# studies in sample-data/: segment a DICOM study with the shipped models and write its clinical
-# report, convert a DICOM study, prepare the EMIDEC-layout cases into named slices and LV crops,
-# and draw every study with its label so you can look at it.
+# The cardiac_mi demo: set the machine up, run the batch tools on the sample studies in
+# sample-data/ (segment a DICOM study with the shipped models and write its clinical report,
+# convert a study, prepare the EMIDEC-layout cases into named slices and LV crops, draw every
+# study with its label), then start the product: the embedded Orthanc with the sample studies
+# and the MONAI Label server with its OHIF viewer, until Ctrl-C. DEMO_NO_SERVE=1 skips that.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -27,3 +28,7 @@ echo "  clinical report (infarct %, AHA-17 bullseye, HTML/PDF, DICOM PDF + SR): 
 echo "  study previews (image + label outlines): $out/previews/*.png"
 echo "  named 2D slices, 128x128 LV crops, split and manifest: $out/prepared/manifest.csv"
 echo "  DICOM -> NIfTI conversion: $out/$(basename "$first")-from-dicom.nii.gz"
+[ "${DEMO_NO_SERVE:-0}" = 1 ] && exit 0
+echo
+echo "starting the product (Ctrl-C stops it; state in ./state):"
+exec $cli serve --state state
