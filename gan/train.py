@@ -46,7 +46,7 @@ from lgemri.errors import InputError
 from lgemri.labels import NUM_CLASSES
 from lgemri.losses import WEIGHT_SCHEMES, class_frequencies, class_weights
 from lgemri.training.data import EpochSampler, Source
-from lgemri.training.loop import DEVICES, _device, _distributed, _environment, _finite, _seed_everything, _write_json
+from lgemri.training.loop import DEVICES, _device, _environment, _finite, _seed_everything, _write_json, run_in_process_group
 from lgemri.training.loop import _lr_lambda as _segmentation_lr_lambda
 
 from .base_model import BaseModel, available_models, create_model, find_model, read_gan_file
@@ -322,19 +322,7 @@ def train_gan(config: GanTrainConfig) -> dict:
         InputError: Bad configuration, options or data, ``out`` already holding a run without
             ``resume``, ``resume`` without ``last.pt``, or a ``last.pt`` of another model.
     """
-    config.validate()
-    out = Path(config.out)
-    last_path = out / "last.pt"
-    if config.resume and not last_path.is_file():
-        raise InputError(f"{out}: nothing to resume (no last.pt)")
-    if not config.resume and last_path.exists():
-        raise InputError(f"{out}: already holds a training run (last.pt); pass --resume or choose another --out")
-    rank, local_rank, world, initialised = _distributed()
-    try:
-        return _train(config, out, rank, local_rank, world)
-    finally:
-        if initialised:
-            dist.destroy_process_group()
+    return run_in_process_group(config, _train)
 
 
 def _options(config: GanTrainConfig, train_ds) -> tuple[dict, dict]:

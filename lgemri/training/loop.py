@@ -42,6 +42,7 @@ import platform
 import random
 import time
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -412,6 +413,14 @@ def train(config: TrainConfig) -> dict:
         InputError: Bad configuration or data, ``out`` already holding a run without
             ``resume``, or ``resume`` without ``last.pt``.
     """
+    return run_in_process_group(config, _train)
+
+
+def run_in_process_group(config: Any, body: Callable[..., dict]) -> dict:
+    """Check ``config``'s run folder against ``config.resume``, then run
+    ``body(config, out, rank, local_rank, world)``, inside a process group when launched by
+    ``torchrun``. Shared by the segmentation and the GAN trainers.
+    """
     config.validate()
     out = Path(config.out)
     last_path = out / "last.pt"
@@ -419,10 +428,9 @@ def train(config: TrainConfig) -> dict:
         raise InputError(f"{out}: nothing to resume (no last.pt)")
     if not config.resume and last_path.exists():
         raise InputError(f"{out}: already holds a training run (last.pt); pass --resume or choose another --out")
-
     rank, local_rank, world, initialised = _distributed()
     try:
-        return _train(config, out, rank, local_rank, world)
+        return body(config, out, rank, local_rank, world)
     finally:
         if initialised:
             dist.destroy_process_group()
