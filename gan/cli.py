@@ -23,6 +23,7 @@ import math
 from pathlib import Path
 
 from lgemri.errors import InputError
+from lgemri.training.cli import _source
 
 __all__ = ["register", "options_from_args", "config_from_args", "MODEL_CHOICES"]
 
@@ -50,17 +51,6 @@ _OPTION_ARGS = {
     "cycle_weighting": "cycle_weighting", "background_weight": "background_weight", "pool_size": "pool_size",
     "condition_on_mask": "condition_on_mask",
 }  # fmt: skip
-
-
-def _source(text: str) -> str | tuple[str, float]:
-    """``DIR`` or ``DIR=WEIGHT`` (a sampling weight); a path that exists as given wins."""
-    path, sep, weight = text.rpartition("=")
-    if not sep or Path(text).exists():
-        return text
-    try:
-        return (path, float(weight))
-    except ValueError:
-        return text
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
