@@ -24,7 +24,8 @@ in the SEG's CodingSchemeIdentificationSequence. Recommended display colours are
 
 Reading maps each segment to a class by its SegmentedPropertyType (the codes above, and
 49848007 "Left ventricle myocardium" for the myocardium), else by its SegmentLabel / description
-(names as OHIF and others write them), else by SegmentNumber 1-4. Frames are placed on the series
+(names as OHIF and others write them), else, for a segment without a real name (no label, or
+"Segment N"), by SegmentNumber 1-4; a named segment that is none of these is an error. Frames are placed on the series
 grid by the SOPInstanceUID they were derived from, else by ImagePositionPatient.
 
 Algorithm type: AUTOMATIC (a model's output, with an algorithm identification) or MANUAL (drawn
@@ -356,7 +357,7 @@ def _segment_classes(ds: Dataset, path: Path) -> dict[int, int]:
                 value = _NAMES.get(_normalise_name(str(text)))
                 if value is not None:
                     break
-        if value is None and number in SEGMENTS:
+        if value is None and number in SEGMENTS and _unnamed(item):
             value = number
         if value is None:
             unknown.append(f"{number} {str(item.get('SegmentLabel', '')) or '(no label)'!r}")
@@ -374,6 +375,15 @@ def _segment_classes(ds: Dataset, path: Path) -> dict[int, int]:
     if not classes:
         raise InputError(f"{path}: the SEG describes no segments")
     return classes
+
+
+def _unnamed(item: Dataset) -> bool:
+    """True when a segment has no real name: no label, or one like "Segment 2" or "2"."""
+    for text in (item.get("SegmentLabel", ""), item.get("SegmentDescription", "")):
+        name = _normalise_name(str(text or "")).removeprefix("segment").strip("_")
+        if name and not name.isdigit():
+            return False
+    return True
 
 
 def _frame_attr(item: Dataset, shared: Dataset | None, sequence: str, keyword: str):
