@@ -30,8 +30,6 @@ import dataclasses
 import importlib
 import math
 import os
-import pickle
-import zipfile
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import nullcontext
 from pathlib import Path
@@ -45,7 +43,7 @@ import torch.nn as nn
 from lgemri.atomic import atomic_path
 from lgemri.errors import InputError
 from lgemri.labels import NUM_CLASSES
-from lgemri.nets.checkpoint import _rng_states, _set_rng_states, to_plain, unwrap
+from lgemri.nets.checkpoint import _rng_states, _set_rng_states, load_weights_only, to_plain, unwrap
 
 from .networks import GAN_MODES, NORMS, OUTPUTS
 
@@ -423,15 +421,7 @@ def read_gan_file(path: str | os.PathLike, *, model: str | None = None, kind: st
         InputError: Missing, unreadable or foreign file, a newer format, another model or kind.
     """
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: checkpoint file not found")
-    try:
-        payload = torch.load(path, map_location=device, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
-        raise InputError(
-            f"{path}: not a cardiac_mi GAN checkpoint (torch.load cannot read it as a weights-only file: "
-            f"{type(exc).__name__})"
-        ) from None
+    payload = load_weights_only(path, device, "cardiac_mi GAN checkpoint")
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         other = payload.get("format") if isinstance(payload, dict) else None
         hint = f" (it is a {other!r} file: a segmentation network?)" if other else ""

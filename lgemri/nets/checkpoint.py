@@ -140,18 +140,23 @@ def save_checkpoint(
     return _save(path, payload)
 
 
-def _read(path: str | os.PathLike, device: str | torch.device = "cpu") -> dict:
-    """Load and validate one of our files (model or training state) with ``weights_only=True``."""
-    path = Path(path)
+def load_weights_only(path: Path, device: str | torch.device, what: str):
+    """``torch.load(path, weights_only=True)``; an InputError naming ``path`` and ``what`` it is
+    not when the file is missing or unreadable. Shared by the network and GAN checkpoints."""
     if not path.is_file():
         raise InputError(f"{path}: checkpoint file not found")
     try:
-        payload = torch.load(path, map_location=device, weights_only=True)
+        return torch.load(path, map_location=device, weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
         raise InputError(
-            f"{path}: not a cardiac_mi checkpoint (torch.load cannot read it as a weights-only file: "
-            f"{type(exc).__name__})"
+            f"{path}: not a {what} (torch.load cannot read it as a weights-only file: {type(exc).__name__})"
         ) from None
+
+
+def _read(path: str | os.PathLike, device: str | torch.device = "cpu") -> dict:
+    """Load and validate one of our files (model or training state) with ``weights_only=True``."""
+    path = Path(path)
+    payload = load_weights_only(path, device, "cardiac_mi checkpoint")
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise InputError(f"{path}: not a cardiac_mi checkpoint (no '{FORMAT}' format marker)")
     version = payload.get("version")
