@@ -47,6 +47,8 @@ __all__ = [
     "case_category",
     "split_cases",
     "prepare_dataset",
+    "write_case_slices",
+    "write_manifest",
     "MANIFEST_FIELDS",
 ]
 
@@ -332,10 +334,19 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
         np.save(tmp, array)
 
 
-def _write_case_slices(
-    case: EmidecCase, out_dir: Path, spacing: float, roi_size: int
+def write_case_slices(
+    case: EmidecCase, out_dir: str | os.PathLike, spacing: float = 1.0, roi_size: int = 128
 ) -> tuple[list[dict], dict]:
-    """Resample one case, write its full and ROI slices; return manifest rows and case info."""
+    """Resample one labelled case and write its full and ROI slices (see :func:`prepare_dataset`).
+
+    Shared by :func:`prepare_dataset` and the active-learning trainer, which prepares the
+    image/label pairs of a MONAI Label datastore the same way.
+
+    Returns:
+        ``(rows, info)``: one manifest row per slice (without ``split`` and ``category``) and
+        the case's ``cases.json`` entry (without ``split``).
+    """
+    out_dir = Path(out_dir)
     image = resample_inplane(case.image, spacing, order=3)
     label = resample_inplane(case.label, spacing, order=0)
     centre = lv_centre(label.array)
@@ -442,7 +453,7 @@ def prepare_dataset(
         if case.label is None:
             logger.warning("%s: no label (Contours) found; case skipped", case_id)
             continue
-        case_rows, infos[case_id] = _write_case_slices(case, out_dir, spacing, roi_size)
+        case_rows, infos[case_id] = write_case_slices(case, out_dir, spacing, roi_size)
         rows.extend(case_rows)
     if not infos:
         raise InputError(f"{root}: no EMIDEC case with a label to prepare")
@@ -452,14 +463,30 @@ def prepare_dataset(
         info["split"] = split[case_id]
     for row in rows:
         row["split"] = split[row["case_id"]]
-        row["category"] = infos[row["case_id"]]["category"]
-    write_text(out_dir / "cases.json", json.dumps(infos, indent=2) + "\n")
+    manifest = write_manifest(out_dir, rows, infos)
+    logger.info("prepared %d slices from %d cases in %s", len(rows), len(infos), out_dir)
+    return manifest
 
+
+def write_manifest(out_dir: str | os.PathLike, rows: Sequence[dict], infos: dict[str, dict]) -> Path:
+    """Write ``cases.json`` and then ``manifest.csv`` (last: a folder with a manifest is complete).
+
+    Args:
+        out_dir: The prepared folder.
+        rows: Manifest rows of :func:`write_case_slices`, each with its ``split`` set; a slice
+            may appear in several rows with different splits. ``category`` is filled in from
+            its case.
+        infos: ``{case_id: info}`` of :func:`write_case_slices`.
+
+    Returns:
+        The path of ``manifest.csv``.
+    """
+    out_dir = Path(out_dir)
+    write_text(out_dir / "cases.json", json.dumps(infos, indent=2) + "\n")
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=MANIFEST_FIELDS, lineterminator="\n")
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows({**row, "category": infos[row["case_id"]]["category"]} for row in rows)
     manifest = out_dir / "manifest.csv"
     write_text(manifest, buffer.getvalue())
-    logger.info("prepared %d slices from %d cases in %s", len(rows), len(infos), out_dir)
     return manifest
