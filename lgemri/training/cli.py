@@ -67,6 +67,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     arg("--lr-schedule", choices=LR_SCHEDULES, default="cosine", help="per-epoch LR schedule (default cosine)")
     arg("--seed", type=int, default=0, help="seed of weights, batch order, augmentation, dropout (default 0)")
     arg("--resume", action="store_true", help="continue the run in --out from its last.pt")
+    arg("--init", type=Path, metavar="CHECKPOINT",
+        help="start from this model checkpoint (fine-tuning; the network comes from it)")
     arg("--loss", choices=LOSSES, default="ce",
         help="class-weighted cross-entropy, optionally plus soft Dice (default ce)")
     arg("--class-weights", dest="class_weighting", choices=WEIGHT_SCHEMES, default="inverse_sqrt",
@@ -100,6 +102,7 @@ def config_from_args(args: argparse.Namespace):
         lr_schedule=args.lr_schedule,
         seed=args.seed,
         resume=args.resume,
+        init=None if getattr(args, "init", None) is None else str(args.init),
         loss=args.loss,
         class_weighting=args.class_weighting,
         two_stage=args.two_stage,

@@ -10,6 +10,10 @@ Tasks (:data:`lgemri.nets.checkpoint.TASKS`):
   and randomly eroded/dilated by 0-2 px, at inference the cavity network's cleaned output;
 - ``cavity``: the stage-1 ResAtt-U-Net of the two-stage cascade, cavity versus the rest.
 
+A run starts from random weights (seeded) or, with ``init``, from a model checkpoint whose
+network it keeps: fine-tuning, as the active-learning trainer does with the published model
+(:mod:`lgemri.training.active`).
+
 A run folder holds, every file written atomically:
 
 - ``config.json``: the configuration, the resolved network, class weights, data and software
@@ -56,7 +60,7 @@ from ..errors import InputError
 from ..labels import LABEL_NAMES, NUM_CLASSES
 from ..losses import WEIGHT_SCHEMES, SegmentationLoss, class_frequencies, class_weights
 from ..nets import build_network
-from ..nets.checkpoint import TASKS, load_training_state, save_checkpoint, save_training_state, unwrap
+from ..nets.checkpoint import TASKS, load_checkpoint, load_training_state, save_checkpoint, save_training_state, unwrap
 from ..nets.preprocess import LOC_FACTOR, LOC_SIZE, ROI_SIZE
 from ..postprocess import largest_component
 from .data import EpochSampler, LocalizationDataset, RoiDataset, Source
@@ -88,6 +92,11 @@ class TrainConfig:
             ``constant``; stepped once per epoch.
         seed: Seed of the initial weights, batch order, augmentation and dropout.
         resume: Continue the run in ``out`` from its ``last.pt``.
+        init: A model checkpoint of ``task`` (e.g. the published ``segmentation.pt``) whose
+            network and weights start the run: fine-tuning. The network spec (channels,
+            dropout) comes from the checkpoint, so ``network`` and ``channels`` stay unset, and
+            its ``two_stage`` must match. The checkpoint is scored on the validation split
+            before the first epoch (``init_metrics`` of the summary and ``history.json``).
         loss: ``ce`` (class-weighted cross-entropy) or ``ce+dice`` (plus a soft Dice term).
         dice_weight: Factor of the Dice term with ``ce+dice``.
         class_weighting: Scheme of :func:`lgemri.losses.class_weights` (``none`` for plain CE).
@@ -117,6 +126,7 @@ class TrainConfig:
     lr_schedule: str = "cosine"
     seed: int = 0
     resume: bool = False
+    init: str | None = None
     loss: str = "ce"
     dice_weight: float = 1.0
     class_weighting: str = "inverse_sqrt"
@@ -165,6 +175,8 @@ class TrainConfig:
             (not self.two_stage or self.task == "segmentation",
              f"two-stage input applies to the segmentation task, not {self.task!r}"),
             (channels_ok, f"channels must be two or more positive numbers, got {self.channels}"),
+            (self.init is None or (self.network is None and self.channels is None),
+             "init takes the network from its checkpoint; leave network and channels unset"),
         ]  # fmt: skip
         for ok, message in checks:
             if not ok:
@@ -230,6 +242,24 @@ def _network_spec(config: TrainConfig, in_channels: int, out_channels: int) -> d
     return {"name": name, "kwargs": kwargs}
 
 
+def _init_network(config: TrainConfig, in_channels: int, out_channels: int) -> tuple[torch.nn.Module, dict]:
+    """The network of ``config.init`` with its weights, and its spec; checked against the data."""
+    model, meta = load_checkpoint(config.init, task=config.task)
+    spec = {"name": meta["network"]["name"], "kwargs": dict(meta["network"]["kwargs"])}
+    two_stage = bool(meta["extra"].get("two_stage", False))
+    if two_stage != bool(config.two_stage):
+        raise InputError(
+            f"{config.init}: a {'two' if two_stage else 'one'}-stage model; set two_stage={two_stage} to fine-tune it"
+        )
+    kwargs = spec["kwargs"]
+    if (kwargs.get("in_channels"), kwargs.get("out_channels")) != (in_channels, out_channels):
+        raise InputError(
+            f"{config.init}: network has {kwargs.get('in_channels')} input and {kwargs.get('out_channels')} output "
+            f"channels, the {config.task} data {in_channels} and {out_channels}"
+        )
+    return model, spec
+
+
 def _class_names(task: str) -> list[str]:
     if task == "localization":
         return ["background", "lv"]
@@ -252,6 +282,7 @@ def _plain_config(config: TrainConfig) -> dict:
         [os.fspath(s[0]), float(s[1])] if isinstance(s, (tuple, list)) else os.fspath(s) for s in config.data
     ]
     out["out"] = os.fspath(config.out)
+    out["init"] = None if config.init is None else os.fspath(config.init)
     out["channels"] = list(config.channels) if config.channels is not None else None
     return out
 
@@ -405,13 +436,15 @@ def train(config: TrainConfig) -> dict:
 
     Returns:
         ``{"run_dir", "task", "epochs_completed", "best_epoch", "best_score", "best_metrics",
-        "last_metrics", "best_checkpoint", "last_checkpoint", "stopped_early"}``
-        (``best_score`` is None when no epoch scored; under ``torchrun`` only rank 0 tracks
+        "last_metrics", "init_metrics", "best_checkpoint", "last_checkpoint", "stopped_early"}``
+        (``best_score`` is None when no epoch scored; ``init_metrics`` the validation of the
+        ``init`` checkpoint before training, else None; under ``torchrun`` only rank 0 tracks
         the best epoch and metrics, the other ranks return None for them).
 
     Raises:
         InputError: Bad configuration or data, ``out`` already holding a run without
-            ``resume``, or ``resume`` without ``last.pt``.
+            ``resume``, ``resume`` without ``last.pt``, or an ``init`` checkpoint of another
+            task or that does not fit the data.
     """
     return run_in_process_group(config, _train)
 
@@ -446,16 +479,20 @@ def _train(config: TrainConfig, out: Path, rank: int, local_rank: int, world: in
     names = _class_names(config.task)
     frequencies = class_frequencies(train_ds.target_arrays(), num_classes=train_ds.num_classes)
     weights = class_weights(frequencies, config.class_weighting, config.class_weight_clip)
-    spec = _network_spec(config, train_ds.in_channels, train_ds.num_classes)
-
     _seed_everything(config.seed, 0x5EED)
-    model = build_network(spec["name"], **spec["kwargs"]).to(device)
+    if config.init is not None:
+        model, spec = _init_network(config, train_ds.in_channels, train_ds.num_classes)
+        model = model.to(device)
+    else:
+        spec = _network_spec(config, train_ds.in_channels, train_ds.num_classes)
+        model = build_network(spec["name"], **spec["kwargs"]).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(config.lr_schedule, config.epochs))
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
 
     start_epoch, history = 0, []
     best = {"score": None, "epoch": None, "metrics": None}
+    init_metrics = None
     if config.resume:
         state = load_training_state(
             last_path, model, optimizer, scheduler, scaler if use_amp else None,
@@ -463,6 +500,7 @@ def _train(config: TrainConfig, out: Path, rank: int, local_rank: int, world: in
         )  # fmt: skip
         start_epoch, history = state["epoch"], state["history"]
         best = dict(state["extra"].get("best") or best)
+        init_metrics = state["extra"].get("init_metrics")
         weights = np.asarray(state["extra"].get("class_weights", weights), dtype=np.float64)
         frequencies = np.asarray(state["extra"].get("class_frequencies", frequencies), dtype=np.float64)
         saved_epochs = (state["extra"].get("config") or {}).get("epochs")
@@ -473,6 +511,10 @@ def _train(config: TrainConfig, out: Path, rank: int, local_rank: int, world: in
             )  # fmt: skip
         logger.info("resuming %s after epoch %d", out, start_epoch)
     loss_fn = SegmentationLoss(weights, config.dice_weight if config.loss == "ce+dice" else 0.0).to(device)
+    if config.init is not None and not config.resume and main:
+        init_metrics = _finite(_validate(model, val_ds, loss_fn, config, device, use_amp))
+        logger.info("%s: initial model %s scores mean Dice %s on validation", config.task, config.init,
+                    init_metrics["mean_dice"])  # fmt: skip
 
     if world > 1:
         ddp_args = {"device_ids": [device.index]} if device.type == "cuda" else {}
@@ -498,6 +540,7 @@ def _train(config: TrainConfig, out: Path, rank: int, local_rank: int, world: in
             + ("localization_input" if config.task == "localization" else "normalize"),
         },
         "data": data_description,
+        "init_metrics": init_metrics,
     }
     if main:
         out.mkdir(parents=True, exist_ok=True)
@@ -513,6 +556,7 @@ def _train(config: TrainConfig, out: Path, rank: int, local_rank: int, world: in
             "amp": use_amp,
             "world_size": world,
             "resumed_after_epoch": start_epoch if config.resume else None,
+            "init_metrics": init_metrics,
             "written": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "environment": _environment(),
         })  # fmt: skip
@@ -583,7 +627,8 @@ def _train(config: TrainConfig, out: Path, rank: int, local_rank: int, world: in
                 scheduler=scheduler, scaler=scaler if use_amp else None, history=_finite(history),
                 extra={**run_extra, "best": best},
             )  # fmt: skip
-            _write_json(out / "history.json", {"task": config.task, "classes": names, "best": best, "epochs": history})
+            _write_json(out / "history.json", {"task": config.task, "classes": names, "best": best,
+                                               "init": init_metrics, "epochs": history})  # fmt: skip
             _plot_curves(out / "curves.png", history, names, config.task)
             extra_info = (
                 f", centre error {metrics['centre_error_mm']:.1f} mm" if config.task == "localization" else ""
@@ -606,6 +651,7 @@ def _train(config: TrainConfig, out: Path, rank: int, local_rank: int, world: in
         "best_score": best["score"],
         "best_metrics": best["metrics"],
         "last_metrics": _finite(metrics),
+        "init_metrics": init_metrics,
         "best_checkpoint": str(best_path),
         "last_checkpoint": str(last_path),
     }
