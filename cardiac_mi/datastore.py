@@ -1,0 +1,615 @@
+"""The MONAI Label datastore on a DICOMweb server (the embedded Orthanc or a site's PACS).
+
+Images are the MR series of the server (QIDO-RS, ``search_filter``); labels are DICOM SEG
+series in the same server. One rule decides which SEG is the label of an image series:
+:func:`lgemri.seg.latest_final_seg` with ``allow_automatic=False`` — the most recent MANUAL SEG
+referencing it (by ContentDate/ContentTime), never an automatic one. A SEG that references no
+listed image series is ignored (and logged).
+
+What this adds to MONAI Label 0.8.5's ``DICOMWebDatastore`` (whose contract it keeps, so the
+server's ``output=dicom_seg`` path accepts it):
+
+- **Fresh lists.** Series and SEG listings are cached for ``list_ttl`` seconds (default 30), not
+  hours; a save invalidates them, and an unknown image id is looked up at once.
+- **Exact geometry.** A series is fetched by WADO-RS into ``CACHE/images/<SeriesUID>/`` and
+  converted with :mod:`lgemri.dicom` (the reader every other part uses) to
+  ``CACHE/images/<SeriesUID>.nii.gz``. Non-MR series, single images, series without geometry
+  and undecodable pixel data are refused with HTTP 422 and a message naming the problem.
+- **Coded SEGs.** A final label is written with :func:`lgemri.seg.write_seg` (SNOMED CT codes,
+  colours, MANUAL) and read back with :func:`lgemri.seg.read_seg`, which maps segments that a
+  viewer wrote with generic codes back to classes by name or number.
+- **No lost label.** A SEG is first written to ``CACHE/outbox/`` (atomically), then sent by
+  STOW-RS; it leaves the outbox only once the server has it. While the server is unreachable
+  the save still succeeds (the answer says ``stored: false``), a background thread retries
+  with back-off, and the pending SEG already counts as the image's label. A SEG the server
+  refuses moves to ``CACHE/outbox/refused/`` with the reason, never deleted.
+- **Clear errors.** Problems surface as :class:`DatastoreError` (an HTTP exception): 404 for
+  an unknown series, 422 for bad input, 503 when the server cannot be reached.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import os
+import shutil
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
+
+import numpy as np
+import pydicom
+import requests
+from dicomweb_client import DICOMwebClient
+from fastapi import HTTPException
+from pydicom.dataset import Dataset
+
+from cardiac_mi.orthanc import describe_error
+from cardiac_mi.store import DicomStore
+from lgemri.atomic import atomic_path, write_text
+from lgemri.dicom import DicomSeries, read_dicom_series
+from lgemri.errors import InputError
+from lgemri.images import read_image
+from lgemri.labels import as_label
+from lgemri.seg import is_manual_seg, latest_final_seg, read_seg, seg_datetime, write_seg
+from lgemri.volume import Volume, write_nifti
+from monailabel.datastore.dicom import DICOMWebDatastore, DICOMwebClientX
+from monailabel.datastore.local import LocalDatastore
+from monailabel.interfaces.datastore import DefaultLabelTag
+
+__all__ = ["OrthancDatastore", "DatastoreError", "SeriesRef", "seg_for_series"]
+
+logger = logging.getLogger(__name__)
+
+FINAL = DefaultLabelTag.FINAL.value
+_RETRY_DELAYS_S = (2.0, 5.0, 10.0, 20.0, 40.0, 60.0)
+_QIDO_FIELDS = ["StudyInstanceUID", "SeriesInstanceUID", "Modality", "SeriesDescription", "PatientID",
+                "StudyDate", "NumberOfSeriesRelatedInstances"]  # fmt: skip
+
+
+class DatastoreError(HTTPException):
+    """A request the datastore cannot serve: an HTTP status and a message naming the problem."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(status_code=status, detail=message)
+
+    def __str__(self) -> str:
+        return str(self.detail)
+
+
+@dataclass(frozen=True)
+class SeriesRef:
+    """One series as QIDO-RS lists it."""
+
+    study_uid: str
+    series_uid: str
+    modality: str
+    description: str = ""
+    patient_id: str = ""
+    study_date: str = ""
+    instances: int | None = None
+
+    @classmethod
+    def from_json(cls, item: Dict[str, Any]) -> "SeriesRef":
+        ds = Dataset.from_json(item)
+
+        def text(keyword: str) -> str:
+            value = ds.get(keyword)
+            return str(value) if value not in (None, "") else ""
+
+        count = ds.get("NumberOfSeriesRelatedInstances")
+        return cls(
+            study_uid=text("StudyInstanceUID"),
+            series_uid=text("SeriesInstanceUID"),
+            modality=text("Modality"),
+            description=text("SeriesDescription"),
+            patient_id=text("PatientID"),
+            study_date=text("StudyDate"),
+            instances=int(count) if count not in (None, "") else None,
+        )
+
+    def info(self) -> Dict[str, Any]:
+        return {
+            "StudyInstanceUID": self.study_uid,
+            "SeriesInstanceUID": self.series_uid,
+            "Modality": self.modality,
+            "SeriesDescription": self.description,
+            "PatientID": self.patient_id,
+            "StudyDate": self.study_date,
+        }
+
+
+def seg_for_series(series_dir: str | os.PathLike, label: str | os.PathLike, label_info: Any = None, **_: Any) -> str:
+    """A model's label NIfTI as a coded AUTOMATIC DICOM SEG of the series in ``series_dir``.
+
+    Has the signature of MONAI Label's ``nifti_to_dicom_seg`` (``label_info`` is not needed: the
+    segments are always the four EMIDEC classes with their codes), so the server's
+    ``output=dicom_seg`` answer is this SEG. Returns the path of a temporary file.
+    """
+    series = read_dicom_series(series_dir)
+    volume = read_image(label)
+    fd, out = tempfile.mkstemp(prefix="cardiac_mi_seg_", suffix=".dcm")
+    os.close(fd)
+    write_seg(Volume(as_label(volume.array, label), volume.affine), series, out, manual=False)
+    return out
+
+
+class OrthancDatastore(DICOMWebDatastore):
+    """MONAI Label datastore: MR series of a DICOMweb server, labels as DICOM SEG there.
+
+    Args:
+        url: DICOMweb root, e.g. ``http://127.0.0.1:8042/dicom-web``.
+        user, password: HTTP basic-auth credentials, or None.
+        cache_dir: Folder for downloaded series, label NIfTIs and the outbox.
+        search_filter: QIDO-RS filter of the image series (default ``{"Modality": "MR"}``).
+        list_ttl: Seconds a series or SEG listing is reused before it is asked again.
+        timeout: Seconds for one HTTP request.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        user: str | None = None,
+        password: str | None = None,
+        *,
+        cache_dir: str | os.PathLike,
+        search_filter: Optional[Dict[str, Any]] = None,
+        list_ttl: float = 30.0,
+        timeout: float = 60.0,
+    ):
+        self.url = url.rstrip("/")
+        self._store = DicomStore(self.url, user, password, timeout=timeout)
+        session = requests.Session()
+        session.auth = (user, password) if user is not None else None
+        self._client = DICOMwebClientX(url=self.url, session=session)
+        self._client.set_http_retry_params(retry=False)
+        self._timeout = timeout
+        self._search_filter = dict(search_filter or {"Modality": "MR"})
+        self._fetch_by_frame = False
+        self._convert_to_nifti = True
+        self.list_ttl = float(list_ttl)
+        self.cache_dir = Path(cache_dir)
+        self.outbox = self.cache_dir / "outbox"
+        self.outbox.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self._series: Dict[str, SeriesRef] = {}
+        self._series_time = -float("inf")
+        self._seg_meta: Dict[str, Dataset] = {}  # SEG SeriesInstanceUID -> header (immutable)
+        self._segs_time = -float("inf")
+        self._retry_thread: threading.Thread | None = None
+        self._retry_wake = threading.Event()
+        self.last_saves: Dict[str, Dict[str, Any]] = {}  # image id -> what the last save did
+        self.on_final_label: List[Callable[[str, Dict[str, Any]], None]] = []
+        LocalDatastore.__init__(self, datastore_path=str(self.cache_dir), images_dir="images", auto_reload=False)
+        if self._pending():
+            self._start_retry()
+
+    # ------------------------------------------------------------------------------ identity
+
+    def name(self) -> str:
+        return self.url
+
+    def description(self) -> str:
+        return f"LGE MR series and DICOM SEG labels of {self.url}"
+
+    def _error(self, exc: BaseException, doing: str) -> DatastoreError:
+        if isinstance(exc, DatastoreError):
+            return exc
+        if isinstance(exc, InputError):
+            return DatastoreError(503, f"{doing}: {exc}")
+        if isinstance(exc, requests.HTTPError) and exc.response is not None:
+            code = exc.response.status_code
+            if code in (401, 403):
+                return DatastoreError(503, f"{doing}: DICOMweb server {self.url} refused our credentials (HTTP {code})")
+            return DatastoreError(502, f"{doing}: DICOMweb server {self.url} answered HTTP {code}")
+        return DatastoreError(503, f"{doing}: cannot reach DICOMweb server {self.url} ({describe_error(exc)})")
+
+    # ------------------------------------------------------------------------------ listings
+
+    def refresh(self) -> None:
+        """Forget the listings: the next call asks the server again."""
+        with self._lock:
+            self._series_time = -float("inf")
+            self._segs_time = -float("inf")
+
+    def _listing(self, force: bool = False) -> Dict[str, SeriesRef]:
+        with self._lock:
+            if not force and time.monotonic() - self._series_time < self.list_ttl:
+                return self._series
+            try:
+                found = self._client.search_for_series(search_filters=self._search_filter, fields=_QIDO_FIELDS)
+            except Exception as exc:  # requests / dicomweb_client errors: the server is the problem
+                if self._series:
+                    logger.warning("listing %s failed (%s); using the list from %.0f s ago", self.url,
+                                   describe_error(exc), time.monotonic() - self._series_time)  # fmt: skip
+                    return self._series
+                raise self._error(exc, "listing image series") from None
+            series = [SeriesRef.from_json(item) for item in found]
+            self._series = {s.series_uid: s for s in series if s.series_uid}
+            self._series_time = time.monotonic()
+            return self._series
+
+    def list_images(self) -> List[str]:
+        return list(self._listing())
+
+    def _series_ref(self, image_id: str) -> SeriesRef:
+        """The listed series ``image_id``; asks the server again before saying it is unknown."""
+        ref = self._listing().get(image_id) or self._listing(force=True).get(image_id)
+        if ref is not None:
+            return ref
+        try:
+            found = self._client.search_for_series(search_filters={"SeriesInstanceUID": image_id}, fields=_QIDO_FIELDS)
+        except Exception as exc:
+            raise self._error(exc, f"looking up series {image_id}") from None
+        if not found:
+            raise DatastoreError(404, f"series {image_id} is not in {self.url}")
+        other = SeriesRef.from_json(found[0])
+        wanted = ", ".join(f"{k}={v}" for k, v in self._search_filter.items())
+        raise DatastoreError(
+            422, f"series {image_id} is a {other.modality or 'non-image'} series ({other.description or 'no description'}), "
+            f"not an image series this server segments ({wanted})",
+        )
+
+    def _seg_headers(self) -> List[Dataset]:
+        """Headers of every SEG on the server plus the pending ones in the outbox."""
+        with self._lock:
+            if time.monotonic() - self._segs_time >= self.list_ttl:
+                try:
+                    found = self._client.search_for_series(search_filters={"Modality": "SEG"}, fields=_QIDO_FIELDS)
+                except Exception as exc:  # the outbox still counts; the server's SEGs come back with it
+                    logger.warning("listing SEGs of %s failed (%s); using the last list and the outbox",
+                                   self.url, describe_error(exc))  # fmt: skip
+                    found = None
+                if found is not None:
+                    listed = {}
+                    for item in found:
+                        ref = SeriesRef.from_json(item)
+                        if ref.series_uid in self._seg_meta:
+                            listed[ref.series_uid] = self._seg_meta[ref.series_uid]
+                            continue
+                        try:
+                            meta = self._client.retrieve_series_metadata(ref.study_uid, ref.series_uid)
+                        except Exception as exc:
+                            logger.warning("SEG series %s: cannot read its metadata (%s); ignored", ref.series_uid, describe_error(exc))
+                            continue
+                        if meta:
+                            header = Dataset.from_json(meta[0], bulk_data_uri_handler=lambda *_: None)
+                            header.StudyInstanceUID = header.get("StudyInstanceUID", ref.study_uid)
+                            listed[ref.series_uid] = header
+                    self._seg_meta = listed
+                    self._segs_time = time.monotonic()
+            headers = list(self._seg_meta.values())
+        pending_uids = {str(h.SeriesInstanceUID) for h in headers}
+        for path in self._pending():
+            try:
+                header = pydicom.dcmread(path, stop_before_pixels=True)
+            except Exception as exc:
+                logger.error("outbox file %s is unreadable (%s)", path, exc)
+                continue
+            if str(header.SeriesInstanceUID) not in pending_uids:
+                header.filename = str(path)
+                headers.append(header)
+        return headers
+
+    def final_seg(self, image_id: str) -> Dataset | None:
+        """The header of the SEG that is ``image_id``'s label (see the module docstring), or None."""
+        return latest_final_seg(self._seg_headers(), series_uid=image_id, allow_automatic=False)
+
+    def _labels(self) -> Dict[str, Dataset]:
+        images = set(self.list_images())
+        by_image: Dict[str, List[Dataset]] = {}
+        for header in self._seg_headers():
+            refs = {str(r.get("SeriesInstanceUID", "")) for r in header.get("ReferencedSeriesSequence", [])}
+            known = refs & images
+            if not known:
+                logger.debug("SEG %s references no listed image series (%s); ignored",
+                             header.get("SeriesInstanceUID"), ", ".join(sorted(refs)) or "none")  # fmt: skip
+            for uid in known:
+                by_image.setdefault(uid, []).append(header)
+        chosen = {}
+        for uid, headers in by_image.items():
+            seg = latest_final_seg(headers, series_uid=uid, allow_automatic=False)
+            if seg is not None:
+                chosen[uid] = seg
+        return chosen
+
+    def get_labeled_images(self, label_tag: Optional[str] = None, labels: Optional[List[str]] = None) -> List[str]:
+        chosen = self._labels()
+        return [uid for uid in self.list_images() if uid in chosen]
+
+    def get_unlabeled_images(self, label_tag: Optional[str] = None, labels: Optional[List[str]] = None) -> List[str]:
+        chosen = self._labels()
+        return [uid for uid in self.list_images() if uid not in chosen]
+
+    # ------------------------------------------------------------------------------ images
+
+    def _series_dir(self, image_id: str) -> Path:
+        return Path(self._datastore.image_path()) / image_id
+
+    def _read_series(self, image_id: str) -> DicomSeries:
+        try:
+            series = read_dicom_series(self._series_dir(image_id))
+        except InputError as exc:
+            raise DatastoreError(422, f"series {image_id}: {exc}") from None
+        if series.volume.shape[2] < 2:
+            raise DatastoreError(422, f"series {image_id} holds a single image; segmentation needs a short-axis stack of 2 or more slices")
+        return series
+
+    def _download(self, ref: SeriesRef) -> None:
+        folder = self._series_dir(ref.series_uid)
+        if folder.is_dir() and any(folder.iterdir()):
+            return
+        tick = time.perf_counter()
+        try:
+            instances = self._client.retrieve_series(ref.study_uid, ref.series_uid)
+        except Exception as exc:
+            raise self._error(exc, f"fetching series {ref.series_uid}") from None
+        if not instances:
+            raise DatastoreError(422, f"series {ref.series_uid} has no instances on {self.url}")
+        tmp = Path(tempfile.mkdtemp(prefix=f".{ref.series_uid}.", dir=folder.parent))
+        try:
+            for number, ds in enumerate(instances):
+                ds.save_as(tmp / f"{number:05d}.dcm", write_like_original=False)
+            shutil.rmtree(folder, ignore_errors=True)
+            os.replace(tmp, folder)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        logger.info("fetched series %s (%d instances) in %.2f s", ref.series_uid, len(instances), time.perf_counter() - tick)
+
+    def get_image_uri(self, image_id: str) -> str:
+        """The series as NIfTI (fetched and converted on first use); 404/422/503 otherwise."""
+        with self._lock:
+            nifti = Path(self._datastore.image_path()) / f"{image_id}.nii.gz"
+            if nifti.is_file() and image_id in self._datastore.objects:
+                return str(nifti)
+            ref = self._series_ref(image_id)
+            self._download(ref)
+            tick = time.perf_counter()
+            series = self._read_series(image_id)
+            with tempfile.TemporaryDirectory() as tmp:
+                converted = Path(tmp) / f"{image_id}.nii.gz"
+                write_nifti(series.volume, converted)
+                LocalDatastore.add_image(self, image_id, str(converted), ref.info())
+            logger.info("series %s -> %s in %.2f s", image_id, nifti.name, time.perf_counter() - tick)
+            return str(nifti)
+
+    def get_image_info(self, image_id: str) -> Dict[str, Any]:
+        info = LocalDatastore.get_image_info(self, image_id)
+        if not info:
+            ref = self._listing().get(image_id)
+            info = ref.info() if ref else {}
+        return info
+
+    def update_image_info(self, image_id: str, info: Dict[str, Any]) -> None:
+        if image_id not in self._datastore.objects:
+            self.get_image_uri(image_id)
+        LocalDatastore.update_image_info(self, image_id, info)
+
+    def add_image(self, image_id: str, image_filename: str, image_info: Dict[str, Any]) -> str:
+        raise DatastoreError(405, f"images are added to {self.url} as DICOM (cardiac-mi upload, or STOW-RS), not through this datastore")
+
+    def remove_image(self, image_id: str) -> None:
+        raise DatastoreError(405, f"images are removed in {self.url} itself, not through this datastore")
+
+    # ------------------------------------------------------------------------------ labels
+
+    def _label_nifti(self, image_id: str) -> Path:
+        return Path(self._datastore.label_path(FINAL)) / f"{image_id}.nii.gz"
+
+    def get_label_uri(self, label_id: str, label_tag: str, image_id: str = "") -> str:
+        """The final label of image ``label_id`` as NIfTI on the image grid, from its chosen SEG."""
+        if label_tag != FINAL:
+            return LocalDatastore.get_label_uri(self, label_id, label_tag)
+        image_id = image_id or label_id
+        seg = self.final_seg(image_id)
+        if seg is None:
+            return ""
+        seg_uid = str(seg.SeriesInstanceUID)
+        with self._lock:
+            label = LocalDatastore.get_label_uri(self, image_id, FINAL)
+            info = LocalDatastore.get_label_info(self, image_id, FINAL) if label else {}
+            if label and info.get("seg_series_uid") == seg_uid and Path(label).is_file():
+                return label
+            self.get_image_uri(image_id)
+            series = self._read_series(image_id)
+            with tempfile.TemporaryDirectory() as tmp:
+                path = seg.get("filename") or self._fetch_seg(seg, Path(tmp))
+                try:
+                    array = read_seg(path, series)
+                except InputError as exc:
+                    raise DatastoreError(422, f"SEG {seg_uid} of series {image_id}: {exc}") from None
+                converted = Path(tmp) / f"{image_id}.nii.gz"
+                write_nifti(Volume(array, series.volume.affine), converted)
+                LocalDatastore.save_label(self, image_id, str(converted), FINAL, self._seg_info(seg))
+            return str(self._label_nifti(image_id))
+
+    def _fetch_seg(self, seg: Dataset, folder: Path) -> Path:
+        try:
+            instances = self._client.retrieve_series(str(seg.StudyInstanceUID), str(seg.SeriesInstanceUID))
+        except Exception as exc:
+            raise self._error(exc, f"fetching SEG {seg.SeriesInstanceUID}") from None
+        if not instances:
+            raise DatastoreError(502, f"SEG {seg.SeriesInstanceUID} has no instance on {self.url}")
+        path = folder / "seg.dcm"
+        instances[0].save_as(path, write_like_original=False)
+        return path
+
+    @staticmethod
+    def _seg_info(seg: Dataset) -> Dict[str, Any]:
+        when = seg_datetime(seg)
+        return {
+            "seg_series_uid": str(seg.SeriesInstanceUID),
+            "seg_sop_instance_uid": str(seg.get("SOPInstanceUID", "")),
+            "seg_datetime": when.isoformat() if when else None,
+            "manual": is_manual_seg(seg),
+            "creator": str(seg.get("ContentCreatorName", "") or ""),
+            "pending_upload": bool(seg.get("filename")),
+        }
+
+    def datalist(self, full_path: bool = True) -> List[Dict[str, Any]]:
+        """``{"image", "label"}`` NIfTI pairs of every image with a final label (fetched as needed)."""
+        items = []
+        for image_id in self.get_labeled_images():
+            try:
+                image = self.get_image_uri(image_id)
+                label = self.get_label_uri(image_id, FINAL)
+            except DatastoreError as exc:
+                logger.warning("training data: %s skipped (%s)", image_id, exc)
+                continue
+            if label:
+                items.append({"image": image, "label": label, "image_id": image_id})
+        return items
+
+    def _read_label(self, image_id: str, label_filename: str, series: DicomSeries) -> Volume:
+        path = Path(label_filename)
+        suffix = "".join(path.suffixes).lower()
+        try:
+            if suffix.endswith(".bin"):
+                from monailabel.datastore.utils.convert import binary_to_image
+
+                path = Path(binary_to_image(self.get_image_uri(image_id), str(path)))
+            elif suffix.endswith(".dcm") or (not suffix.endswith((".nii", ".nii.gz")) and pydicom.misc.is_dicom(path)):
+                return Volume(read_seg(path, series), series.volume.affine)
+            volume = read_image(path)
+        except InputError as exc:
+            raise DatastoreError(422, f"label for series {image_id}: {exc}") from None
+        if volume.shape != series.volume.shape:
+            raise DatastoreError(422, f"label for series {image_id} has shape {volume.shape}; the series is {series.volume.shape}")
+        try:
+            array = as_label(volume.array, path.name)
+        except InputError as exc:
+            raise DatastoreError(422, f"label for series {image_id}: {exc}") from None
+        return Volume(array, volume.affine)
+
+    def save_label(
+        self, image_id: str, label_filename: str, label_tag: str, label_info: Dict[str, Any], label_id: str = ""
+    ) -> str:
+        """Save a label; a ``final`` one becomes a MANUAL SEG in the server (queued if it is down)."""
+        label_info = dict(label_info or {})
+        self.get_image_uri(image_id)
+        series = self._read_series(image_id)
+        label = self._read_label(image_id, label_filename, series)
+        if label_tag != FINAL:
+            with tempfile.TemporaryDirectory() as tmp:
+                converted = Path(tmp) / f"{image_id}.nii.gz"
+                write_nifti(label, converted)
+                return LocalDatastore.save_label(self, image_id, str(converted), label_tag, label_info)
+        if not label.array.any():
+            raise DatastoreError(422, f"label for series {image_id} is empty: nothing to save (draw or run a model first)")
+        user = str(label_info.get("user") or "").strip()
+        pending = self.outbox / f"{_dt.datetime.now():%Y%m%dT%H%M%S%f}_{image_id}.dcm"
+        try:
+            write_seg(label, series, pending, manual=True, content_creator=user or None,
+                      series_description="LGE segmentation (corrected)")  # fmt: skip
+        except InputError as exc:
+            raise DatastoreError(422, f"label for series {image_id}: {exc}") from None
+        header = pydicom.dcmread(pending, stop_before_pixels=True)
+        header.filename = str(pending)
+        with tempfile.TemporaryDirectory() as tmp:
+            converted = Path(tmp) / f"{image_id}.nii.gz"
+            write_nifti(Volume(label.array, series.volume.affine), converted)
+            LocalDatastore.save_label(self, image_id, str(converted), FINAL, {**label_info, **self._seg_info(header)})
+        stored, problem = self._send(pending)
+        if not stored:
+            self._start_retry()
+        result = {
+            "seg_series_uid": str(header.SeriesInstanceUID),
+            "stored": stored,
+            "pending": None if stored else str(pending),
+            "message": "stored in " + self.url if stored else f"kept locally and retried until {self.url} takes it ({problem})",
+        }
+        self.last_saves[image_id] = result
+        with self._lock:
+            self._segs_time = -float("inf")
+        for callback in list(self.on_final_label):
+            try:
+                callback(image_id, result)
+            except Exception:  # a listener must not lose the save
+                logger.exception("final-label listener failed")
+        return image_id
+
+    def remove_label(self, label_id: str, label_tag: str) -> None:
+        if label_tag == FINAL:
+            raise DatastoreError(405, f"final labels are DICOM SEGs in {self.url}; a newer correction replaces one, nothing is deleted")
+        LocalDatastore.remove_label(self, label_id, label_tag)
+
+    # ------------------------------------------------------------------------------ outbox
+
+    def _pending(self) -> List[Path]:
+        return sorted(self.outbox.glob("*.dcm"))
+
+    def _send(self, path: Path) -> tuple[bool, str]:
+        """STOW one outbox file; True when the server has it (the file then leaves the outbox)."""
+        try:
+            result = self._store.stow([path])
+        except InputError as exc:
+            logger.warning("%s not sent: %s", path.name, exc)
+            return False, str(exc)
+        if result.stored or result.skipped:
+            path.unlink(missing_ok=True)
+            logger.info("SEG %s stored in %s", path.name, self.url)
+            return True, ""
+        reason = "; ".join(str(r) for r in result.refused) or "no answer"
+        refused = self.outbox / "refused"
+        refused.mkdir(exist_ok=True)
+        os.replace(path, refused / path.name)
+        write_text(refused / f"{path.name}.txt", reason + "\n")
+        logger.error("%s refused by %s: %s (kept in %s)", path.name, self.url, reason, refused)
+        return False, f"refused: {reason}"
+
+    def flush(self) -> int:
+        """Send what waits in the outbox now; returns how many are still pending."""
+        for path in self._pending():
+            stored, _ = self._send(path)
+            if not stored and path.exists():
+                break  # the server is down: keep the order, try later
+        with self._lock:
+            self._segs_time = -float("inf")
+        return len(self._pending())
+
+    def _start_retry(self) -> None:
+        with self._lock:
+            if self._retry_thread is not None and self._retry_thread.is_alive():
+                self._retry_wake.set()
+                return
+            self._retry_thread = threading.Thread(target=self._retry_loop, name="seg-outbox", daemon=True)
+            self._retry_thread.start()
+
+    def _retry_loop(self) -> None:
+        attempt = 0
+        while self._pending():
+            delay = _RETRY_DELAYS_S[min(attempt, len(_RETRY_DELAYS_S) - 1)]
+            self._retry_wake.wait(delay)
+            self._retry_wake.clear()
+            left = self.flush()
+            attempt = 0 if left == 0 else attempt + 1
+            if left:
+                logger.warning("%d SEG(s) wait for %s (next try in %.0f s)", left, self.url,
+                               _RETRY_DELAYS_S[min(attempt, len(_RETRY_DELAYS_S) - 1)])  # fmt: skip
+        logger.info("outbox empty: every SEG is in %s", self.url)
+
+    # ------------------------------------------------------------------------------ status
+
+    def status(self) -> Dict[str, Any]:
+        images = self.list_images()
+        labelled = self.get_labeled_images()
+        return {
+            "total": len(images),
+            "completed": len(labelled),
+            "label_tags": {FINAL: len(labelled)},
+            "pending_uploads": len(self._pending()),
+            "server": self.url,
+        }
+
+    def json(self) -> Dict[str, Any]:
+        labels = self._labels()
+        objects = {}
+        for uid, ref in self._listing().items():
+            entry: Dict[str, Any] = {"image": {"info": {**ref.info(), **LocalDatastore.get_image_info(self, uid)}}, "labels": {}}
+            if uid in labels:
+                entry["labels"][FINAL] = {"info": self._seg_info(labels[uid])}
+            objects[uid] = entry
+        return {"name": self.name(), "description": self.description(), "objects": objects}

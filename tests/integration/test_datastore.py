@@ -1,0 +1,184 @@
+"""The Orthanc datastore against a real Orthanc: listings, the SEG label rule, the outbox.
+
+One Orthanc (free port, temporary state) holds two phantom studies for the module; each test makes
+its own datastore on a fresh cache folder unless it says otherwise.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("monailabel")
+
+from cardiac_mi.orthanc import EmbeddedOrthanc, OrthancError, find_orthanc_binary, free_port  # noqa: E402
+from cardiac_mi.store import DicomStore, upload  # noqa: E402
+from lgemri.dicom import read_dicom_series  # noqa: E402
+from lgemri.seg import write_seg  # noqa: E402
+from lgemri.volume import Volume, read_nifti, write_nifti  # noqa: E402
+
+try:
+    find_orthanc_binary()
+except OrthancError:
+    pytest.skip("Orthanc is not installed (apt-get install orthanc orthanc-dicomweb)", allow_module_level=True)
+
+from cardiac_mi.datastore import DatastoreError, OrthancDatastore  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def orthanc(tmp_path_factory, phantom_dir):
+    server = EmbeddedOrthanc(tmp_path_factory.mktemp("orthanc-state"), http_port=free_port())  # same port on restart
+    server.start()
+    result = upload([phantom_dir / "dicom" / "Case_P001", phantom_dir / "dicom" / "Case_P002"], DicomStore.from_orthanc(server))
+    assert result.ok and result.stored
+    yield server
+    server.stop()
+
+
+def _series_uid(phantom_dir: Path, case: str) -> str:
+    return read_dicom_series(phantom_dir / "dicom" / case).series_uid
+
+
+def _datastore(orthanc, cache: Path, **kwargs) -> OrthancDatastore:
+    user, password = orthanc.auth
+    return OrthancDatastore(orthanc.dicomweb_url, user, password, cache_dir=cache, **kwargs)
+
+
+def _label_file(tmp_path: Path, image_nifti: str, array: np.ndarray, name: str = "label.nii.gz") -> Path:
+    image = read_nifti(image_nifti)
+    path = tmp_path / name
+    write_nifti(Volume(array.astype(np.uint8), image.affine), path)
+    return path
+
+
+def _truth_array(phantom_dir: Path, case: str, image_nifti: str) -> np.ndarray:
+    """The phantom's EMIDEC truth (its NIfTI has the DICOM series' grid)."""
+    from lgemri.emidec import load_case
+
+    emidec = load_case(phantom_dir / "emidec", case)
+    image = read_nifti(image_nifti)
+    assert emidec.label.shape == image.shape
+    return np.asarray(emidec.label.array, dtype=np.uint8)
+
+
+def test_lists_mr_series_and_none_labelled(orthanc, phantom_dir, tmp_path):
+    store = _datastore(orthanc, tmp_path)
+    images = set(store.list_images())
+    assert images == {_series_uid(phantom_dir, "Case_P001"), _series_uid(phantom_dir, "Case_P002")}
+    assert store.get_labeled_images() == []
+    assert set(store.get_unlabeled_images()) == images
+    assert store.status()["total"] == 2 and store.status()["completed"] == 0
+
+
+def test_image_uri_is_the_series_on_its_own_grid(orthanc, phantom_dir, tmp_path):
+    store = _datastore(orthanc, tmp_path)
+    uid = _series_uid(phantom_dir, "Case_P001")
+    path = store.get_image_uri(uid)
+    assert path.endswith(f"{uid}.nii.gz")
+    image = read_nifti(path)
+    original = read_dicom_series(phantom_dir / "dicom" / "Case_P001").volume
+    np.testing.assert_array_equal(image.array, original.array)
+    np.testing.assert_allclose(image.affine, original.affine, atol=1e-3)
+    assert store.get_image_info(uid)["Modality"] == "MR"
+
+
+def test_unknown_and_non_mr_series_are_clear_errors(orthanc, phantom_dir, tmp_path):
+    store = _datastore(orthanc, tmp_path)
+    with pytest.raises(DatastoreError) as missing:
+        store.get_image_uri("1.2.3.4.5")
+    assert missing.value.status_code == 404 and "not in" in str(missing.value)
+
+    # a SEG series is not an image to segment
+    uid = _series_uid(phantom_dir, "Case_P002")
+    series = read_dicom_series(phantom_dir / "dicom" / "Case_P002")
+    seg = write_seg(np.zeros(series.volume.shape, np.uint8) + (series.volume.array > 10**9), series,
+                    tmp_path / "auto.dcm", manual=False)  # fmt: skip
+    seg_uid = str(__import__("pydicom").dcmread(seg, stop_before_pixels=True).SeriesInstanceUID)
+    assert DicomStore.from_orthanc(orthanc).stow([seg]).stored
+    with pytest.raises(DatastoreError) as not_mr:
+        store.get_image_uri(seg_uid)
+    assert not_mr.value.status_code == 422 and "SEG" in str(not_mr.value)
+    # an automatic SEG is never a final label
+    store.refresh()
+    assert uid not in store.get_labeled_images()
+
+
+def test_final_label_round_trip_and_newer_correction_wins(orthanc, phantom_dir, tmp_path):
+    store = _datastore(orthanc, tmp_path / "a")
+    uid = _series_uid(phantom_dir, "Case_P001")
+    image = store.get_image_uri(uid)
+    truth = _truth_array(phantom_dir, "Case_P001", image)
+    store.save_label(uid, str(_label_file(tmp_path, image, truth)), "final", {"user": "reader1"})
+    assert store.last_saves[uid]["stored"] is True
+    assert not list(store.outbox.glob("*.dcm"))
+
+    # a fresh datastore (empty cache) reads the SEG from Orthanc back voxel for voxel
+    fresh = _datastore(orthanc, tmp_path / "b")
+    assert fresh.get_labeled_images() == [uid]
+    label = read_nifti(fresh.get_label_uri(uid, "final"))
+    np.testing.assert_array_equal(label.array, truth)
+    assert fresh.datalist()[0]["label"] == fresh.get_label_uri(uid, "final")
+    first_seg = fresh.final_seg(uid).SeriesInstanceUID
+
+    # a second, newer correction wins
+    time.sleep(0.01)
+    corrected = truth.copy()
+    corrected[truth == 3] = 2  # the reader removes the infarct
+    store.save_label(uid, str(_label_file(tmp_path, image, corrected, "c.nii.gz")), "final", {})
+    fresh.refresh()
+    assert fresh.final_seg(uid).SeriesInstanceUID != first_seg
+    np.testing.assert_array_equal(read_nifti(fresh.get_label_uri(uid, "final")).array, corrected)
+
+
+def test_bad_labels_are_refused_and_nothing_is_stored(orthanc, phantom_dir, tmp_path):
+    store = _datastore(orthanc, tmp_path)
+    uid = _series_uid(phantom_dir, "Case_P002")
+    image = store.get_image_uri(uid)
+    shape = read_nifti(image).shape
+    before = len(DicomStore.from_orthanc(orthanc).studies())
+    cases = {
+        "empty": _label_file(tmp_path, image, np.zeros(shape)),
+        "shape": _label_file(tmp_path, image, np.ones(shape[:2] + (shape[2] - 1,)), "s.nii.gz"),
+        "values": _label_file(tmp_path, image, np.full(shape, 7), "v.nii.gz"),
+    }
+    for what, path in cases.items():
+        with pytest.raises(DatastoreError) as err:
+            store.save_label(uid, str(path), "final", {})
+        assert err.value.status_code == 422, what
+    assert not list(store.outbox.glob("*.dcm"))
+    assert len(DicomStore.from_orthanc(orthanc).studies()) == before
+
+
+def test_label_is_kept_and_retried_while_orthanc_is_down(orthanc, phantom_dir, tmp_path):
+    store = _datastore(orthanc, tmp_path)
+    uid = _series_uid(phantom_dir, "Case_P002")
+    image = store.get_image_uri(uid)
+    truth = _truth_array(phantom_dir, "Case_P002", image)
+    orthanc.stop()
+    try:
+        store.save_label(uid, str(_label_file(tmp_path, image, truth)), "final", {})
+        saved = store.last_saves[uid]
+        assert saved["stored"] is False and "retried" in saved["message"]
+        pending = list(store.outbox.glob("*.dcm"))
+        assert len(pending) == 1
+        # the pending SEG already is the image's label
+        np.testing.assert_array_equal(read_nifti(store.get_label_uri(uid, "final")).array, truth)
+    finally:
+        orthanc.start()
+    deadline = time.monotonic() + 30
+    while list(store.outbox.glob("*.dcm")) and time.monotonic() < deadline:
+        store._retry_wake.set()
+        time.sleep(0.2)
+    assert not list(store.outbox.glob("*.dcm"))
+    fresh = _datastore(orthanc, tmp_path / "fresh")
+    np.testing.assert_array_equal(read_nifti(fresh.get_label_uri(uid, "final")).array, truth)
+
+
+def test_orthanc_unreachable_is_a_503(tmp_path):
+    store = OrthancDatastore("http://127.0.0.1:9/dicom-web", cache_dir=tmp_path)
+    with pytest.raises(DatastoreError) as err:
+        store.list_images()
+    assert err.value.status_code == 503 and "cannot reach" in str(err.value)
