@@ -40,16 +40,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
-import numpy as np
 import pydicom
 import requests
-from dicomweb_client import DICOMwebClient
 from fastapi import HTTPException
 from pydicom.dataset import Dataset
 
 from cardiac_mi.orthanc import describe_error
 from cardiac_mi.store import DicomStore
-from lgemri.atomic import atomic_path, write_text
+from lgemri.atomic import write_text
 from lgemri.dicom import DicomSeries, read_dicom_series
 from lgemri.errors import InputError
 from lgemri.images import read_image

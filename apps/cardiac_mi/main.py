@@ -15,6 +15,7 @@ import lgemri
 from lgemri.inference import default_models_dir
 from monailabel.interfaces.app import MONAILabelApp
 from monailabel.interfaces.config import TaskConfig
+from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.infer_v2 import InferTask
 from monailabel.interfaces.tasks.strategy import Strategy
 from monailabel.interfaces.tasks.train import TrainTask
@@ -51,6 +52,43 @@ class CardiacMIApp(MONAILabelApp):
             description="Myocardial infarct segmentation and quantification on cardiac LGE MRI",
             version=lgemri.__version__,
         )
+
+    def init_datastore(self) -> Datastore:
+        """A DICOMweb ``--studies`` URL gets the Orthanc datastore (SEG labels, outbox); a folder MONAI Label's own."""
+        if not self.studies.startswith(("http://", "https://")):
+            return super().init_datastore()
+        from monailabel.config import settings
+
+        from cardiac_mi.datastore import OrthancDatastore
+
+        cache = self.conf.get("datastore_cache") or settings.MONAI_LABEL_DICOMWEB_CACHE_PATH
+        cache = cache or os.path.join(os.path.expanduser("~"), ".cache", "cardiac_mi", "datastore")
+        user = settings.MONAI_LABEL_DICOMWEB_USERNAME or None
+        password = settings.MONAI_LABEL_DICOMWEB_PASSWORD or None
+        datastore = OrthancDatastore(
+            self.studies.rstrip("/"),
+            user,
+            password if user else None,
+            cache_dir=cache,
+            # MONAI Label's own default lists CT only: MR unless the environment says otherwise
+            search_filter=settings.MONAI_LABEL_DICOMWEB_SEARCH_FILTER
+            if os.environ.get("MONAI_LABEL_DICOMWEB_SEARCH_FILTER")
+            else {"Modality": "MR"},
+            list_ttl=float(self.conf.get("datastore_refresh", 30)),
+        )
+        # MONAI Label 0.8.5 has no hook for the ``output=dicom_seg`` writer: its endpoint calls dcmqi with
+        # client-given segment names; ours writes the coded EMIDEC segments of lgemri.seg instead.
+        import monailabel.endpoints.infer as infer_endpoint
+
+        from cardiac_mi.datastore import seg_for_series
+
+        infer_endpoint.nifti_to_dicom_seg = seg_for_series
+        logger.info("+++ datastore: %s (cache %s, lists refreshed every %.0f s)", datastore.url, cache, datastore.list_ttl)
+        return datastore
+
+    def on_save_label(self, image_id, label_id):
+        """What the datastore did with a saved label (stored in Orthanc, or queued), in the answer."""
+        return dict(getattr(self.datastore(), "last_saves", {}).get(image_id, {}))
 
     def init_infers(self) -> Dict[str, InferTask]:
         infers: Dict[str, InferTask] = {}

@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 from typing import Any, Dict, Tuple
 
+from fastapi import HTTPException
+
 from lgemri.errors import InputError
 from lgemri.images import read_image
 from lgemri.inference import InferenceResult, Models, load_models, segment_volume
@@ -110,9 +112,12 @@ class CascadeInfer(InferTask):
         models = self.cache.get()
         timings["models"] = time.perf_counter() - tick
         tick = time.perf_counter()
-        image = read_image(path)  # InputError names the file and the problem
-        timings["read"] = time.perf_counter() - tick
-        result = segment_volume(image, models)
+        try:
+            image = read_image(path)
+            timings["read"] = time.perf_counter() - tick
+            result = segment_volume(image, models)
+        except InputError as exc:  # names the file and the problem: the client's error, not the server's
+            raise HTTPException(status_code=422, detail=f"{self.description}: {exc}") from None
         tick = time.perf_counter()
         fd, out = tempfile.mkstemp(suffix=".nii.gz", prefix=f"cardiac_mi_{Path(str(path)).name.split('.')[0]}_")
         os.close(fd)
