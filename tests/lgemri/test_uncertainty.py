@@ -1,0 +1,146 @@
+"""Monte-Carlo dropout uncertainty (lgemri.uncertainty) with the shipped models on phantom studies."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from lgemri.errors import InputError
+from lgemri.inference import load_models, segment_volume
+from lgemri.labels import LABEL_NAMES
+from lgemri.phantom import make_case
+from lgemri.uncertainty import entropy, mc_dropout, mutual_information
+from lgemri.volume import Volume
+
+PASSES = 4  # enough to separate the cases below; the product default is 8
+
+
+@pytest.fixture(scope="module")
+def models():
+    return load_models()
+
+
+@pytest.fixture(scope="module")
+def case():
+    return make_case(1, seed=11)  # Case_P001: an infarct with a no-reflow core
+
+
+@pytest.fixture(scope="module")
+def clean(case, models):
+    return mc_dropout(case.image, models, passes=PASSES, seed=0)
+
+
+def test_mutual_information_by_hand():
+    agree = np.tile(np.array([0.7, 0.2, 0.1], dtype=np.float32)[None, :, None], (5, 1, 1))
+    h, eh, mi = mutual_information(agree)
+    assert h[0] == pytest.approx(eh[0], abs=1e-6) and mi[0] == pytest.approx(0.0, abs=1e-6)
+    disagree = np.array([[[1.0], [0.0]], [[0.0], [1.0]]], dtype=np.float32)  # two confident passes, opposite classes
+    h, eh, mi = mutual_information(disagree)
+    assert eh[0] == pytest.approx(0.0, abs=1e-6)
+    assert mi[0] == pytest.approx(math.log(2), abs=1e-5)  # all the uncertainty is epistemic
+    assert entropy(np.full((5, 1), 0.2), axis=0)[0] == pytest.approx(math.log(5))
+
+
+def test_shapes_ranges_and_details(case, clean):
+    image = case.image
+    assert clean.label.shape == image.shape and np.allclose(clean.label.affine, image.affine)
+    assert clean.mutual_information.shape == image.shape
+    assert set(np.unique(clean.label.array)) <= {0, 1, 2, 3, 4}
+    mi = clean.mutual_information.array
+    assert mi.min() >= 0.0 and mi.max() <= math.log(5) + 1e-5
+    assert 0.0 < clean.score < math.log(5)
+    summary = clean.summary()
+    assert summary["passes"] == PASSES and summary["region"] == "predicted_lv"
+    assert len(summary["slices"]) == image.shape[2]
+    assert set(summary["classes"]) == {LABEL_NAMES[c] for c in range(1, 5)}
+    assert summary["predictive_entropy"] >= summary["expected_entropy"] >= 0.0
+    assert 0.0 <= summary["flip_rate"] <= 1.0
+    assert clean.warnings == []
+
+
+def test_mean_label_agrees_with_the_infer_label(case, models, clean):
+    label = segment_volume(case.image, models).label.array
+    assert (clean.label.array == label).mean() > 0.99  # same ROI, mean of dropout passes ~ the deterministic net
+
+
+def test_reproducible_with_a_seed(case, models, clean):
+    again = mc_dropout(case.image, models, passes=PASSES, seed=0)
+    assert again.score == clean.score
+    assert np.array_equal(again.mutual_information.array, clean.mutual_information.array)
+    other = mc_dropout(case.image, models, passes=PASSES, seed=1)
+    assert other.score != clean.score  # other dropout masks
+    assert other.score == pytest.approx(clean.score, rel=0.5)  # but the same uncertainty, roughly
+
+
+def test_no_dropout_means_no_epistemic_uncertainty(case, models):
+    still = copy.deepcopy(models.segmenter)
+    for module in still.modules():
+        if isinstance(module, torch.nn.modules.dropout._DropoutNd):
+            module.p = 0.0
+    result = mc_dropout(case.image, dataclasses.replace(models, segmenter=still), passes=PASSES, seed=0)
+    assert result.score == pytest.approx(0.0, abs=1e-5)
+    assert result.mutual_information.array.max() < 1e-4
+    assert result.summary()["flip_rate"] == 0.0
+    assert any("no active dropout" in w for w in result.warnings)
+
+
+def test_noisy_study_is_more_uncertain(case, models, clean):
+    rng = np.random.default_rng(0)
+    array = case.image.array.astype(np.float32)
+    noisy = np.abs(array + rng.normal(0.0, 0.5 * array.std(), array.shape))  # magnitude noise, SNR ~2
+    result = mc_dropout(Volume(noisy.astype(np.float32), case.image.affine), models, passes=PASSES, seed=0)
+    assert result.score > 3 * clean.score
+
+
+def test_infarct_is_less_certain_than_the_cavity(clean):
+    classes = clean.summary()["classes"]
+    assert classes["infarct"]["voxels"] > 0
+    assert classes["infarct"]["mutual_information"] > 2 * classes["lv_cavity"]["mutual_information"]
+
+
+def test_shared_model_untouched_and_rng_restored(case, models):
+    assert not any(m.training for m in models.segmenter.modules())
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    reference = segment_volume(case.image, models).label.array
+    results = {}
+
+    def infer():
+        results["infer"] = [segment_volume(case.image, models).label.array for _ in range(3)]
+
+    def mc():
+        results["mc"] = mc_dropout(case.image, models, passes=2, seed=5)
+
+    threads = [threading.Thread(target=infer), threading.Thread(target=mc)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(np.array_equal(label, reference) for label in results["infer"])  # infer stayed deterministic
+    assert not any(m.training for m in models.segmenter.modules())  # still in eval mode
+    assert torch.equal(torch.rand(3), expected)  # the global RNG went on as if nothing had run
+
+
+def test_empty_and_constant_images(models, case):
+    constant = Volume(np.full((64, 64, 3), 7.0, dtype=np.float32), case.image.affine)
+    result = mc_dropout(constant, models, passes=2)
+    assert result.score is None and not result.label.array.any()
+    assert any("constant" in w for w in result.warnings)
+
+
+@pytest.mark.parametrize("passes", [1, 0, 2.5, "8", True])
+def test_bad_passes(case, models, passes):
+    with pytest.raises(InputError, match="passes must be an integer of at least 2"):
+        mc_dropout(case.image, models, passes=passes)
+
+
+def test_bad_seed(case, models):
+    with pytest.raises(InputError, match="seed must be a non-negative integer"):
+        mc_dropout(case.image, models, seed=-1)
