@@ -180,6 +180,7 @@ class OrthancDatastore(DICOMWebDatastore):
         self._retry_thread: threading.Thread | None = None
         self._retry_wake = threading.Event()
         self.last_saves: Dict[str, Dict[str, Any]] = {}  # image id -> what the last save did
+        self.fetch_timings: Dict[str, Dict[str, float]] = {}  # image NIfTI -> seconds to fetch, convert
         self.on_final_label: List[Callable[[str, Dict[str, Any]], None]] = []
         LocalDatastore.__init__(self, datastore_path=str(self.cache_dir), images_dir="images", auto_reload=False)
         if self._pending():
@@ -363,15 +364,18 @@ class OrthancDatastore(DICOMWebDatastore):
             nifti = Path(self._datastore.image_path()) / f"{image_id}.nii.gz"
             if nifti.is_file() and image_id in self._datastore.objects:
                 return str(nifti)
+            tick = time.perf_counter()
             ref = self._series_ref(image_id)
             self._download(ref)
-            tick = time.perf_counter()
+            fetched = time.perf_counter()
             series = self._read_series(image_id)
             with tempfile.TemporaryDirectory() as tmp:
                 converted = Path(tmp) / f"{image_id}.nii.gz"
                 write_nifti(series.volume, converted)
                 LocalDatastore.add_image(self, image_id, str(converted), ref.info())
-            logger.info("series %s -> %s in %.2f s", image_id, nifti.name, time.perf_counter() - tick)
+            done = time.perf_counter()
+            self.fetch_timings[str(nifti)] = {"fetch": round(fetched - tick, 4), "convert": round(done - fetched, 4)}
+            logger.info("series %s -> %s in %.2f s", image_id, nifti.name, done - tick)
             return str(nifti)
 
     def get_image_info(self, image_id: str) -> Dict[str, Any]:

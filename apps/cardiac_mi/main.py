@@ -86,6 +86,17 @@ class CardiacMIApp(MONAILabelApp):
         logger.info("+++ datastore: %s (cache %s, lists refreshed every %.0f s)", datastore.url, cache, datastore.list_ttl)
         return datastore
 
+    def infer(self, request, datastore=None):
+        """MONAI Label's infer, with the datastore's fetch and convert seconds added to the answer's timings."""
+        result = super().infer(request, datastore)
+        store = datastore or self.datastore()
+        timings, image = getattr(store, "fetch_timings", None), request.get("image")
+        params = result.get("params") if isinstance(result, dict) else None
+        if timings is not None and isinstance(image, str) and not os.path.exists(image) and isinstance(params, dict):
+            fetched = timings.pop(store.get_image_uri(image), None)  # cached by now: no request to the server
+            params.setdefault("timings_s", {}).update(fetched or {"fetch": 0.0, "convert": 0.0})
+        return result
+
     def on_save_label(self, image_id, label_id):
         """What the datastore did with a saved label (stored in Orthanc, or queued), in the answer."""
         return dict(getattr(self.datastore(), "last_saves", {}).get(image_id, {}))
@@ -98,7 +109,27 @@ class CardiacMIApp(MONAILabelApp):
         return infers
 
     def init_trainers(self) -> Dict[str, TrainTask]:
-        return {}  # the active-learning trainer comes with a later slice of issue 6
+        trainers: Dict[str, TrainTask] = {}
+        for config in self.models.values():
+            task = config.trainer()
+            if task is not None:
+                trainers[config.name] = task
+        return trainers
 
     def init_strategies(self) -> Dict[str, Strategy]:
-        return {"random": Random(), "first": First()}
+        from lib.activelearning import Epistemic
+
+        # conf: max_candidates (studies scored on the fly per request), mc_passes (Monte-Carlo passes)
+        epistemic = Epistemic(self.model_dir, max_candidates=self.conf.get("max_candidates", 2), passes=self.conf.get("mc_passes", 8))
+        return {"random": Random(), "first": First(), "epistemic": epistemic}
+
+    def init_scoring_methods(self):
+        """``dice`` and ``epistemic`` (``lib/scoring``), by name."""
+        from lib.scoring import Dice, Epistemic
+
+        # conf: scoring_max_images (studies per scoring run), mc_passes (as for the epistemic strategy)
+        max_images = self.conf.get("scoring_max_images", 20)
+        return {
+            "dice": Dice(self.model_dir, max_images=max_images),
+            "epistemic": Epistemic(self.model_dir, passes=self.conf.get("mc_passes", 8), max_images=max_images),
+        }
