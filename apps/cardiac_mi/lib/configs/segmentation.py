@@ -33,4 +33,6 @@ class Segmentation(TaskConfig):
         return {self.name: infers.Segmentation(self.model_dir, labels=self.labels, label_colors=self.label_colors)}
 
     def trainer(self) -> Optional[TrainTask]:
-        return None
+        from lib.trainers import Segmentation as SegmentationTrainer
+
+        return SegmentationTrainer(self.model_dir, conf=self.conf)
