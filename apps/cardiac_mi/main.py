@@ -83,6 +83,7 @@ class CardiacMIApp(MONAILabelApp):
         from cardiac_mi.datastore import seg_for_series
 
         infer_endpoint.nifti_to_dicom_seg = seg_for_series
+        datastore.on_final_label.append(self._count_final_label)
         logger.info("+++ datastore: %s (cache %s, lists refreshed every %.0f s)", datastore.url, cache, datastore.list_ttl)
         return datastore
 
@@ -96,6 +97,21 @@ class CardiacMIApp(MONAILabelApp):
             fetched = timings.pop(store.get_image_uri(image), None)  # cached by now: no request to the server
             params.setdefault("timings_s", {}).update(fetched or {"fetch": 0.0, "convert": 0.0})
         return result
+
+    def _count_final_label(self, image_id: str, saved: dict) -> None:
+        """Start the ``segmentation`` trainer after every ``auto_retrain_after`` new final labels (0: never)."""
+        every = int(self.conf.get("auto_retrain_after", 0) or 0)
+        if every <= 0:
+            return
+        self._new_final_labels = getattr(self, "_new_final_labels", 0) + 1
+        if self._new_final_labels < every:
+            logger.info("%d of %d new final labels before retraining", self._new_final_labels, every)
+            return
+        self._new_final_labels = 0
+        from monailabel.utils.async_tasks.task import AsyncTask
+
+        result, detail = AsyncTask.run("train", request={"model": "segmentation"}, enqueue=True)
+        logger.info("%d new final labels: retraining segmentation (%s)", every, detail or result)
 
     def on_save_label(self, image_id, label_id):
         """What the datastore did with a saved label (stored in Orthanc, or queued), in the answer."""

@@ -182,3 +182,42 @@ def test_orthanc_unreachable_is_a_503(tmp_path):
     with pytest.raises(DatastoreError) as err:
         store.list_images()
     assert err.value.status_code == 503 and "cannot reach" in str(err.value)
+
+
+def _post_variant(orthanc, phantom_dir: Path, tmp_path: Path, name: str, edit, count: int | None = None) -> str:
+    """Upload a copy of Case_P002's series with new UIDs, each file changed by ``edit``; returns its series UID."""
+    import pydicom
+    import requests
+    from pydicom.uid import generate_uid
+
+    series_uid = generate_uid()
+    files = sorted((phantom_dir / "dicom" / "Case_P002").rglob("*.dcm"))[:count]
+    for number, path in enumerate(files):
+        ds = pydicom.dcmread(path)
+        ds.SeriesInstanceUID = series_uid
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        ds.SeriesDescription = name
+        edit(ds)
+        out = tmp_path / f"{name}{number}.dcm"
+        ds.save_as(out, write_like_original=False)
+        response = requests.post(f"{orthanc.url}/instances", data=out.read_bytes(), auth=orthanc.auth, timeout=30)
+        assert response.status_code == 200, response.text
+    return series_uid
+
+
+@pytest.mark.parametrize(
+    "name, edit, count, message",
+    [
+        ("single", lambda ds: None, 1, "single image"),
+        ("nogeometry", lambda ds: delattr(ds, "ImagePositionPatient"), None, "ImagePositionPatient"),
+        ("corrupt", lambda ds: setattr(ds, "PixelData", ds.PixelData[: len(ds.PixelData) // 2]), None, "pixel"),
+    ],
+)
+def test_unusable_series_are_422_naming_the_problem(orthanc, phantom_dir, tmp_path, name, edit, count, message):
+    uid = _post_variant(orthanc, phantom_dir, tmp_path, name, edit, count)
+    store = _datastore(orthanc, tmp_path / "cache")
+    assert uid in store.list_images()
+    with pytest.raises(DatastoreError) as err:
+        store.get_image_uri(uid)
+    assert err.value.status_code == 422
+    assert message.lower() in str(err.value).lower(), str(err.value)
