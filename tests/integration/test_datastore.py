@@ -221,3 +221,24 @@ def test_unusable_series_are_422_naming_the_problem(orthanc, phantom_dir, tmp_pa
         store.get_image_uri(uid)
     assert err.value.status_code == 422
     assert message.lower() in str(err.value).lower(), str(err.value)
+
+
+def test_new_study_and_new_seg_show_after_the_list_ttl(orthanc, phantom_dir, tmp_path):
+    from lgemri.emidec import load_case
+
+    store = _datastore(orthanc, tmp_path, list_ttl=1.0)
+    before = set(store.list_images())
+    uid = _series_uid(phantom_dir, "Case_N003")
+    assert uid not in before
+    assert upload([phantom_dir / "dicom" / "Case_N003"], DicomStore.from_orthanc(orthanc)).stored
+    time.sleep(1.1)
+    assert uid in store.list_images() and uid in store.get_unlabeled_images()
+
+    # a MANUAL SEG stored by someone else (a viewer's STOW) becomes the label once the list is refreshed
+    series = read_dicom_series(phantom_dir / "dicom" / "Case_N003")
+    truth = np.asarray(load_case(phantom_dir / "emidec", "Case_N003").label.array, dtype=np.uint8)
+    seg = write_seg(Volume(truth, series.volume.affine), series, tmp_path / "viewer.dcm", manual=True)
+    assert DicomStore.from_orthanc(orthanc).stow([seg]).stored
+    time.sleep(1.1)
+    assert uid in store.get_labeled_images()
+    np.testing.assert_array_equal(read_nifti(store.get_label_uri(uid, "final")).array, truth)
