@@ -4,7 +4,7 @@
 #   docker build -f docker/cardiac-mi.Dockerfile -t cardiac-mi .
 #   docker run --rm -v "$PWD/out:/out" cardiac-mi phantom --out /out --cases 10 --seed 0
 # The server alone, with its embedded Orthanc (SQLite) inside the container and the sample studies:
-#   docker run --rm -p 127.0.0.1:8000:8000 -v cardiac-mi-state:/var/lib/cardiac-mi cardiac-mi serve
+#   docker run --rm -p 127.0.0.1:8000:8000 -v cardiac-mi-standalone:/var/lib/cardiac-mi cardiac-mi serve
 # With Orthanc on PostgreSQL: docker/docker-compose.yml, see docs/deploy.md.
 FROM python:3.11-slim-bookworm
 

@@ -145,6 +145,9 @@ def test_compose_keeps_data_in_named_volumes():
     assert mounts.get("/var/lib/cardiac-mi") == "state"
     assert mounts.get("/opt/cardiac_mi/models") == "models"
     assert declared == set(mounts.values()), "a declared volume is not used"
+    # docs/deploy.md names the volumes in its backup commands: their names do not depend on the project.
+    assert {key: (value or {}).get("name") for key, value in document["volumes"].items()} == {
+        key: f"cardiac-mi-{key}" for key in declared}
 
 
 def test_published_ports_are_bound_to_loopback_by_default():
