@@ -21,9 +21,12 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
   # cardiac_mi starts its own Orthanc on loopback; Debian's system service would listen on the
   # network (DICOM 4242, HTTP 8042 without a password), so it is switched off.
-  if command -v systemctl >/dev/null && systemctl list-unit-files orthanc.service >/dev/null 2>&1; then
-    $SUDO systemctl disable --now orthanc.service >/dev/null 2>&1 || true
-  fi
+  # PostgreSQL is there for the Docker files' checks only, which start their own throwaway cluster.
+  for service in orthanc postgresql; do
+    if command -v systemctl >/dev/null && systemctl list-unit-files "$service.service" >/dev/null 2>&1; then
+      $SUDO systemctl disable --now "$service.service" >/dev/null 2>&1 || true
+    fi
+  done
 fi
 PYTHON=python3.11
 
@@ -41,4 +44,12 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
   .venv/bin/pip check
   echo "$want" > "$stamp"
+fi
+
+# check-jsonschema checks docker/docker-compose.yml against the Compose Specification; it needs a newer
+# jsonschema than pydicom-seg (a MONAI Label import) allows, so it gets a venv of its own.
+if [ ! -x .venv/tools/bin/check-jsonschema ]; then
+  "$PYTHON" -m venv .venv/tools
+  .venv/tools/bin/pip install --quiet --disable-pip-version-check check-jsonschema==0.39.0
+  ln -sf ../tools/bin/check-jsonschema .venv/bin/check-jsonschema
 fi
