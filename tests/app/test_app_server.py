@@ -94,3 +94,15 @@ def test_server_segmentation_infer(server):
 def test_server_bad_image_is_an_error(server):
     response = requests.post(f"{server['url']}/infer/segmentation", params={"image": "no_such_case", "output": "json"}, timeout=60)
     assert response.status_code >= 400
+
+
+def test_server_epistemic_strategy_and_scoring(server):
+    response = requests.post(f"{server['url']}/activelearning/epistemic", json={}, timeout=120)
+    assert response.status_code == 200, response.text
+    data = response.json()
+    assert data["id"] == "Case_P001"  # the only unlabelled study
+    assert data["epistemic_score"] > 0 and data["epistemic"]["score"] == data["epistemic_score"]  # stored in the image info
+    assert data["epistemic"]["model"] == data["model"]
+    # MONAI Label runs every scoring method in the background at start and after each sample
+    tasks = requests.get(f"{server['url']}/scoring/", params={"all": "true"}, timeout=30).json()
+    assert {"dice", "epistemic"} <= {task["request"]["method"] for task in tasks}
