@@ -43,6 +43,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as _dt
+import errno
 import json
 import logging
 import os
@@ -739,17 +740,18 @@ def echo(settings: PacsSettings) -> float:
     return time.perf_counter() - tick
 
 
-def _find_in(settings: PacsSettings, assoc: Any, query: Query, level: str) -> list[Match]:
-    studies = sorted((_study_match(ds) for ds in _c_find(settings, assoc, _study_identifier(query))),
-                     key=lambda m: (m.study_date, m.patient_id, m.study_uid))
-    if level == "STUDY":
-        return studies
+def _find_studies(settings: PacsSettings, assoc: Any, query: Query) -> list[Match]:
+    found = (_study_match(ds) for ds in _c_find(settings, assoc, _study_identifier(query)))
+    return sorted(found, key=lambda m: (m.study_date, m.patient_id, m.study_uid))
+
+
+def _find_series(settings: PacsSettings, assoc: Any, studies: list[Match], modality: str | None) -> list[Match]:
     series: list[Match] = []
     for study in studies:
-        found = [_series_match(study, ds) for ds in _c_find(settings, assoc, _series_identifier(study.study_uid,
-                                                                                                query.modality))]
-        if query.modality:  # a PACS may ignore the filter: keep only what matches
-            found = [m for m in found if query.modality in m.modalities]
+        found = [_series_match(study, ds)
+                 for ds in _c_find(settings, assoc, _series_identifier(study.study_uid, modality))]
+        if modality:  # a PACS may ignore the filter: keep only what matches
+            found = [m for m in found if modality in m.modalities]
         series += sorted(found, key=lambda m: (m.series_number if m.series_number is not None else 1 << 30,
                                                m.series_uid or ""))
     return series
@@ -781,7 +783,8 @@ def find(settings: PacsSettings, query: Query, level: str = "STUDY") -> list[Mat
     level = _check_level(level)
     with _associate(settings, [(FIND, DEFAULT_TRANSFER_SYNTAXES)]) as assoc:
         _require(settings, assoc, FIND)
-        return _find_in(settings, assoc, query, level)
+        studies = _find_studies(settings, assoc, query)
+        return studies if level == "STUDY" else _find_series(settings, assoc, studies, query.modality)
 
 
 # --------------------------------------------------------------------------------------------- spool
@@ -819,12 +822,21 @@ class Spool:
 
     def write(self, data: bytes, study_uid: str, sop_uid: str) -> Path:
         """Store one encoded DICOM file (preamble and file meta included) durably; returns its path."""
-        path = self._private(self.incoming / _safe_name(study_uid)) / f"{_safe_name(sop_uid)}.dcm"
-        with atomic_path(path) as tmp:
-            with open(tmp, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
+        folder = self.incoming / _safe_name(study_uid)
+        path = folder / f"{_safe_name(sop_uid)}.dcm"
+        for attempt in range(3):
+            try:
+                self._private(folder)
+                with atomic_path(path) as tmp:
+                    with open(tmp, "wb") as handle:
+                        handle.write(data)
+                        handle.flush()
+                        os.fsync(handle.fileno())
+                return path
+            except FileNotFoundError:
+                # a flush removed the study's folder (empty) between mkdir and write: make it again
+                if attempt == 2:
+                    raise
         return path
 
     def receive(self, event: Any) -> Path:
@@ -1084,14 +1096,13 @@ def retrieve(
             _require(settings, assoc, GET, "use --method move")
         else:
             _require(settings, assoc, MOVE, "use --method get")
-        level = "SERIES" if query.modality else "STUDY"
-        studies = _find_in(settings, assoc, query, "STUDY")
+        studies = _find_studies(settings, assoc, query)
         if not studies:
             raise PacsError(f"no study on {settings} matches {query}")
         if len(studies) > max_studies:
             raise InputError(f"{len(studies)} studies match {query}, more than --max-studies {max_studies}: "
                              "narrow the query or raise the limit")
-        targets = _find_in(settings, assoc, query, level) if level == "SERIES" else studies
+        targets = _find_series(settings, assoc, studies, query.modality) if query.modality else studies
         if not targets:
             raise PacsError(f"no {query.modality} series on {settings} in the {len(studies)} studies matching {query}")
         for index, target in enumerate(targets):
@@ -1236,10 +1247,10 @@ class Listener:
             self._server = ae.start_server((self.bind, self.port), block=False, evt_handlers=handlers,
                                            ssl_context=ssl_context)
         except OSError as exc:
-            if exc.errno in (98, 13):  # EADDRINUSE, EACCES
-                raise PacsError(f"cannot listen on {self.bind}:{self.port}: "
-                                f"{'the port is already in use' if exc.errno == 98 else 'permission denied'}"
-                                "; choose another --listen-port") from None
+            if exc.errno in (errno.EADDRINUSE, errno.EACCES):
+                problem = ("the port is already in use" if exc.errno == errno.EADDRINUSE
+                           else "permission denied (ports below 1024 need privileges)")
+                raise PacsError(f"cannot listen on {self.bind}:{self.port}: {problem}; choose another port") from None
             raise PacsError(f"cannot listen on {self.bind}:{self.port} ({exc.strerror or exc})") from None
         self.port = self._server.server_address[1]
         self.forwarded = StowResult()
