@@ -152,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     from lgemri.training.cli import register as register_train
     from cardiac_mi.serve import register as register_serve
     from cardiac_mi.upload import register as register_upload
+    from cardiac_mi.pacs import register as register_pacs
     from gan.cli import register as register_gan
     from lgemri.report.cli import register as register_report
     from simulator.cli import register as register_simulate
@@ -161,6 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_simulate(sub)
     register_serve(sub)
     register_upload(sub)
+    register_pacs(sub)
     register_gan(sub)
     register_report(sub, default_store=embedded_store)
 

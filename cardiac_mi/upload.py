@@ -6,40 +6,67 @@ import argparse
 import logging
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lgemri.errors import InputError
 
-__all__ = ["register", "cmd_upload"]
+if TYPE_CHECKING:
+    from cardiac_mi.store import DicomStore
+
+__all__ = ["register", "cmd_upload", "add_store_arguments", "store_from_args"]
 
 logger = logging.getLogger(__name__)
 
 PASSWORD_ENV = "CARDIAC_MI_DICOMWEB_PASSWORD"
 
 
-def cmd_upload(args: argparse.Namespace) -> None:
+def add_store_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the flags that name the DICOMweb store: ``--studies URL --user U --password P --state DIR``.
+
+    ``store_from_args`` turns them into a ``DicomStore``; ``upload`` and ``pacs`` share them.
+    """
+    parser.add_argument("--studies", metavar="URL", help="DICOMweb root of another server, e.g. "
+                        "http://pacs:8042/dicom-web (default: the embedded Orthanc of --state)")
+    parser.add_argument("--user", help="basic-auth user (default: the embedded Orthanc's credentials)")
+    parser.add_argument("--password", help=f"basic-auth password (default: ${PASSWORD_ENV})")
+    parser.add_argument("--state", type=Path,
+                        help="state folder of the embedded Orthanc (default: $CARDIAC_MI_STATE or ./state)")
+
+
+def store_from_args(args: argparse.Namespace) -> DicomStore:
+    """The store named by the flags of ``add_store_arguments``: ``--studies`` or the running embedded Orthanc.
+
+    Raises:
+        InputError: half-given credentials, or no ``--studies`` and the embedded Orthanc does not run.
+    """
     from cardiac_mi.orthanc import default_state_dir, running_orthanc
-    from cardiac_mi.store import DicomStore, upload
+    from cardiac_mi.store import DicomStore
 
     password = args.password if args.password is not None else os.environ.get(PASSWORD_ENV)
     if args.studies:
         if (args.user is None) != (password is None):
             raise InputError(f"give both --user and --password (or ${PASSWORD_ENV}) for {args.studies}, or neither")
-        store = DicomStore(args.studies, args.user, password)
+        return DicomStore(args.studies, args.user, password)
+    state = args.state or default_state_dir()
+    orthanc = running_orthanc(state)
+    if orthanc is None:
+        raise InputError(
+            f"the embedded Orthanc of state folder {state} is not running: start it with "
+            f"`cardiac-mi serve --state {state}`, or give another DICOMweb server with --studies URL"
+        )
+    if args.user is not None:
+        if password is None:
+            raise InputError(f"--user needs --password (or ${PASSWORD_ENV})")
+        user = args.user
     else:
-        state = args.state or default_state_dir()
-        orthanc = running_orthanc(state)
-        if orthanc is None:
-            raise InputError(
-                f"the embedded Orthanc of state folder {state} is not running: start it with "
-                f"`cardiac-mi serve --state {state}`, or give another DICOMweb server with --studies URL"
-            )
-        if args.user is not None:
-            if password is None:
-                raise InputError(f"--user needs --password (or ${PASSWORD_ENV})")
-            user = args.user
-        else:
-            user, password = orthanc.auth if orthanc.auth else (None, None)
-        store = DicomStore(orthanc.dicomweb_url, user, password)
+        user, password = orthanc.auth if orthanc.auth else (None, None)
+    return DicomStore(orthanc.dicomweb_url, user, password)
+
+
+def cmd_upload(args: argparse.Namespace) -> None:
+    from cardiac_mi.store import upload
+
+    store = store_from_args(args)
     store.ping()
     result = upload(args.paths, store)
     logger.info("%s: %s", store.url, result.summary())
@@ -55,11 +82,6 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     description = "send DICOM files or folders (walked recursively) to the embedded Orthanc or another DICOMweb server"
     p = subparsers.add_parser("upload", help=description, description=description)
     p.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="DICOM files or folders")
-    p.add_argument("--studies", metavar="URL", help="DICOMweb root of another server, e.g. http://pacs:8042/dicom-web "
-                   "(default: the embedded Orthanc of --state)")
-    p.add_argument("--user", help="basic-auth user (default: the embedded Orthanc's credentials)")
-    p.add_argument("--password", help=f"basic-auth password (default: ${PASSWORD_ENV})")
-    p.add_argument("--state", type=Path,
-                   help="state folder of the embedded Orthanc (default: $CARDIAC_MI_STATE or ./state)")
+    add_store_arguments(p)
     p.set_defaults(func=cmd_upload)
     return p
