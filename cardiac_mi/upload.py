@@ -18,6 +18,8 @@ __all__ = ["register", "cmd_upload", "add_store_arguments", "store_from_args"]
 logger = logging.getLogger(__name__)
 
 PASSWORD_ENV = "CARDIAC_MI_DICOMWEB_PASSWORD"
+USER_ENV = "CARDIAC_MI_DICOMWEB_USER"
+STUDIES_ENV = "CARDIAC_MI_STUDIES"  # the same settings as ``cardiac-mi serve``
 
 
 def add_store_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,9 +27,11 @@ def add_store_arguments(parser: argparse.ArgumentParser) -> None:
 
     ``store_from_args`` turns them into a ``DicomStore``; ``upload`` and ``pacs`` share them.
     """
-    parser.add_argument("--studies", metavar="URL", help="DICOMweb root of another server, e.g. "
-                        "http://pacs:8042/dicom-web (default: the embedded Orthanc of --state)")
-    parser.add_argument("--user", help="basic-auth user (default: the embedded Orthanc's credentials)")
+    parser.add_argument("--studies", metavar="URL", default=os.environ.get(STUDIES_ENV) or None,
+                        help="DICOMweb root of another server, e.g. http://pacs:8042/dicom-web "
+                        f"(default: ${STUDIES_ENV}, else the embedded Orthanc of --state)")
+    parser.add_argument("--user", default=os.environ.get(USER_ENV) or None,
+                        help=f"basic-auth user (default: ${USER_ENV}, else the embedded Orthanc's credentials)")
     parser.add_argument("--password", help=f"basic-auth password (default: ${PASSWORD_ENV})")
     parser.add_argument("--state", type=Path,
                         help="state folder of the embedded Orthanc (default: $CARDIAC_MI_STATE or ./state)")
