@@ -16,7 +16,8 @@ The MONAI Label trainer (``apps/cardiac_mi/lib/trainers/segmentation.py``) is a 
    Synthetic Data Augmentation", section 3.4.C). ``0`` trains on real slices only and
    synthesizes nothing.
 4. :func:`lgemri.training.train` fine-tunes the current checkpoint (``init``) and scores it on
-   the same validation slices before the first epoch.
+   the same validation slices before the first epoch. Without a current checkpoint it trains
+   the shipped network's architecture from scratch.
 5. :func:`publish` copies the run's best checkpoint over ``<models>/segmentation.pt``
    atomically (the previous one kept as ``segmentation.prev.pt``) when the policy allows:
    ``if_better`` (mean real-validation Dice above the current model's), ``always`` or
@@ -483,15 +484,16 @@ class RetrainConfig:
             training slices, equal numbers at 0.5).
         synthetic_mode: ``synthetic`` or ``hybrid`` masks (:func:`synthesize_slices`).
         gan_checkpoint: GAN checkpoint (None: the GAN package's default).
-        max_epochs: Epochs of fine-tuning.
-        max_steps_per_epoch: At most this many batches per epoch (None: all draws).
+        max_epochs: Epochs of fine-tuning. An epoch is as many draws as there are real and
+            synthetic training slices: with the automatic synthetic count every real slice is
+            drawn once on average, plus the synthetic share on top (twice the steps at 0.5).
+        max_steps_per_epoch: At most this many batches per epoch (None: all draws); equal
+            steps make runs of different ratios comparable.
         batch_size: Slices per batch.
         lr: Initial Adam learning rate (cosine schedule over ``max_epochs``).
         val_fraction: Share of the labelled cases held out for validation.
         seed: Seed of the split, the simulator, the batch order and the augmentation.
         publish: ``if_better``, ``always`` or ``never`` (see :func:`publish`).
-        pretrained: Fine-tune the current ``segmentation.pt`` (False: train from scratch with
-            the shipped network's settings).
         device: ``auto``, ``cpu`` or ``cuda``.
     """
 
@@ -502,11 +504,10 @@ class RetrainConfig:
     max_epochs: int = 5
     max_steps_per_epoch: int | None = None
     batch_size: int = 8
-    lr: float = 2e-4
+    lr: float = 5e-5
     val_fraction: float = 0.2
     seed: int = 0
     publish: str = "if_better"
-    pretrained: bool = True
     device: str = "auto"
 
     def validate(self) -> None:
@@ -581,9 +582,9 @@ def retrain(
 
     Returns:
         The statistics written to ``train_stats.json``: ``started``, ``finished``,
-        ``duration_s``, ``cases``, ``image_ids`` (of the labels used; skipped ones under
+        ``duration_s`` (split in ``timings_s``: prepare, synthesize, train, publish), ``cases``, ``image_ids`` (of the labels used; skipped ones under
         ``cases.skipped``), ``slices``, ``synthetic_ratio``, ``sampling_weights``,
-        ``epochs``, ``best_epoch``, ``val_dice_before``, ``val_dice_after`` (with
+        ``epochs``, ``steps``, ``best_epoch``, ``val_dice_before``, ``val_dice_after`` (with
         ``val_dice_by_class``), ``published``, ``reason`` and the paths.
 
     Raises:
@@ -598,12 +599,14 @@ def retrain(
         raise InputError(f"{run_dir}: run folder already in use; choose a new one")
     started, tick = _now(), time.perf_counter()
     current = models_dir / CHECKPOINT
-    init = current if (config.pretrained and current.is_file()) else None
-    if config.pretrained and init is None:
+    init = current if current.is_file() else None
+    if init is None:
         logger.warning("%s not found: training from scratch", current)
     current_sha = _sha256(current)
+    timings: dict[str, float] = {}
 
     real = prepare_pairs(pairs, run_dir / "real", val_fraction=config.val_fraction, seed=config.seed)
+    timings["prepare"] = time.perf_counter() - tick
     synthetic = None
     n_syn = 0
     if config.synthetic_ratio > 0:
@@ -614,6 +617,7 @@ def retrain(
             mode=config.synthetic_mode, recipients=recipients,
         )  # fmt: skip
         n_syn = synthetic["slices"]
+    timings["synthesize"] = time.perf_counter() - tick - sum(timings.values())
     data = training_sources(real["out"], synthetic["folder"] if synthetic else None, config.synthetic_ratio)
     weights = sampling_weights(real["slices"]["train"], n_syn, config.synthetic_ratio)
 
@@ -625,17 +629,20 @@ def retrain(
         device=config.device, progress=False, **settings,
     )  # fmt: skip
     summary = train(train_config)
+    timings["train"] = time.perf_counter() - tick - sum(timings.values())
     before, after = _score(summary["init_metrics"]), _score(summary["best_metrics"])
     outcome = publish(
         summary["best_checkpoint"], models_dir, policy=config.publish, new_score=after,
         current_score=before, expected_sha256=current_sha,
     )  # fmt: skip
+    timings["publish"] = time.perf_counter() - tick - sum(timings.values())
 
     stats = {
         "task": "segmentation",
         "started": started,
         "finished": _now(),
         "duration_s": round(time.perf_counter() - tick, 1),
+        "timings_s": {k: round(v, 2) for k, v in timings.items()},
         "cases": {
             "train": len(real["train_cases"]),
             "val": len(real["val_cases"]),
@@ -650,6 +657,7 @@ def retrain(
         "sampling_weights": {"real": weights[0], "synthetic": weights[1]},
         "synthetic": synthetic,
         "epochs": summary["epochs_completed"],
+        "steps": _steps(Path(summary["run_dir"])),
         "max_steps_per_epoch": config.max_steps_per_epoch,
         "best_epoch": summary["best_epoch"],
         "val_dice_before": before,
@@ -675,6 +683,15 @@ def retrain(
         outcome["reason"],
     )  # fmt: skip
     return stats
+
+
+def _steps(train_dir: Path) -> int | None:
+    """Optimizer steps of a training run, from its ``history.json``."""
+    try:
+        history = json.loads((train_dir / "history.json").read_text(encoding="utf-8"))
+        return int(sum(epoch["steps"] for epoch in history["epochs"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _plain(value: Any) -> Any:

@@ -315,7 +315,7 @@ def test_retrain_fine_tunes_the_shipped_model_and_publishes(phantom_dir, tmp_pat
     )
     assert 0.3 < stats["val_dice_before"] <= 1 and 0 < stats["val_dice_after"] <= 1
     assert stats["image_ids"] == sorted(CASES) and stats["cases"]["validation"] == "held_out"
-    assert stats["epochs"] == 1 and set(stats["val_dice_by_class"]["before"]) == {
+    assert stats["epochs"] == 1 and stats["steps"] == 2 and set(stats["val_dice_by_class"]["before"]) == {
         "lv_cavity", "myocardium", "infarct", "no_reflow"}  # fmt: skip
     assert read_stats(folder) == stats == json.loads((tmp_path / "run" / "stats.json").read_text())
     sources = json.loads((tmp_path / "run" / "train" / "config.json").read_text())["config"]["data"]
@@ -338,3 +338,18 @@ def test_retrain_real_only_if_better(phantom_dir, tmp_path):
         retrain(_pairs(phantom_dir, ["Case_P001"]), folder, tmp_path / "run", config)
     with pytest.raises(InputError, match="synthetic_ratio"):
         retrain(_pairs(phantom_dir), folder, tmp_path / "run2", RetrainConfig(synthetic_ratio=1.0))
+
+
+def test_hybrid_slices_grow_infarcts_on_the_real_labels(phantom_dir, tmp_path):
+    labels = [p["label"] for p in _pairs(phantom_dir, ["Case_P001", "Case_N003"])]
+    result = synthesize_slices(8, tmp_path / "h", seed=2, mode="hybrid", recipients=labels)
+    assert result["mode"] == "hybrid" and result["slices"] >= 8
+    rows = _manifest(tmp_path / "h" / "masks")
+    assert {r["recipient"] for r in rows} <= {"Case_P0001", "Case_P0002"} and all(r["recipient"] for r in rows)
+    recipients = tmp_path / "h" / "recipients"
+    assert (recipients / "Case_P0001" / "Contours" / "Case_P0001.nii.gz").resolve() == Path(labels[0]).resolve()
+    assert len(read_items(result["folder"], "train")) == result["slices"]
+    with pytest.raises(InputError, match="needs real labels"):
+        synthesize_slices(8, tmp_path / "x", mode="hybrid")
+    with pytest.raises(InputError, match="unknown synthetic mode"):
+        synthesize_slices(8, tmp_path / "x", mode="fusion")

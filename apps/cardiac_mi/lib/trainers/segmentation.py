@@ -8,21 +8,18 @@ new run folder and returns the run's statistics. A published checkpoint replaces
 Options come from the ``/train/segmentation`` request body, then the app's ``--conf`` (strings),
 then the defaults below (what ``/info`` shows under ``trainers.segmentation.config``):
 
-=====================  ======================================================================
-``synthetic_ratio``    share of GAN-synthesized training draws, in [0, 1) (0.5)
-``synthetic_slices``   synthetic slices to make (0: as many as the ratio asks for)
-``synthetic_mode``     ``synthetic`` (simulated anatomy) or ``hybrid`` (on the real labels)
-``gan_checkpoint``     GAN checkpoint ("" : the GAN package's default)
-``max_epochs``         epochs of fine-tuning
-``max_steps_per_epoch`` batches per epoch (0: every draw)
-``train_batch_size``   slices per batch
-``learning_rate``      initial Adam learning rate
-``val_split``          share of the labelled cases held out for validation
-``seed``               seed of the split, the simulator, batch order and augmentation
-``publish``            ``if_better``, ``always`` or ``never``
-``pretrained``         fine-tune the served model (false: train from scratch)
-``device``             ``auto``, ``cpu`` or ``cuda``
-=====================  ======================================================================
+- ``synthetic_ratio``: share of GAN-synthesized training draws, in [0, 1) (0.5);
+- ``synthetic_slices``: synthetic slices to make (0: as many as the ratio asks for);
+- ``synthetic_mode``: ``synthetic`` (simulated anatomy) or ``hybrid`` (on the real labels);
+- ``gan_checkpoint``: GAN checkpoint ("": the GAN package's default);
+- ``max_epochs``: epochs of fine-tuning;
+- ``max_steps_per_epoch``: batches per epoch (0: every draw);
+- ``train_batch_size``: slices per batch;
+- ``learning_rate``: initial Adam learning rate;
+- ``val_split``: share of the labelled cases held out for validation;
+- ``seed``: seed of the split, the simulator, batch order and augmentation;
+- ``publish``: ``if_better``, ``always`` or ``never``;
+- ``device``: ``auto``, ``cpu`` or ``cuda``.
 
 App-level ``--conf`` keys only: ``train_dir`` (run folders; default ``<models>/runs/segmentation``),
 ``keep_runs`` (run folders kept, newest first; default 5) and ``auto_retrain_after`` (retrain
@@ -82,17 +79,6 @@ def _float(key: str, value: Any) -> float:
         raise InputError(f"{key}: expected a number, got {value!r}") from None
 
 
-def _bool(key: str, value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("true", "1", "yes", "on"):
-        return True
-    if text in ("false", "0", "no", "off"):
-        return False
-    raise InputError(f"{key}: expected true or false, got {value!r}")
-
-
 def _text(key: str, value: Any) -> str:
     if not isinstance(value, str):
         raise InputError(f"{key}: expected text, got {value!r}")
@@ -116,7 +102,6 @@ OPTIONS: Dict[str, tuple[str, Callable[[str, Any], Any]]] = {
     "val_split": ("val_fraction", _float),
     "seed": ("seed", _int),
     "publish": ("publish", _text),
-    "pretrained": ("pretrained", _bool),
     "device": ("device", _text),
 }
 
