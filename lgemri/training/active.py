@@ -582,10 +582,11 @@ def retrain(
 
     Returns:
         The statistics written to ``train_stats.json``: ``started``, ``finished``,
-        ``duration_s`` (split in ``timings_s``: prepare, synthesize, train, publish), ``cases``, ``image_ids`` (of the labels used; skipped ones under
-        ``cases.skipped``), ``slices``, ``synthetic_ratio``, ``sampling_weights``,
-        ``epochs``, ``steps``, ``best_epoch``, ``val_dice_before``, ``val_dice_after`` (with
-        ``val_dice_by_class``), ``published``, ``reason`` and the paths.
+        ``duration_s`` (split in ``timings_s``: prepare, synthesize, train, publish),
+        ``cases``, ``image_ids`` (of the labels used; skipped ones under ``cases.skipped``),
+        ``slices``, ``synthetic_ratio``, ``sampling_weights``, ``epochs``, ``steps``,
+        ``best_epoch``, ``val_dice_before``, ``val_dice_after`` (with ``val_dice_by_class``),
+        ``published``, ``reason`` and the paths.
 
     Raises:
         InputError: No usable label, bad settings or data, a run folder already in use.
