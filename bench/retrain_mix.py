@@ -1,7 +1,7 @@
 """Benchmark: active-learning fine-tuning of the shipped model, real + GAN slices versus real only.
 
 Phantom studies stand in for the datastore's final labels. Each run fine-tunes a copy of the
-shipped ``models/segmentation.pt`` with :func:`lgemri.training.active.retrain` for the same
+shipped ``models/segmentation.pt`` with :func:`cardiac_mi.retrain.retrain` for the same
 number of optimizer steps (``--steps`` must not exceed the real-only epoch, ``real slices /
 batch size``; the table prints the steps each run made), once with the synthetic ratio under test
 and once with ratio 0 (the baseline), and never publishes. Prints, per seed and ratio, the validation Dice (mean of the foreground
@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 
 from lgemri.phantom import write_phantom
-from lgemri.training.active import RetrainConfig, retrain
+from cardiac_mi.retrain import RetrainConfig, retrain
 
 ROOT = Path(__file__).resolve().parents[1]
 

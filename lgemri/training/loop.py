@@ -12,7 +12,7 @@ Tasks (:data:`lgemri.nets.checkpoint.TASKS`):
 
 A run starts from random weights (seeded) or, with ``init``, from a model checkpoint whose
 network it keeps: fine-tuning, as the active-learning trainer does with the published model
-(:mod:`lgemri.training.active`).
+(:mod:`cardiac_mi.retrain`).
 
 A run folder holds, every file written atomically:
 

@@ -12,7 +12,6 @@ import pytest
 
 pytest.importorskip("monailabel")
 
-from lgemri.errors import InputError  # noqa: E402
 from lgemri.labels import myocardium_mask  # noqa: E402
 from lgemri.volume import read_nifti  # noqa: E402
 
@@ -49,8 +48,9 @@ def test_info_lists_both_models_with_list_labels(app):
     assert info["models"]["segmentation"]["labels"] == SEG_LABELS
     assert info["models"]["localization"]["labels"] == ["lv"]
     assert isinstance(info["labels"], list) and set(SEG_LABELS) <= set(info["labels"])
-    assert set(info["strategies"]) == {"random", "first"}
-    assert info["trainers"] == {}
+    assert set(info["strategies"]) == {"random", "first", "epistemic"}
+    assert set(info["scoring"]) == {"dice", "epistemic"}
+    assert set(info["trainers"]) == {"segmentation"}
     assert info["datastore"]["total"] == 1
 
 
@@ -105,11 +105,14 @@ def test_dicom_folder_through_task(app):
     assert params["quantification"].get("segments")
 
 
-def test_bad_input_raises_with_message(app, tmp_path):
+def test_bad_input_is_an_http_422_with_message(app, tmp_path):
+    from fastapi import HTTPException
+
     bad = tmp_path / "notes.txt"
     bad.write_text("not an image")
-    with pytest.raises(InputError, match="expected a NIfTI file"):
+    with pytest.raises(HTTPException, match="expected a NIfTI file") as err:
         app.infer({"model": "segmentation", "image": str(bad)})
+    assert err.value.status_code == 422
 
 
 def test_checkpoint_update_reloads(tmp_path):

@@ -1,6 +1,6 @@
 """The ``segmentation`` trainer: fine-tune the served model on the final labels plus GAN slices.
 
-A thin layer over :func:`lgemri.training.active.retrain`: it takes ``datastore.datalist()`` (the
+A thin layer over :func:`cardiac_mi.retrain.retrain`: it takes ``datastore.datalist()`` (the
 images with a final, clinician-corrected label), reads its options, runs the retraining into a
 new run folder and returns the run's statistics. A published checkpoint replaces
 ``<models>/segmentation.pt``, which the infer tasks reload on their next request.
@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Mapping, Optional
 
 from lgemri.errors import InputError
-from lgemri.training.active import RetrainConfig, read_stats, retrain
+from cardiac_mi.retrain import RetrainConfig, read_stats, retrain
 from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.train import TrainTask
 
