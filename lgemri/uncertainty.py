@@ -144,7 +144,7 @@ def _stochastic_passes(net: torch.nn.Module, inputs: np.ndarray, passes: int, se
     """Softmax probabilities ``(passes, K, C, H, W)`` of ``passes`` dropout passes over ``inputs`` (K, C_in, H, W)."""
     k = inputs.shape[0]
     batch = np.concatenate([inputs] * passes, axis=0)  # pass-major: rows t*K .. t*K+K-1 are pass t
-    devices = [device] if device.type == "cuda" else []
+    devices = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
     out = []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
