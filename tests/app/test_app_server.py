@@ -40,7 +40,8 @@ def server(tmp_path_factory):
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")  # itkimage2segimage: no dcmqi download
     env.setdefault("OMP_NUM_THREADS", "1")
     cmd = [sys.executable, "-m", "monailabel.main", "start_server", "--app", str(APP_DIR), "--studies", str(studies),
-           "--conf", "models", str(MODELS), "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
+           "--conf", "models", str(MODELS), "--conf", "scoring_delay", "0",
+           "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
     log = open(work / "server.log", "wb")
     tick = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -103,6 +104,6 @@ def test_server_epistemic_strategy_and_scoring(server):
     assert data["id"] == "Case_P001"  # the only unlabelled study
     assert data["epistemic_score"] > 0 and data["epistemic"]["score"] == data["epistemic_score"]  # stored in the image info
     assert data["epistemic"]["model"] == data["model"]
-    # MONAI Label runs every scoring method in the background at start and after each sample
+    # every scoring method runs in the background once the start-up delay (0 here) has passed
     tasks = requests.get(f"{server['url']}/scoring/", params={"all": "true"}, timeout=30).json()
     assert {"dice", "epistemic"} <= {task["request"]["method"] for task in tasks}

@@ -216,3 +216,31 @@ def test_save_while_orthanc_is_down_is_kept_and_retried(server, tmp_path):
         time.sleep(1)
     assert len(_orthanc_segs(server)) == before + 1
     assert not Path(answer["pending"]).exists()
+
+
+def test_short_training_run_publishes_a_checkpoint_infer_picks_up(server, tmp_path):
+    import hashlib
+
+    checkpoint = server.models / "segmentation.pt"
+    before = hashlib.sha256(checkpoint.read_bytes()).hexdigest()
+    loads = _infer(server, "segmentation", _uid(CASE), output="json").json()["models"]["loads"]
+    params = {"max_epochs": 1, "max_steps_per_epoch": 2, "train_batch_size": 4, "synthetic_slices": 8,
+              "publish": "always", "seed": 3}  # fmt: skip
+    response = requests.post(f"{server.url}/train/segmentation", json=params, timeout=60)
+    assert response.status_code == 200, response.text[:500]
+    deadline = time.monotonic() + 600
+    status = {}
+    while time.monotonic() < deadline:
+        status = requests.get(f"{server.url}/train/", timeout=30).json()
+        if status.get("status") in ("DONE", "ERROR"):
+            break
+        time.sleep(2)
+    assert status.get("status") == "DONE", json.dumps(status)[-2000:]
+    assert hashlib.sha256(checkpoint.read_bytes()).hexdigest() != before
+    assert (server.models / "segmentation.prev.pt").is_file()
+    stats = requests.get(f"{server.url}/info/", timeout=30).json()["train_stats"]["segmentation"]
+    assert stats["published"] is True
+
+    # the running server serves the new checkpoint without a restart
+    answer = _infer(server, "segmentation", _uid(CASE), output="json").json()
+    assert answer["models"]["loads"] == loads + 1
