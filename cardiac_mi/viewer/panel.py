@@ -1,0 +1,154 @@
+"""The MONAI Label API as the viewer's MONAI Label panel sees it: ``/viewer/monailabel/...``.
+
+MONAI Label 0.8.5's OHIF panel talks to a server URL (set by ``ohif/app-config.js`` to this prefix).
+Two of its calls get answers shaped for the clinician's viewer; the rest are MONAI Label's own handlers,
+mounted again under the prefix:
+
+- ``info/``: only the viewer's tasks (:func:`viewer_tasks`, default ``segmentation``) and their labels.
+  The panel offers every segmentation-type task, preselects the first (``localization``, an internal
+  step of the cascade), and makes a segment for every label of every task.
+- ``infer/{task}``: runs the task like MONAI Label's handler, but in the thread pool (MONAI Label's runs
+  the model inside its ``async`` handler, which stalls the image loading of the viewer meanwhile), and
+  answers the label as the panel reads it: a raw ``uint8`` NRRD whose voxels are in the order of the
+  viewer's volume (columns, rows, then slices in increasing position along the slice normal, as
+  Cornerstone3D sorts them), whatever order the task's NIfTI has. The panel copies those bytes into its
+  labelmap as they are, without looking at the geometry.
+- ``train/`` answers ``{"status": "NOT_RUNNING"}`` when the app has no training task running (MONAI
+  Label answers 404, which the panel asks for every time it connects).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import nrrd
+import numpy as np
+from fastapi import APIRouter, BackgroundTasks, Depends, Form, HTTPException
+from fastapi.responses import FileResponse, JSONResponse
+from monailabel.config import settings
+from monailabel.endpoints.user.auth import RBAC, User
+from monailabel.interfaces.utils.app import app_instance
+
+from lgemri.errors import InputError
+from lgemri.images import read_image
+from lgemri.volume import Volume
+
+__all__ = ["router", "PANEL_PREFIX", "DEFAULT_VIEWER_TASKS", "viewer_tasks", "viewer_order", "write_viewer_nrrd"]
+
+logger = logging.getLogger(__name__)
+
+PANEL_PREFIX = "/viewer/monailabel"
+DEFAULT_VIEWER_TASKS = ("segmentation",)
+_LPS = np.diag([-1.0, -1.0, 1.0])
+
+router = APIRouter(prefix=PANEL_PREFIX, include_in_schema=False)
+
+
+def viewer_tasks() -> tuple[str, ...]:
+    """The infer tasks the viewer's panel offers: ``$CARDIAC_MI_VIEWER_TASKS`` (comma-separated) or segmentation."""
+    names = tuple(n.strip() for n in os.environ.get("CARDIAC_MI_VIEWER_TASKS", "").split(",") if n.strip())
+    return names or DEFAULT_VIEWER_TASKS
+
+
+def viewer_order(volume: Volume) -> tuple[np.ndarray, np.ndarray]:
+    """``volume`` as the viewer orders its voxels: ([i, j, k] array, 4x4 RAS affine) with ``k`` increasing
+    along the slice normal ``i x j`` (``i`` along an image row, ``j`` down a column, as every volume of
+    :mod:`lgemri` from DICOM)."""
+    array, affine = np.asarray(volume.array), np.asarray(volume.affine, dtype=float)
+    normal = np.cross(affine[:3, 0], affine[:3, 1])
+    if float(normal @ affine[:3, 2]) < 0:
+        last = affine @ np.array([0.0, 0.0, array.shape[2] - 1, 1.0])
+        affine = affine.copy()
+        affine[:3, 2] *= -1
+        affine[:3, 3] = last[:3]
+        array = array[:, :, ::-1]
+    return array, affine
+
+
+def write_viewer_nrrd(volume: Volume, path: str | os.PathLike) -> Path:
+    """Write a label as the panel reads it: raw uint8 NRRD in the viewer's voxel order, LPS geometry."""
+    array, affine = viewer_order(volume)
+    if array.min(initial=0) < 0 or array.max(initial=0) > 255:
+        raise InputError(f"label values {array.min()}..{array.max()} do not fit the viewer's 8-bit labelmap")
+    directions = (_LPS @ affine[:3, :3]).T  # one row per array axis
+    header = {
+        "type": "uint8",
+        "encoding": "raw",
+        "space": "left-posterior-superior",
+        "space directions": directions,
+        "space origin": _LPS @ affine[:3, 3],
+        "kinds": ["domain", "domain", "domain"],
+    }
+    nrrd.write(str(path), np.ascontiguousarray(array, dtype=np.uint8), header, index_order="F")
+    return Path(path)
+
+
+@router.get("/info/")
+def panel_info(user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_USER))) -> dict[str, Any]:
+    """``/info/`` with only the viewer's tasks and their labels."""
+    info = app_instance().info()
+    tasks = viewer_tasks()
+    models = {name: model for name, model in info.get("models", {}).items() if name in tasks}
+    labels: list[str] = []
+    for model in models.values():
+        names = model.get("labels", [])
+        names = sorted(names, key=names.get) if isinstance(names, dict) else list(names)
+        labels += [name for name in names if name not in labels]
+    return {**info, "models": models, "labels": labels}
+
+
+@router.post("/infer/{model}")
+def panel_infer(model: str, background_tasks: BackgroundTasks, image: str = "", output: str = "image",
+                params: str = Form("{}"), user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_USER))):
+    """Run ``model`` on series ``image``; the label as the panel reads it (``output=image``) or the JSON."""
+    if not image:
+        raise HTTPException(422, "no image: give the SeriesInstanceUID as ?image=")
+    try:
+        options = json.loads(params) if params else {}
+    except ValueError:
+        raise HTTPException(422, f"params is not JSON: {params[:200]!r}") from None
+    instance = app_instance()
+    request = {"model": model, "image": image, **instance.info().get("config", {}).get("infer", {}), **options}
+    result = instance.infer(request)
+    if result is None:
+        raise HTTPException(500, f"{model} returned nothing for series {image}")
+    label = result.get("file") or result.get("label")
+    if label and os.path.exists(label):
+        background_tasks.add_task(_remove, label)
+    if output == "json" or not label:
+        return JSONResponse(result.get("params") or {})
+    if options.get("result_extension") != ".nrrd" or not str(label).endswith((".nii", ".nii.gz")):
+        return FileResponse(label, filename=os.path.basename(label))
+    fd, converted = tempfile.mkstemp(suffix=".nrrd", prefix="viewer_")
+    os.close(fd)
+    background_tasks.add_task(_remove, converted)
+    try:
+        write_viewer_nrrd(read_image(label), converted)
+    except InputError as exc:
+        raise HTTPException(422, f"{model} on series {image}: {exc}") from None
+    return FileResponse(converted, media_type="application/octet-stream", filename=f"{model}.nrrd")
+
+
+@router.get("/train/")
+def panel_train_status(check_if_running: bool = False, user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_USER))):
+    """MONAI Label's training status; ``NOT_RUNNING`` (200) where MONAI Label answers 404."""
+    from monailabel.endpoints.train import status
+
+    try:
+        return status(all=False, check_if_running=check_if_running)
+    except HTTPException as exc:
+        if exc.status_code != 404:
+            raise
+        return {"status": "NOT_RUNNING", "detail": str(exc.detail)}
+
+
+def _remove(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
