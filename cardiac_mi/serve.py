@@ -208,6 +208,10 @@ def _start_monailabel(handle: ServeHandle, *, host: str, port: int, models: Path
     command = [sys.executable, "-m", "monailabel.main", "start_server", "--app", str(APP_DIR),
                "--studies", handle.studies_url, "--conf", "models", str(models),
                "--host", host, "--port", str(port)]  # fmt: skip
+    # the viewer (cardiac_mi/viewer): MONAI Label's app with our OHIF configuration, proxy and save in front
+    from cardiac_mi.viewer import UVICORN_APP
+
+    command += ["--uvicorn_app", UVICORN_APP]
     handle.log_path = handle.state / "monailabel.log"
     handle._log_file = open(handle.log_path, "wb")  # noqa: SIM115 - closed in ServeHandle.stop()
     logger.info("starting MONAI Label on %s (studies %s, models %s; log %s)", handle.url, handle.studies_url, models,
