@@ -217,7 +217,7 @@ function getCommandsModule({ servicesManager, extensionManager, commandsManager 
       if (answer.stored === false) {
         notify(services, 'warning', `Saved on the cardiac_mi server (${saved}), but the archive is unreachable: the label is kept and sent as soon as the archive is back.`, 15000);
       } else {
-        notify(services, 'success', `Saved as the final label of this series (${saved}): DICOM SEG ${answer.seg_series_uid || ''} in the archive.`);
+        notify(services, 'success', `Saved as the final label of this series (${saved}), stored in the archive as a DICOM SEG.`);
       }
       return answer;
     } catch (error) {

@@ -1,0 +1,430 @@
+"""The clinician's loop in the real viewer, in Chromium, against a real Orthanc and server.
+
+Study list -> open a study in the Cardiac MI mode -> the MONAI Label panel (connected by itself) runs
+``segmentation`` -> the overlay -> a brush stroke -> Save -> a coded MANUAL DICOM SEG of the series in
+Orthanc -> the datastore's final label is that SEG, equal to the model's label plus the stroke. Then the
+bad input: saving twice, saving nothing, a study deleted while open, Orthanc and the server restarted
+during a session; and an upload from the study list.
+
+Times are measured in the page (from the DOM click to the first frame that shows the image, or the
+overlay, on the viewport's canvas), recorded in the artifacts' measurements.json and printed.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import time
+
+import numpy as np
+import pytest
+
+pytest.importorskip("playwright")
+pytest.importorskip("monailabel")
+requests = pytest.importorskip("requests")
+
+import pydicom  # noqa: E402
+
+from cardiac_mi.serve import SAMPLE_DICOM  # noqa: E402
+from lgemri.labels import INFARCT  # noqa: E402
+from lgemri.seg import SEGMENTATION_STORAGE, SEGMENTS  # noqa: E402
+
+RUN_TARGET_S = 3.0
+FIRST_IMAGE_TARGET_S = 5.0
+
+# In-page clocks: the DOM time of the next click, and the first frame whose viewport canvas shows what we
+# wait for (image: enough non-black pixels; overlay: coloured pixels, the image itself being grey).
+ARM_CLICK_CLOCK = """() => {
+  window.__clickAt = null;
+  document.addEventListener('click', () => { window.__clickAt = performance.now(); }, { capture: true, once: true });
+}"""
+WAIT_FOR_CANVAS = """async ({ what, timeout }) => {
+  const count = () => {
+    const canvas = document.querySelector('[data-cy="viewport-pane"] canvas');
+    const ctx = canvas && canvas.width ? canvas.getContext('2d') : null;
+    if (!ctx) return 0;
+    const d = ctx.getImageData(0, 0, canvas.width, canvas.height).data;
+    let n = 0;
+    for (let i = 0; i < d.length; i += 8) {
+      const r = d[i], g = d[i + 1], b = d[i + 2];
+      if (what === 'image' ? r + g + b > 60 : Math.max(Math.abs(r - g), Math.abs(r - b), Math.abs(g - b)) > 40) n++;
+    }
+    return n;
+  };
+  const needed = what === 'image' ? 2000 : 50;
+  const start = performance.now();
+  while (performance.now() - start < timeout) {
+    await new Promise(requestAnimationFrame);
+    if (count() >= needed) {
+      return { clickAt: window.__clickAt, shownAt: performance.now() };
+    }
+  }
+  return { clickAt: window.__clickAt, shownAt: null, pixels: count() };
+}"""
+SEGMENTATION_VOXELS = """() => {
+  const cs = window.extensionManager.getModuleEntry('@ohif/extension-cornerstone.utilityModule.common')
+    .exports.getCornerstoneLibraries().cornerstone;
+  const segs = window.services.segmentationService.getSegmentations();
+  let n = 0;
+  for (const seg of segs) {
+    for (const id of seg.representationData.Labelmap.imageIds) {
+      const px = cs.cache.getImage(id).getPixelData();
+      for (let i = 0; i < px.length; i++) if (px[i]) n++;
+    }
+  }
+  return n;
+}"""
+
+
+# ----------------------------------------------------------------------------------------- helpers
+
+
+def sample_series() -> dict[str, tuple[str, str]]:
+    """Sample case name -> (StudyInstanceUID, SeriesInstanceUID)."""
+    out = {}
+    for folder in sorted(p for p in SAMPLE_DICOM.iterdir() if p.is_dir()):
+        ds = pydicom.dcmread(sorted(folder.rglob("*.dcm"))[0], stop_before_pixels=True)
+        out[folder.name] = (str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID))
+    return out
+
+
+def orthanc_get(served, path: str, **kwargs):
+    return requests.get(f"{served.orthanc.url}{path}", auth=served.orthanc.auth, timeout=30, **kwargs)
+
+
+def seg_series(served, study_uid: str) -> list[str]:
+    """SeriesInstanceUIDs of the SEG series of a study in Orthanc (QIDO-RS)."""
+    answer = orthanc_get(served, f"/dicom-web/studies/{study_uid}/series", params={"Modality": "SEG"},
+                         headers={"Accept": "application/dicom+json"})
+    if answer.status_code in (204, 404):
+        return []
+    answer.raise_for_status()
+    return sorted(item["0020000E"]["Value"][0] for item in answer.json() or [])
+
+
+def fetch_seg(served, series_uid: str) -> pydicom.Dataset:
+    """The (single) instance of a SEG series, read from Orthanc."""
+    found = requests.post(f"{served.orthanc.url}/tools/find", auth=served.orthanc.auth, timeout=30,
+                          json={"Level": "Instance", "Query": {"SeriesInstanceUID": series_uid}}).json()
+    assert len(found) == 1, found
+    return pydicom.dcmread(io.BytesIO(orthanc_get(served, f"/instances/{found[0]}/file").content))
+
+
+def read_nifti(content: bytes) -> np.ndarray:
+    import nibabel as nib
+
+    return np.asarray(nib.Nifti1Image.from_bytes(content).dataobj)
+
+
+def model_label(served, series_uid: str) -> np.ndarray:
+    answer = requests.post(f"{served.url}/infer/segmentation", params={"image": series_uid, "output": "image"},
+                           files={"params": (None, "{}")}, timeout=120)
+    assert answer.status_code == 200, answer.text[:500]
+    import gzip
+
+    content = answer.content
+    return read_nifti(gzip.decompress(content) if content[:2] == b"\x1f\x8b" else content)
+
+
+def final_label(served, series_uid: str) -> tuple[dict, np.ndarray | None]:
+    """The datastore's final-label info and label array of a series (info {} and None when it has none)."""
+    objects = requests.get(f"{served.url}/datastore/", params={"output": "all"}, timeout=60).json()["objects"]
+    info = objects.get(series_uid, {}).get("labels", {}).get("final", {}).get("info", {})
+    if not info:
+        return {}, None
+    answer = requests.get(f"{served.url}/datastore/label", params={"label": series_uid, "tag": "final"}, timeout=60)
+    assert answer.status_code == 200, answer.text[:500]
+    import gzip
+
+    content = answer.content
+    return info, read_nifti(gzip.decompress(content) if content[:2] == b"\x1f\x8b" else content)
+
+
+def notification(page, text: str, timeout: float = 30_000) -> str:
+    """Wait for a notification containing ``text``; return the text of its message."""
+    message = page.get_by_text(text).first
+    message.wait_for(timeout=timeout)
+    return message.inner_text()
+
+
+def open_study_list(page, served):
+    page.goto(f"{served.url}/ohif/")
+    confirm = page.get_by_text("Confirm and Hide")
+    confirm.wait_for(timeout=60_000)
+    confirm.click()
+    page.locator('[data-cy="study-list-results"]').wait_for(timeout=60_000)
+
+
+def open_in_viewer(page, served, study_uid: str) -> dict:
+    """From the study list, open a study in the Cardiac MI mode; the page clock of click and first image."""
+    page.locator(f'[data-cy="studyRow-{study_uid}"]').click()
+    mode = page.locator(f'[data-cy="mode-cardiac-mi-{study_uid}"]')
+    mode.wait_for(timeout=30_000)
+    page.evaluate(ARM_CLICK_CLOCK)
+    mode.click()
+    shown = page.evaluate(WAIT_FOR_CANVAS, {"what": "image", "timeout": 60_000})
+    assert shown["shownAt"] is not None, f"no image on the viewport ({shown})"
+    # the panel connects by itself once the image is there
+    page.get_by_text("cardiac_mi", exact=True).wait_for(timeout=60_000)
+    page.locator(".tab-content button", has_text="Run").first.wait_for(timeout=30_000)
+    return shown
+
+
+def run_segmentation(page) -> float:
+    """Click the panel's Run; seconds from the click to the first frame with the overlay."""
+    page.locator('[data-cy="monailabel-btn"]').click()
+    run = page.locator(".tab-content button", has_text="Run").first
+    page.evaluate(ARM_CLICK_CLOCK)
+    run.click()
+    shown = page.evaluate(WAIT_FOR_CANVAS, {"what": "overlay", "timeout": 120_000})
+    assert shown["shownAt"] is not None, f"no overlay on the viewport ({shown})"
+    return (shown["shownAt"] - shown["clickAt"]) / 1000
+
+
+def click_save(page):
+    """Click Save and return the server's answer to the SEG it was sent."""
+    with page.expect_response("**/viewer/labels/studies", timeout=120_000) as answer:
+        page.locator('[data-cy="CardiacMiSave"]').click()
+    return answer.value
+
+
+def brush_stroke(page) -> None:
+    """Paint an infarct stroke across the middle slice, left of the heart."""
+    page.locator('[data-cy="panelSegmentationWithTools-btn"]').click()
+    page.locator('[data-cy="data-row"]').filter(has_text="infarct").first.click()
+    page.locator('[data-cy="Brush"]').click()
+    box = page.locator('[data-cy="viewport-pane"] canvas').first.bounding_box()
+    x, y = box["x"] + box["width"] * 0.35, box["y"] + box["height"] * 0.56
+    page.mouse.move(x, y)
+    page.mouse.down()
+    for step in range(1, 21):
+        page.mouse.move(x + 4 * step, y, steps=2)
+    page.mouse.up()
+    page.wait_for_timeout(300)
+
+
+def shown_slice(page) -> tuple[int, int]:
+    """The viewport's slice as its overlay shows it ("I: 4 (4/7)"): (index from 0, number of slices)."""
+    text = page.locator('[data-cy="viewport-overlay-bottom-right"]').inner_text()
+    current, total = text.split("(")[1].split(")")[0].split("/")
+    return int(current) - 1, int(total)
+
+
+# ----------------------------------------------------------------------------------------- tests
+
+
+def test_viewer_is_served_with_our_configuration(served):
+    config = requests.get(f"{served.ohif_url}app-config.js", timeout=10)
+    assert config.status_code == 200 and "/ohif/cardiac-mi/mode.js" in config.text
+    index = requests.get(f"{served.ohif_url}viewer?StudyInstanceUIDs=1", timeout=10).text
+    assert "app-config.js" in index and "fonts.googleapis.com" not in index
+    css = requests.get(f"{served.ohif_url}app.bundle.css", timeout=10).text
+    assert "fonts.googleapis.com" not in css and len(css) > 1000
+    info = requests.get(f"{served.url}/viewer/monailabel/info/", timeout=30).json()
+    assert list(info["models"]) == ["segmentation"]
+    assert set(info["labels"]) == {spec.name for spec in SEGMENTS.values()}
+    assert requests.get(f"{served.url}/viewer/monailabel/train/", params={"check_if_running": "true"},
+                        timeout=10).status_code == 200
+    # the proxy answers QIDO with the archive's studies, without the browser knowing its credentials
+    studies = requests.get(f"{served.url}/proxy/dicom/qido/studies", timeout=30)
+    assert studies.status_code == 200 and len(studies.json()) == 4
+    # no file outside the bundle is served
+    outside = requests.get(f"{served.ohif_url}..%2F..%2F..%2F..%2Fmonailabel%2Fconfig.py", timeout=10)
+    assert "MONAI_LABEL" not in outside.text
+    assert requests.get(f"{served.ohif_url}cardiac-mi/nothing.js", timeout=10).status_code == 404
+
+
+def test_clinician_loop(served, page, artifacts, measure):
+    study_uid, series_uid = sample_series()["Case_P001"]
+    before = seg_series(served, study_uid)
+    open_study_list(page, served)
+    assert page.locator('[data-cy^="studyRow-"]').count() == 4
+    page.screenshot(path=str(artifacts / "01-study-list.png"))
+
+    shown = open_in_viewer(page, served, study_uid)
+    first_image = (shown["shownAt"] - shown["clickAt"]) / 1000
+    measure("study list to first image", first_image)
+    page.screenshot(path=str(artifacts / "02-study-open.png"))
+
+    first_run = run_segmentation(page)
+    measure("Run to overlay (first run of the server)", first_run)
+    page.wait_for_timeout(1500)  # the panel's own colours, then ours
+    page.screenshot(path=str(artifacts / "viewer.png"))
+    keep = os.environ.get("CARDIAC_MI_VIEWER_SCREENSHOT")
+    if keep:  # refresh the README's screenshot: CARDIAC_MI_VIEWER_SCREENSHOT=docs/images/viewer.png
+        shutil.copyfile(artifacts / "viewer.png", keep)
+
+    painted_before = page.evaluate(SEGMENTATION_VOXELS)
+    brush_stroke(page)
+    assert page.evaluate(SEGMENTATION_VOXELS) > painted_before, "the brush stroke painted nothing"
+    page.screenshot(path=str(artifacts / "04-brush.png"))
+    viewer_slice, slices = shown_slice(page)
+
+    answer = click_save(page)
+    assert answer.status == 200, answer.text()
+    saved = answer.json()
+    assert saved["stored"] is True and saved["image"] == series_uid
+    notification(page, "Saved as the final label")
+    page.screenshot(path=str(artifacts / "05-saved.png"))
+
+    # the SEG in Orthanc: coded, MANUAL, referencing the image series
+    new = sorted(set(seg_series(served, study_uid)) - set(before))
+    assert new == [saved["seg_series_uid"]]
+    seg = fetch_seg(served, new[0])
+    assert seg.SOPClassUID == SEGMENTATION_STORAGE
+    assert [str(r.SeriesInstanceUID) for r in seg.ReferencedSeriesSequence] == [series_uid]
+    for item in seg.SegmentSequence:
+        spec = SEGMENTS[int(item.SegmentNumber)]
+        assert item.SegmentAlgorithmType == "MANUAL"
+        assert item.SegmentLabel == spec.name
+        code = item.SegmentedPropertyTypeCodeSequence[0]
+        assert (code.CodingSchemeDesignator, code.CodeValue) == (spec.type.scheme_designator, spec.type.value)
+        category = item.SegmentedPropertyCategoryCodeSequence[0]
+        assert category.CodeValue == spec.category.value
+
+    # the datastore: that SEG is the final label, equal to the model's label plus the stroke
+    info, label = final_label(served, series_uid)
+    assert info["seg_series_uid"] == new[0] and info["manual"] is True
+    model = model_label(served, series_uid)
+    assert label.shape == model.shape
+    changed = label != model
+    assert 5 < changed.sum() < 5000, changed.sum()
+    assert np.all(label[changed] == INFARCT)
+    painted_slices = np.unique(np.nonzero(changed)[2])
+    assert len(painted_slices) == 1, painted_slices
+    # the viewer counts slices along the slice normal; lgemri's k may run the other way
+    from lgemri.dicom import read_dicom_series
+
+    k_along_normal = read_dicom_series(SAMPLE_DICOM / "Case_P001").volume
+    affine = np.asarray(k_along_normal.affine)
+    along = float(np.cross(affine[:3, 0], affine[:3, 1]) @ affine[:3, 2]) > 0
+    assert painted_slices[0] == (viewer_slice if along else slices - 1 - viewer_slice)
+
+    # saving twice: a second, newer SEG; the label stays; nothing lost
+    second = click_save(page)
+    assert second.status == 200
+    assert len(seg_series(served, study_uid)) == len(before) + 2
+    info2, label2 = final_label(served, series_uid)
+    assert info2["seg_series_uid"] == second.json()["seg_series_uid"] != new[0]
+    assert np.array_equal(label2, label)
+
+    # a double click saves once and says a save is running
+    posts = []
+    page.on("request", lambda r: posts.append(r.url) if r.url.endswith("/viewer/labels/studies") else None)
+    with page.expect_response("**/viewer/labels/studies", timeout=120_000):
+        page.evaluate("() => { const b = document.querySelector('[data-cy=\"CardiacMiSave\"]'); b.click(); b.click(); }")
+    notification(page, "A save is already running")
+    page.wait_for_timeout(1000)
+    assert len(posts) == 1
+    assert len(seg_series(served, study_uid)) == len(before) + 3
+
+    assert page.problems.unexpected() == []
+    assert first_image <= FIRST_IMAGE_TARGET_S, f"study list to first image took {first_image:.2f} s"
+    assert first_run <= RUN_TARGET_S, f"Run to overlay took {first_run:.2f} s"
+
+
+def test_upload_from_the_study_list(served, page, tmp_path):
+    from pydicom.uid import generate_uid
+
+    study_uid, series_uid = generate_uid(), generate_uid()
+    files = []
+    for n, path in enumerate(sorted((SAMPLE_DICOM / "Case_N003").rglob("*.dcm"))):
+        ds = pydicom.dcmread(path)
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = study_uid, series_uid
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        ds.PatientID, ds.PatientName = "UPLOADED-1", "Uploaded^Browser"
+        files.append(tmp_path / f"{n:03d}.dcm")
+        ds.save_as(files[-1])
+    open_study_list(page, served)
+    page.get_by_text("Upload", exact=True).click()
+    page.locator("input[type=file]").first.set_input_files([str(f) for f in files])
+    page.get_by_text(f"{len(files)} files completed").wait_for(timeout=60_000)
+    page.get_by_role("button", name="Close").click()
+    found = orthanc_get(served, "/dicom-web/studies", params={"PatientID": "UPLOADED-1"},
+                        headers={"Accept": "application/dicom+json"}).json()
+    assert [item["0020000D"]["Value"][0] for item in found] == [study_uid]
+    page.reload()
+    page.locator(f'[data-cy="studyRow-{study_uid}"]').wait_for(timeout=30_000)
+    assert page.problems.unexpected() == []
+
+
+def test_save_with_nothing_to_save(served, page):
+    study_uid, series_uid = sample_series()["Case_P002"]
+    before = seg_series(served, study_uid)
+    open_study_list(page, served)
+    open_in_viewer(page, served, study_uid)
+    posts = []
+    page.on("request", lambda r: posts.append(r.url) if "/viewer/labels" in r.url else None)
+    page.locator('[data-cy="CardiacMiSave"]').click()
+    text = notification(page, "Nothing to save")
+    assert "run the segmentation" in text.lower() or text == "Nothing to save"
+    page.wait_for_timeout(500)
+    assert posts == [] and seg_series(served, study_uid) == before
+    assert final_label(served, series_uid)[0] == {}
+    assert page.problems.unexpected() == []
+
+
+def test_study_deleted_while_open(served, page, measure):
+    study_uid, series_uid = sample_series()["Case_N003"]
+    open_study_list(page, served)
+    open_in_viewer(page, served, study_uid)
+    measure("Run to overlay (another study)", run_segmentation(page))
+    found = requests.post(f"{served.orthanc.url}/tools/lookup", data=study_uid, auth=served.orthanc.auth, timeout=30)
+    orthanc_id = next(item["ID"] for item in found.json() if item["Type"] == "Study")
+    assert requests.delete(f"{served.orthanc.url}/studies/{orthanc_id}", auth=served.orthanc.auth,
+                           timeout=30).status_code == 200
+    answer = click_save(page)
+    assert answer.status == 404
+    notification(page, "no longer in the archive")
+    # nothing came back: no study, no SEG, no label
+    assert requests.post(f"{served.orthanc.url}/tools/lookup", data=study_uid, auth=served.orthanc.auth,
+                         timeout=30).json() == []
+    assert final_label(served, series_uid)[0] == {}
+    assert page.problems.unexpected("/viewer/labels/studies") == []
+
+
+def test_orthanc_restarted_during_a_session(served, page):
+    study_uid, series_uid = sample_series()["Case_P004"]
+    before = seg_series(served, study_uid)
+    open_study_list(page, served)
+    open_in_viewer(page, served, study_uid)
+    run_segmentation(page)
+    served.orthanc.stop()
+    try:
+        answer = click_save(page)
+        assert answer.status == 200 and answer.json()["stored"] is False
+        notification(page, "archive is unreachable")
+    finally:
+        served.orthanc.start()
+    # the server's outbox sends the kept SEG once Orthanc is back
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and len(seg_series(served, study_uid)) == len(before):
+        time.sleep(1)
+    assert len(seg_series(served, study_uid)) == len(before) + 1
+    info, label = final_label(served, series_uid)
+    assert info.get("manual") is True and label is not None and label.any()
+    # the session goes on: the model runs again
+    run_segmentation(page)
+    assert page.problems.unexpected() == []
+
+
+def test_server_restarted_during_a_session(served, page):
+    study_uid, series_uid = sample_series()["Case_P002"]
+    before = seg_series(served, study_uid)
+    open_study_list(page, served)
+    open_in_viewer(page, served, study_uid)
+    run_segmentation(page)
+    painted = page.evaluate(SEGMENTATION_VOXELS)
+    served.handle.stop()
+    try:
+        page.locator('[data-cy="CardiacMiSave"]').click()
+        notification(page, "does not answer")
+        assert page.evaluate(SEGMENTATION_VOXELS) == painted  # the segmentation stays in the viewer
+    finally:
+        served.restart()
+    answer = click_save(page)
+    assert answer.status == 200 and answer.json()["stored"] is True
+    notification(page, "Saved as the final label")
+    assert len(seg_series(served, study_uid)) == len(before) + 1
+    assert page.problems.unexpected("/viewer/labels/studies") == []
