@@ -194,6 +194,23 @@ def _monailabel_env(user: str | None, password: str | None, cache: Path) -> dict
     return env
 
 
+def _state_models(state: Path, shipped: Path) -> Path:
+    """``STATE/models``, seeded once from the shipped models: the trainer publishes there, never into the repository."""
+    import shutil
+
+    folder = state / "models"
+    if not folder.is_dir():
+        tmp = state / ".models.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        for path in shipped.iterdir():
+            if path.is_file() and path.suffix in (".pt", ".md"):
+                shutil.copy2(path, tmp / path.name)
+        os.replace(tmp, folder)
+        logger.info("models copied from %s to %s (retraining publishes there)", shipped, folder)
+    return folder
+
+
 def _start_monailabel(handle: ServeHandle, *, host: str, port: int, models: Path, user: str | None,
                       password: str | None, timeout: float) -> None:
     from cardiac_mi.orthanc import port_in_use, wait_for_http
@@ -207,6 +224,7 @@ def _start_monailabel(handle: ServeHandle, *, host: str, port: int, models: Path
     env = _monailabel_env(user, password, work / "dicom-cache")
     command = [sys.executable, "-m", "monailabel.main", "start_server", "--app", str(APP_DIR),
                "--studies", handle.studies_url, "--conf", "models", str(models),
+               "--conf", "train_dir", str(handle.state / "train"),
                "--host", host, "--port", str(port)]  # fmt: skip
     # the viewer (cardiac_mi/viewer): MONAI Label's app with our OHIF configuration, proxy and save in front
     from cardiac_mi.viewer import UVICORN_APP
@@ -250,7 +268,8 @@ def serve(options: Any, *, block: bool = True, start_timeout: float = START_TIME
     studies = _setting(options, "studies", "CARDIAC_MI_STUDIES", None, str)
     user = _setting(options, "user", "CARDIAC_MI_DICOMWEB_USER", None, str)
     password = _setting(options, "password", "CARDIAC_MI_DICOMWEB_PASSWORD", None, str)
-    models = Path(_setting(options, "models", "CARDIAC_MI_MODELS", None, str) or default_models_dir())
+    models_setting = _setting(options, "models", "CARDIAC_MI_MODELS", None, str)
+    models = Path(models_setting or default_models_dir())
     no_samples = bool(getattr(options, "no_samples", False))
     if not 0 < port < 65536:
         raise InputError(f"--port {port} is not a TCP port (1-65535)")
@@ -260,6 +279,8 @@ def serve(options: Any, *, block: bool = True, start_timeout: float = START_TIME
         raise InputError(f"{APP_DIR}: the MONAI Label app is missing")
     state.mkdir(parents=True, exist_ok=True)
     state = state.resolve()
+    if not models_setting:
+        models = _state_models(state, models)
 
     previous = {}
     if block and threading.current_thread() is threading.main_thread():
@@ -394,7 +415,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
                         "(default $CARDIAC_MI_STUDIES)")
     p.add_argument("--user", help="basic-auth user for --studies (default $CARDIAC_MI_DICOMWEB_USER)")
     p.add_argument("--password", help="basic-auth password for --studies (default $CARDIAC_MI_DICOMWEB_PASSWORD)")
-    p.add_argument("--models", type=Path, help="models folder (default $CARDIAC_MI_MODELS or the repository's models/)")
+    p.add_argument("--models", type=Path, help="models folder (default $CARDIAC_MI_MODELS, else STATE/models, a copy of the repository's models/ made on first start)")
     p.add_argument("--no-samples", action="store_true",
                    help="do not upload sample-data/dicom to the embedded Orthanc on the first start of a state folder")
     p.set_defaults(func=cmd_serve)
