@@ -30,7 +30,7 @@ from .geometry import crop_roi, lv_centre, resample_inplane
 from .labels import LABEL_NAMES, NUM_CLASSES, infarct_mask, myocardium_mask
 from .nets.checkpoint import load_checkpoint
 from .nets.preprocess import LOC_FACTOR, ROI_SIZE, localization_input, localization_to_slice, normalize
-from .postprocess import clean_cavity, enforce_anatomy
+from .postprocess import clean_cavity, enforce_anatomy, remove_small_infarcts
 from .volume import Volume
 
 __all__ = ["Models", "InferenceResult", "default_models_dir", "load_models", "segment_volume", "localize"]
@@ -39,6 +39,7 @@ logger = logging.getLogger(__name__)
 
 MIN_LV_FRACTION = 0.3  # slices whose LV area is below this fraction of the largest do not vote
 REFINE_MM = 1.5  # re-centre the ROI on the segmented LV when it lies further than this
+MIN_INFARCT_ML = 1.0  # infarct specks below this volume are noise (experiments/min_infarct_tuning.py)
 
 
 def default_models_dir() -> Path:
@@ -224,8 +225,12 @@ def _check_image(image: Volume) -> list[str]:
     return warnings
 
 
-def segment_volume(image: Volume, models: Models) -> InferenceResult:
-    """Run the cascade on a short-axis LGE volume; the label is on ``image``'s own grid."""
+def segment_volume(image: Volume, models: Models, min_infarct_ml: float = MIN_INFARCT_ML) -> InferenceResult:
+    """Run the cascade on a short-axis LGE volume; the label is on ``image``'s own grid.
+
+    Infarct components smaller than ``min_infarct_ml`` are relabelled healthy myocardium
+    (:func:`lgemri.postprocess.remove_small_infarcts`; 0 keeps them).
+    """
     timings: dict[str, float] = {}
     start = tick = time.perf_counter()
 
@@ -263,6 +268,7 @@ def segment_volume(image: Volume, models: Models) -> InferenceResult:
 
     on_input = np.stack([_to_input_grid(full[c], grid, image, 1, float(c == 0), box) for c in range(NUM_CLASSES)])
     label = enforce_anatomy(np.argmax(on_input, axis=0).astype(np.uint8))
+    label = remove_small_infarcts(label, abs(float(np.linalg.det(image.affine[:3, :3]))) / 1000.0, min_infarct_ml)
     lv = _to_input_grid(lv_1mm.astype(np.float32), grid, image, order=0, fill=0.0) > 0.5
     lap("paste_back")
 

@@ -254,3 +254,20 @@ def test_enforce_anatomy_empty_and_bad_input():
         enforce_anatomy(np.full((4, 4, 2), 1.5))
     with pytest.raises(InputError, match="2D or 3D"):
         enforce_anatomy(np.zeros(5))
+
+
+def test_remove_small_infarcts_relabels_specks_as_myocardium():
+    from lgemri.postprocess import remove_small_infarcts
+
+    label = np.full((20, 20, 3), 2, dtype=np.uint8)
+    label[2:8, 2:8, 0] = 3  # 36 voxels
+    label[3:5, 3:5, 0] = 4  # its no-reflow core
+    label[8, 8, 1] = 3  # touches the big one diagonally across slices: same 3D component
+    label[15:17, 15:17, 2] = 4  # a 4-voxel speck of no-reflow alone
+    out = remove_small_infarcts(label, voxel_ml=0.1, min_ml=1.0)  # keeps >= 10 voxels
+    assert (out[2:8, 2:8, 0] == label[2:8, 2:8, 0]).all() and out[8, 8, 1] == 3
+    assert (out[15:17, 15:17, 2] == 2).all()
+    assert out.dtype == np.uint8 and ((out == label) | (label == 4)).all()
+    np.testing.assert_array_equal(remove_small_infarcts(label, 0.1, 0.0), label)
+    big_only = remove_small_infarcts(label, voxel_ml=0.1, min_ml=10.0)  # 37 voxels = 3.7 ml < 10
+    assert not np.isin(big_only, (3, 4)).any()
