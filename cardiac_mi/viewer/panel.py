@@ -15,6 +15,11 @@ mounted again under the prefix:
   labelmap as they are, without looking at the geometry.
 - ``train/`` answers ``{"status": "NOT_RUNNING"}`` when the app has no training task running (MONAI
   Label answers 404, which the panel asks for every time it connects).
+
+And one call of our own: ``label?image=SERIES`` answers the series' final label (the datastore's: its
+newest MANUAL SEG) as the same NRRD, with its description in the ``X-Cardiac-Mi-Label`` header (JSON),
+or 204 (no content) when the series has none. The viewer shows it when a study opens, so a correction continues
+from the last saved one.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -29,7 +35,7 @@ from typing import Any
 import nrrd
 import numpy as np
 from fastapi import APIRouter, BackgroundTasks, Depends, Form, HTTPException
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
 from monailabel.config import settings
 from monailabel.endpoints.user.auth import RBAC, User
 from monailabel.interfaces.utils.app import app_instance
@@ -38,7 +44,8 @@ from lgemri.errors import InputError
 from lgemri.images import read_image
 from lgemri.volume import Volume
 
-__all__ = ["router", "PANEL_PREFIX", "DEFAULT_VIEWER_TASKS", "viewer_tasks", "viewer_order", "write_viewer_nrrd"]
+__all__ = ["router", "PANEL_PREFIX", "DEFAULT_VIEWER_TASKS", "viewer_tasks", "viewer_order", "write_viewer_nrrd",
+           "final_label_nrrd"]
 
 logger = logging.getLogger(__name__)
 
@@ -132,6 +139,36 @@ def panel_infer(model: str, background_tasks: BackgroundTasks, image: str = "", 
     except InputError as exc:
         raise HTTPException(422, f"{model} on series {image}: {exc}") from None
     return FileResponse(converted, media_type="application/octet-stream", filename=f"{model}.nrrd")
+
+
+def final_label_nrrd(series_uid: str, folder: str | os.PathLike) -> tuple[Path, dict[str, Any]] | None:
+    """The final label of a series as the viewer's NRRD in ``folder``, with its info; None when it has none."""
+    datastore = app_instance().datastore()
+    uri = datastore.get_label_uri(series_uid, "final")
+    if not uri or not os.path.exists(uri):
+        return None
+    info = datastore.get_label_info(series_uid, "final") or {}
+    path = write_viewer_nrrd(read_image(uri), Path(folder) / "final.nrrd")
+    return path, info
+
+
+@router.get("/label")
+def panel_final_label(image: str, background_tasks: BackgroundTasks,
+                      user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_USER))):
+    """The final label of series ``image`` as the panel's NRRD; 204 when the series has none."""
+    folder = tempfile.mkdtemp(prefix="viewer_label_")
+    background_tasks.add_task(shutil.rmtree, folder, True)
+    try:
+        found = final_label_nrrd(image, folder)
+    except InputError as exc:
+        raise HTTPException(422, f"final label of series {image}: {exc}") from None
+    if found is None:  # not an error: most series have none yet
+        return Response(status_code=204)
+    path, info = found
+    keep = ("seg_series_uid", "seg_datetime", "manual", "creator", "pending_upload")
+    description = json.dumps({key: info.get(key) for key in keep}, ensure_ascii=True)
+    return FileResponse(path, media_type="application/octet-stream", filename="final.nrrd",
+                        headers={"X-Cardiac-Mi-Label": description, "Cache-Control": "no-store"})
 
 
 @router.get("/train/")

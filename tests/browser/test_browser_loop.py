@@ -344,6 +344,32 @@ def test_clinician_loop(served, page, artifacts, measure):
     assert first_run <= RUN_TARGET_S, f"Run to overlay took {first_run:.2f} s"
 
 
+def test_reopened_study_shows_its_final_label(served, page, tmp_path):
+    import nibabel as nib
+
+    from lgemri.dicom import read_dicom_series
+
+    study_uid, series_uid = sample_series()["Case_P001"]
+    # a final label saved by another client (MONAI Label's API): the model's, with an infarct block added
+    label = model_label(served, series_uid).astype(np.uint8)
+    label[5:25, 5:25, 2] = INFARCT
+    affine = read_dicom_series(SAMPLE_DICOM / "Case_P001").volume.affine
+    path = tmp_path / "label.nii.gz"
+    nib.save(nib.Nifti1Image(label, affine), str(path))
+    with open(path, "rb") as stream:
+        saved = requests.put(f"{served.url}/datastore/label", params={"image": series_uid, "tag": "final"},
+                             files={"label": ("label.nii.gz", stream)}, timeout=120)
+    assert saved.status_code == 200, saved.text[:500]
+
+    open_study_list(page, served)
+    open_in_viewer(page, served, study_uid)
+    notification(page, "Showing the final label of this series")
+    shown = page.evaluate(WAIT_FOR_CANVAS, {"what": "overlay", "timeout": 30_000})
+    assert shown["shownAt"] is not None
+    assert page.evaluate(SEGMENTATION_VOXELS) == int(np.count_nonzero(label))
+    assert page.problems.unexpected() == []
+
+
 def test_upload_from_the_study_list(served, page, tmp_path):
     from pydicom.uid import generate_uid
 

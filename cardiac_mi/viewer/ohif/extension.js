@@ -11,12 +11,14 @@
  *   final label: a coded MANUAL SEG in the archive (cardiac_mi/viewer/labels.py). Every outcome is a
  *   notification in plain words.
  * - Command "cardiacMiConnectPanel": connects MONAI Label's panel to this server once the image is
- *   shown (the panel itself waits for a click), and gives the label classes their cardiac_mi colours.
+ *   shown (the panel itself waits for a click), gives the label classes their cardiac_mi colours, and
+ *   shows the series' final label when it has one (the last saved correction, to continue from).
  */
 
 const EXTENSION_ID = '@cardiac-mi/extension-viewer';
 const LABELS_SOURCE = 'cardiac_mi_labels'; // app-config.js: its STOW goes to the server's /viewer/labels
 const SEGMENTS_URL = '/viewer/segments';
+const PANEL_URL = '/viewer/monailabel/'; // the MONAI Label API as the panel sees it (cardiac_mi/viewer/panel.py)
 const SERIES_DESCRIPTION = 'LGE segmentation (OHIF)';
 const CONNECT_TIMEOUT_MS = 120000;
 
@@ -57,9 +59,9 @@ const shortAxisProtocol = {
 
 class SaveProblem extends Error {}
 
-function notify(services, type, message, duration) {
+function notify(services, type, message, duration, title) {
   services.uiNotificationService.show({
-    title: 'Save label',
+    title: title || 'Save label',
     message,
     type,
     duration: duration || (type === 'error' ? 15000 : 8000),
@@ -252,16 +254,88 @@ function getCommandsModule({ servicesManager, extensionManager, commandsManager 
     }
   }
 
-  /** Click the panel's connect button once the first image is on screen; then colour the classes. */
+  /** The class values of an NRRD of the panel's kind (raw uint8, written by cardiac_mi/viewer/panel.py). */
+  function nrrdVoxels(bytes) {
+    for (let i = 0; i + 1 < bytes.length; i++) {
+      if (bytes[i] === 10 && bytes[i + 1] === 10) {
+        return bytes.subarray(i + 2);
+      }
+    }
+    throw new Error('not an NRRD file');
+  }
+
+  /** Show the series' final label (its newest MANUAL SEG), if it has one, in an empty segmentation. */
+  async function showFinalLabel(viewportId, segmentationId) {
+    const { segmentationService, viewportGridService, displaySetService } = services;
+    const viewport = viewportGridService.getState().viewports.get(viewportId);
+    const displaySet = viewport && displaySetService.getDisplaySetByUID(viewport.displaySetInstanceUIDs[0]);
+    const volume = segmentationService.getLabelmapVolume(segmentationId);
+    if (!displaySet || !volume) {
+      return;
+    }
+    let answer;
+    try {
+      answer = await fetch(`${PANEL_URL}label?image=${encodeURIComponent(displaySet.SeriesInstanceUID)}`, { cache: 'no-store' });
+    } catch (error) {
+      return; // the server is away: the panel says so when it is used
+    }
+    if (answer.status === 204) {
+      return;
+    }
+    if (!answer.ok) {
+      notify(services, 'warning', `The saved label of this series could not be shown (HTTP ${answer.status}).`, 8000, 'Final label');
+      return;
+    }
+    const info = JSON.parse(answer.headers.get('X-Cardiac-Mi-Label') || '{}');
+    const voxels = nrrdVoxels(new Uint8Array(await answer.arrayBuffer()));
+    const current = volume.voxelManager.getCompleteScalarDataArray();
+    if (current.length !== voxels.length) {
+      notify(services, 'warning', 'The saved label does not fit this series; it is not shown.', 8000, 'Final label');
+      return;
+    }
+    if (current.some(v => v !== 0)) {
+      return; // something was drawn or computed meanwhile: leave it
+    }
+    const classes = await labelClasses();
+    const segmentation = segmentationService.getSegmentation(segmentationId);
+    const indexOf = new Map();
+    for (const segment of Object.values(segmentation.segments || {})) {
+      const found = segment && classes.find(c => c.name === normalise(segment.label));
+      if (found) {
+        indexOf.set(found.label, segment.segmentIndex);
+      }
+    }
+    const mapped = new Uint8Array(voxels.length);
+    for (let i = 0; i < voxels.length; i++) {
+      mapped[i] = voxels[i] ? indexOf.get(voxels[i]) || 0 : 0;
+    }
+    volume.voxelManager.setCompleteScalarDataArray(mapped);
+    const { cornerstone, cornerstoneTools } = cornerstoneLibraries();
+    cornerstone.triggerEvent(cornerstone.eventTarget, cornerstoneTools.Enums.Events.SEGMENTATION_DATA_MODIFIED, { segmentationId });
+    const when = info.seg_datetime ? new Date(info.seg_datetime).toLocaleString() : 'earlier';
+    const waiting = info.pending_upload ? ' (waiting on the server for the archive)' : '';
+    notify(services, 'info', `Showing the final label of this series, saved ${when}${waiting}. Edit it and save, or run the segmentation again.`, 8000, 'Final label');
+  }
+
+  /** Click the panel's connect button once the first image is on screen; then colour the classes and
+   * show the series' final label. */
   function connectPanel() {
     const { viewportGridService, cornerstoneViewportService, segmentationService } = services;
     const started = Date.now();
+    const prepared = new Set();
     const { unsubscribe } = segmentationService.subscribe(
       segmentationService.EVENTS.SEGMENTATION_REPRESENTATION_MODIFIED,
       ({ segmentationId }) => {
+        if (!segmentationId || prepared.has(segmentationId)) {
+          return;
+        }
+        prepared.add(segmentationId);
         const viewportId = viewportGridService.getActiveViewportId();
         // MONAI Label's panel sets its own colours 1 s after it made the segmentation
-        setTimeout(() => colourSegments(viewportId, segmentationId), 1500);
+        setTimeout(async () => {
+          await colourSegments(viewportId, segmentationId);
+          await showFinalLabel(viewportId, segmentationId);
+        }, 1500);
       }
     );
     const timer = setInterval(() => {
@@ -280,7 +354,7 @@ function getCommandsModule({ servicesManager, extensionManager, commandsManager 
         return;
       }
       clearInterval(timer);
-      input.value = window.location.origin + '/viewer/monailabel/';
+      input.value = window.location.origin + PANEL_URL;
       button.click();
     }, 250);
     return () => {
