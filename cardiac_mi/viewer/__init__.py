@@ -1,25 +1,28 @@
 """The OHIF viewer of ``cardiac-mi serve``: MONAI Label's bundled OHIF 3 with a configuration we own.
 
-MONAI Label 0.8.5 bundles a built OHIF viewer and serves it at ``/ohif/``, but its ``app-config.js``
-cannot save (no ``stowRoot``), opens studies in a three-viewport MPR, and its MONAI Label panel looks for
-the server on port 8000 of the page's host. We do not rebuild or copy the bundle. Instead, the MONAI Label
-server is started with ``--uvicorn_app cardiac_mi.viewer.server:app`` (MONAI Label's own option for a
-custom ASGI app): :mod:`cardiac_mi.viewer.server` imports MONAI Label's FastAPI app and puts a few routes
-in front of its ``/ohif/`` route:
+MONAI Label 0.8.5 serves a built OHIF 3.10 at ``/ohif/``, configured to open studies in a three-viewport
+MPR, with a MONAI Label panel that looks for its server on port 8000 of the page's host, cannot save, and
+expects infer results the app does not write. We neither rebuild nor copy the 51 MB bundle. The MONAI
+Label server is started with ``--uvicorn_app cardiac_mi.viewer.server:app`` (MONAI Label's own option
+for a custom ASGI app): :mod:`.server` imports MONAI Label's FastAPI app and puts our routes in front:
 
-- ``/ohif/app-config.js`` is ``ohif/app-config.js`` of this package (data source through the server's
-  DICOMweb proxy, with STOW; our mode and extension);
-- ``/ohif/cardiac-mi/*.js`` are our runtime-loaded OHIF mode and extension (plain ES modules: OHIF loads
-  a mode or extension given as a URL with ``import()``);
-- every other ``/ohif/`` path is the bundle's file (MONAI Label's route mangles nested paths), or the
-  bundle's ``index.html`` without its Google Fonts link (the viewer works offline);
-- ``/viewer/segments`` lists the EMIDEC classes with their DICOM codes (:data:`lgemri.seg.SEGMENTS`), so
-  the SEG the viewer stores carries the same codes as the SEGs the server writes; ``/viewer/time`` is the
-  server's clock, used as the SEG's ContentDate/ContentTime (the datastore picks the newest by them).
+- ``/ohif/app-config.js``: ``ohif/app-config.js`` of this package: the archive through the server's
+  DICOMweb proxy, a second data source for the save, our mode;
+- ``/ohif/cardiac-mi/{mode,extension}.js``: the "Cardiac MI" OHIF mode and extension, plain ES modules
+  that OHIF loads at run time with ``import()`` (short-axis stack, brush, Save, panel connected);
+- every other ``/ohif/`` path: the bundle's file (MONAI Label's route mangles nested paths), its
+  ``index.html`` and style sheet without their Google Fonts links (the viewer works offline);
+- ``/proxy/dicom/...``: the DICOMweb proxy (:mod:`.proxy`), which the browser's QIDO, WADO and STOW
+  (uploads) go through;
+- ``/viewer/monailabel/...``: the MONAI Label API as the panel sees it (:mod:`.panel`): only the
+  viewer's task, results in the viewer's voxel order, the series' final label;
+- ``/viewer/labels/studies``: the save (:mod:`.labels`): STOW-RS of the viewer's DICOM SEG, which the
+  datastore makes the series' final label (a coded MANUAL SEG in the archive);
+- ``/viewer/segments``: the label classes with their colours and DICOM codes (:data:`lgemri.seg.SEGMENTS`).
 
-The DICOMweb proxy (``/proxy/dicom/{qido,wado,stow}``) is replaced too (:mod:`cardiac_mi.viewer.proxy`):
-MONAI Label's forwards POST but without time-outs and turns an unreachable archive into a bare 500.
+docs/viewer.md is the clinician's guide and explains these choices.
 """
+
 
 from __future__ import annotations
 

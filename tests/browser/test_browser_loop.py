@@ -395,6 +395,29 @@ def test_upload_from_the_study_list(served, page, tmp_path):
     assert page.problems.unexpected() == []
 
 
+def test_segmentation_panel_export_saves_the_same_way(served, page):
+    study_uid, series_uid = sample_series()["Case_P004"]
+    before = seg_series(served, study_uid)
+    open_study_list(page, served)
+    open_in_viewer(page, served, study_uid)
+    run_segmentation(page)
+    page.locator('[data-cy="panelSegmentationWithTools-btn"]').click()
+    menu = page.get_by_text("Segmentations", exact=True).last.bounding_box()
+    page.mouse.click(menu["x"] - 25, menu["y"] + menu["height"] / 2)  # the "..." left of the selector
+    page.get_by_text("Export & Download").hover()
+    with page.expect_response("**/viewer/labels/studies", timeout=120_000) as answer:
+        page.get_by_text("Export DICOM SEG").click()
+    assert answer.value.status == 200
+    notification(page, "Saved as the final label")
+    new = sorted(set(seg_series(served, study_uid)) - set(before))
+    assert new == [answer.value.json()["seg_series_uid"]]
+    seg = fetch_seg(served, new[0])
+    assert {str(item.SegmentedPropertyTypeCodeSequence[0].CodeValue) for item in seg.SegmentSequence} == {
+        spec.type.value for spec in SEGMENTS.values()}
+    assert final_label(served, series_uid)[0]["seg_series_uid"] == new[0]
+    assert page.problems.unexpected() == []
+
+
 def test_save_with_nothing_to_save(served, page):
     study_uid, series_uid = sample_series()["Case_P002"]
     before = seg_series(served, study_uid)
