@@ -143,10 +143,9 @@ class AblationConfig:
             if not ok:
                 raise InputError(message)
 
-    @property
-    def passes(self) -> int:
-        """Copies of an arm's ``N = 2R`` entries in its datalist: enough for one epoch."""
-        return max(1, math.ceil(self.steps_per_epoch * self.batch_size / (2 * self.real_slices)))
+    def passes(self, entries: int) -> int:
+        """Copies of an arm's ``entries`` (``N``) in its datalist: enough for one epoch."""
+        return max(1, math.ceil(self.steps_per_epoch * self.batch_size / entries))
 
 
 # --------------------------------------------------------------------------------------------
@@ -398,11 +397,12 @@ def build(work: str | os.PathLike, config: AblationConfig, progress: bool = Fals
     synthetic = select_synthetic(read_manifest(synth["folder"]), category_counts(pool), config.sim_seed)
 
     arms = {"ard": [*pool, *pool], "md": [*pool, *synthetic], "ard-2r": pool_2r}
-    datalists = {arm: str(write_datalist(data / f"{arm}.json", train, val, config.passes))
+    passes = {arm: config.passes(len(train)) for arm, train in arms.items()}  # ard and md: equal N, equal passes
+    datalists = {arm: str(write_datalist(data / f"{arm}.json", train, val, passes[arm]))
                  for arm, train in arms.items()}  # fmt: skip
     result = {
         "config": dataclasses.asdict(config),
-        "passes": config.passes,
+        "passes": passes,
         "counts": {
             "pool": len(pool), "pool_cases": len({p["case_id"] for p in pool}),
             "ard": len(arms["ard"]), "md_real": len(pool), "md_gan": len(synthetic), "ard-2r": len(pool_2r),

@@ -86,12 +86,13 @@ def test_build_gives_both_arms_equal_sizes_and_budgets(built, real_dir):
     assert counts["ard"] == 2 * pool and counts["md_real"] == counts["md_gan"] == pool
     assert design["sampling_weights_md"] == [1.0, 1.0]  # equal counts: the paper's 50 % share
     assert design["categories"]["gan"] == design["categories"]["pool"]  # class-balanced like the pool
-    passes = design["passes"]
-    assert passes == -(-3 * 4 // (2 * pool))
+    passes = design["passes"]["ard"]
+    assert passes == design["passes"]["md"] == -(-3 * 4 // (2 * pool))  # enough entries for 3 batches of 4
     saved = json.loads((work / "ablation.json").read_text())
     assert saved["counts"] == counts
     lists = {arm: json.loads(Path(design["datalists"][arm]).read_text()) for arm in ("ard", "md", "ard-2r")}
     assert len(lists["ard"]["training"]) == len(lists["md"]["training"]) == 2 * pool * passes
+    assert len(lists["ard-2r"]["training"]) == counts["ard-2r"] * design["passes"]["ard-2r"] >= 3 * 4
     val_names = {r.name for r in read_items(real_dir, "val")}
     for arm, data in lists.items():
         assert {e["name"] for e in data["validation"]} == val_names, arm  # every arm validates on the real val split
