@@ -263,7 +263,7 @@ def write_seg(
         device_serial_number="0",
         content_description=series_description[:64],
         content_label="MANUAL" if manual else "AUTOMATIC",
-        content_creator_name=content_creator,
+        content_creator_name=_person_name(content_creator),
         omit_empty_frames=True,
     )
     seg.SeriesDescription = series_description
@@ -278,6 +278,14 @@ def write_seg(
     with atomic_path(path) as tmp:
         seg.save_as(tmp)
     return path
+
+
+def _person_name(name: str | None) -> str | None:
+    """A user name as a DICOM person name: one word is a family name (a trailing ``^`` says so)."""
+    if not name or not name.strip():
+        return None
+    name = name.strip()
+    return name if "^" in name else f"{name}^"
 
 
 def read_seg(path: str | os.PathLike, series: DicomSeries) -> np.ndarray:
