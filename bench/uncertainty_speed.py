@@ -13,33 +13,14 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
-import statistics
-import time
 
 import torch
 
 from lgemri.inference import load_models, segment_volume
 from lgemri.nets import enable_mc_dropout
-from lgemri.phantom import make_case
 from lgemri.uncertainty import mc_dropout
 
-
-def ten_slice_study():
-    for number in range(1, 40):
-        case = make_case(number, 77)
-        if case.image.shape[2] == 10:
-            return case
-    raise RuntimeError("no 10-slice phantom study found")
-
-
-def median_time(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+from infer_speed import median_time, ten_slice_study  # bench/ is on sys.path when a script there runs
 
 
 def run(device: str, models_dir: str | None, passes: int, repeats: int) -> None:
