@@ -142,3 +142,19 @@ def test_checkpoint_update_reloads(tmp_path):
     os.remove(after["file"])
     assert after["params"]["models"]["loads"] == 2
     assert task.cache.signature[1][1] == seg.stat().st_mtime_ns
+
+
+def test_auto_retrain_after_n_final_labels(app, monkeypatch):
+    from monailabel.utils.async_tasks.task import AsyncTask
+
+    started = []
+    monkeypatch.setattr(AsyncTask, "run", staticmethod(lambda method, **kw: started.append((method, kw)) or ({}, None)))
+    monkeypatch.setitem(app.conf, "auto_retrain_after", "2")
+    app._new_final_labels = 0
+    for image in ("a", "b", "c"):
+        app._count_final_label(image, {"stored": True})
+    assert [method for method, _ in started] == ["train"]
+    assert started[0][1]["request"] == {"model": "segmentation"}
+    monkeypatch.setitem(app.conf, "auto_retrain_after", "0")
+    app._count_final_label("d", {"stored": True})
+    assert len(started) == 1
