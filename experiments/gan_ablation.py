@@ -47,9 +47,11 @@ Commands (``OMP_NUM_THREADS=1``; the two ``train`` lines run side by side)::
     python experiments/gan_ablation.py train --work W --arm md --seeds 0,1
     python experiments/gan_ablation.py report --work W
 
-``run`` does all of it in one process (on a GPU). The work folder holds ``ablation.json`` (the
-design, the counts and the hyper-parameters), ``data/<arm>.json`` (datalists), ``gan/``,
-``synth/``, ``runs/<arm>-s<seed>/`` (trainer run folders), ``results.json`` and ``results.md``.
+``run`` does all of it in one process (on a GPU); run again with the same flags, it continues
+an interrupted run (``train`` resumes an unfinished run from its ``last.pt``). The work folder
+holds ``ablation.json`` (the design, the counts and the hyper-parameters), ``data/<arm>.json``
+(datalists), ``gan/``, ``synth/``, ``runs/<arm>-s<seed>/`` (trainer run folders),
+``results.json`` and ``results.md``.
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ import logging
 import math
 import os
 import statistics
+import sys
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -98,12 +101,15 @@ class AblationConfig:
         gan_checkpoint: A GAN checkpoint to use; None: train one on the pool.
         gan_epochs: Epochs of the pool GAN (of ``ceil(R / gan_batch_size)`` steps).
         gan_batch_size: Batch size of the pool GAN.
+        gan_ngf, gan_ndf: Widths of its generator and discriminator (16: the shipped CPU model;
+            64: the paper's).
         gan_seed: Seed of the pool GAN.
         sim_seed: Simulator seed of the GAN masks.
         sim_factor: Masks simulated per GAN slice needed (a surplus to match the categories).
         epochs, steps_per_epoch, batch_size, lr, loss, channels, dropout: Segmentation training,
             identical for every arm.
         device: Torch device of training and evaluation.
+        workers: DataLoader worker processes of training (results do not depend on it).
     """
 
     data: str
@@ -113,6 +119,8 @@ class AblationConfig:
     gan_checkpoint: str | None = None
     gan_epochs: int = 40
     gan_batch_size: int = 8
+    gan_ngf: int = 16
+    gan_ndf: int = 16
     gan_seed: int = 0
     sim_seed: int = 0
     sim_factor: int = 4
@@ -124,6 +132,7 @@ class AblationConfig:
     channels: tuple[int, ...] = (8, 16, 32, 64)
     dropout: float = 0.1
     device: str = "cpu"
+    workers: int = 0
 
     def validate(self) -> None:
         """Raise :class:`InputError` naming the first bad setting."""
@@ -131,10 +140,12 @@ class AblationConfig:
             (self.real_slices >= 1, f"real slices must be at least 1, got {self.real_slices}"),
             (self.gan_epochs >= 1, f"GAN epochs must be at least 1, got {self.gan_epochs}"),
             (self.gan_batch_size >= 1, f"GAN batch size must be at least 1, got {self.gan_batch_size}"),
+            (min(self.gan_ngf, self.gan_ndf) >= 1, f"GAN widths must be positive, got {self.gan_ngf}, {self.gan_ndf}"),
             (self.sim_factor >= 1, f"simulation factor must be at least 1, got {self.sim_factor}"),
             (self.epochs >= 1, f"epochs must be at least 1, got {self.epochs}"),
             (self.steps_per_epoch >= 1, f"steps per epoch must be at least 1, got {self.steps_per_epoch}"),
             (self.batch_size >= 1, f"batch size must be at least 1, got {self.batch_size}"),
+            (self.workers >= 0, f"workers must be non-negative, got {self.workers}"),
             (math.isfinite(self.lr) and self.lr > 0, f"learning rate must be positive, got {self.lr}"),
             (len(self.channels) >= 2 and min(self.channels) >= 1,
              f"channels must be two or more positive numbers, got {self.channels}"),
@@ -323,12 +334,14 @@ def check_gan_isolation(checkpoint: str | os.PathLike, evaluated: Iterable[dict]
 
 
 def train_pool_gan(pool_datalist: Path, out: Path, config: AblationConfig, progress: bool = False) -> Path:
-    """A Pix2Pix trained on the pool only (the shipped recipe); returns its final ``last.pt``."""
+    """A Pix2Pix trained on the pool only (the shipped recipe at ``gan_ngf``/``gan_ndf``); returns
+    its final ``last.pt`` (no epoch is selected)."""
     from gan.train import GanTrainConfig, train_gan
 
     last = out / "last.pt"
     gan_config = GanTrainConfig(
-        model="pix2pix", data=[str(pool_datalist)], out=str(out), options={"ngf": 16, "ndf": 16},
+        model="pix2pix", data=[str(pool_datalist)], out=str(out),
+        options={"ngf": config.gan_ngf, "ndf": config.gan_ndf},
         epochs=config.gan_epochs, batch_size=config.gan_batch_size, seed=config.gan_seed, augment=True,
         val_limit=16, sample_every=config.gan_epochs, device=config.device, progress=progress,
         resume=last.is_file(),
@@ -459,7 +472,8 @@ def train_config(work: str | os.PathLike, arm: str, seed: int, progress: bool = 
         task="segmentation", data=[design["datalists"][arm]], out=str(out), epochs=config.epochs,
         batch_size=config.batch_size, lr=config.lr, lr_schedule="cosine", seed=int(seed), loss=config.loss,
         channels=tuple(config.channels), dropout=config.dropout, augment=True,
-        max_steps_per_epoch=config.steps_per_epoch, device=config.device, progress=progress,
+        max_steps_per_epoch=config.steps_per_epoch, device=config.device, num_workers=config.workers,
+        progress=progress,
         resume=(out / "last.pt").is_file(),
     )  # fmt: skip
 
@@ -527,14 +541,27 @@ def _mean(values: Sequence[float | None]) -> float | None:
     return float(statistics.mean(values)) if values else None
 
 
+def gan_slices(design: dict) -> list[dict]:
+    """MD's GAN slices (each once), as rows for :func:`evaluate_checkpoint`."""
+    synth = Path(design["synthetic"]["folder"]).resolve()
+    entries = json.loads(Path(design["datalists"]["md"]).read_text(encoding="utf-8"))["training"]
+    unique = {e["name"]: e for e in entries if Path(e["image"]).resolve().is_relative_to(synth)}
+    return [{**e, "slice_category": e["category"]} for e in unique.values()]
+
+
 def report(work: str | os.PathLike) -> dict:
-    """Evaluate every finished run's final weights; write ``results.json`` and ``results.md``."""
+    """Evaluate every finished run's final weights on the real validation slices, the test
+    slices and, as a diagnostic of the domain gap, MD's GAN slices; write ``results.json`` and
+    ``results.md``."""
     import torch
 
     work = Path(work)
     design, config = load_design(work)
-    val = [r for r in read_manifest(config.data) if r["split"] == "val"]
-    test = _test_rows(config.test, work) if config.test else []
+    sets = {
+        "val": [r for r in read_manifest(config.data) if r["split"] == "val"],
+        "test": _test_rows(config.test, work) if config.test else [],
+        "gan": gan_slices(design),
+    }
     results: dict[str, dict] = {}
     for arm in ARMS:
         runs = sorted(work.glob(f"runs/{arm}-s*/last.pt"), key=lambda p: int(p.parent.name.rsplit("-s", 1)[1]))
@@ -548,8 +575,9 @@ def report(work: str | os.PathLike) -> dict:
             history = state.get("history") or []
             wall = last.parent / "wall.json"
             entry = {
-                "val": evaluate_checkpoint(last, val, device=config.device),
-                "test": evaluate_checkpoint(last, test, device=config.device) if test else None,
+                where: evaluate_checkpoint(last, rows, device=config.device) if rows else None
+                for where, rows in sets.items()
+            } | {
                 "trainer_last_epoch": history[-1] if history else None,
                 "steps": sum(h.get("steps", 0) for h in history),
                 "train_seconds": round(sum(h.get("seconds", 0.0) for h in history), 1),
@@ -560,7 +588,7 @@ def report(work: str | os.PathLike) -> dict:
     summary: dict[str, dict] = {}
     for arm, seeds in results.items():
         summary[arm] = {}
-        for where in ("val", "test"):
+        for where in sets:
             if any(s[where] is None for s in seeds.values()):
                 continue
             summary[arm][where] = {
@@ -591,7 +619,8 @@ def markdown_table(results: dict) -> str:
     lines: list[str] = []
     counts = results["design"]["counts"]
     titles = {"val": f"validation: {counts['val']} real slices, {counts['val_cases']} cases",
-              "test": f"test: {counts['test']} slices, {counts['test_cases']} held-out studies"}
+              "test": f"test: {counts['test']} slices, {counts['test_cases']} held-out studies",
+              "gan": f"diagnostic, MD's own GAN slices: {counts['md_gan']} slices of simulated cases"}
     for where, title in titles.items():
         if not any(where in means.get(a, {}) for a in arms):
             continue
@@ -644,6 +673,9 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--gan-checkpoint", help="use this GAN instead of training one on the pool")
         p.add_argument("--gan-epochs", type=int, default=d.gan_epochs)
         p.add_argument("--gan-seed", type=int, default=d.gan_seed)
+        p.add_argument("--gan-batch-size", type=int, default=d.gan_batch_size)
+        p.add_argument("--gan-ngf", type=int, default=d.gan_ngf)
+        p.add_argument("--gan-ndf", type=int, default=d.gan_ndf)
         p.add_argument("--sim-seed", type=int, default=d.sim_seed)
         p.add_argument("--sim-factor", type=int, default=d.sim_factor)
         p.add_argument("--epochs", type=int, default=d.epochs)
@@ -652,6 +684,7 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--lr", type=float, default=d.lr)
         p.add_argument("--channels", type=_ints, default=list(d.channels))
         p.add_argument("--device", default=d.device, help="cpu or cuda")
+        p.add_argument("--workers", type=int, default=d.workers, help="data loader processes (GPU runs)")
         if name == "run":
             p.add_argument("--arms", default="ard,md", help=f"comma-separated, of {', '.join(ARMS)}")
             p.add_argument("--seeds", type=_ints, default=[0, 1])
@@ -668,9 +701,10 @@ def _config(args: argparse.Namespace) -> AblationConfig:
     return AblationConfig(
         data=str(Path(args.data).resolve()), test=str(Path(args.test).resolve()) if args.test else None,
         real_slices=args.real_slices, pool_seed=args.pool_seed, gan_checkpoint=args.gan_checkpoint,
-        gan_epochs=args.gan_epochs, gan_seed=args.gan_seed, sim_seed=args.sim_seed, sim_factor=args.sim_factor,
+        gan_epochs=args.gan_epochs, gan_seed=args.gan_seed, gan_batch_size=args.gan_batch_size,
+        gan_ngf=args.gan_ngf, gan_ndf=args.gan_ndf, sim_seed=args.sim_seed, sim_factor=args.sim_factor,
         epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size, lr=args.lr,
-        channels=tuple(args.channels), device=args.device,
+        channels=tuple(args.channels), device=args.device, workers=args.workers,
     )  # fmt: skip
 
 
@@ -679,7 +713,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         if args.command in ("build", "run"):
-            design = build(args.work, _config(args), progress=False)
+            config = _config(args)
+            if args.command == "run" and (args.work / CONFIG_FILE).is_file():  # an interrupted run goes on
+                design, built = load_design(args.work)
+                if dataclasses.asdict(built) != dataclasses.asdict(config):
+                    raise InputError(f"{args.work}: built with other settings; use another --work")
+            else:
+                design = build(args.work, config, progress=False)
             print(json.dumps({"counts": design["counts"], "categories": design["categories"]}, indent=1))
         if args.command == "run":
             for arm in [a.strip() for a in args.arms.split(",") if a.strip()]:
@@ -692,7 +732,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command in ("report", "run"):
             print(markdown_table(report(args.work)))
     except InputError as exc:
-        print(f"gan_ablation {args.command}: error: {exc}")
+        print(f"gan_ablation {args.command}: error: {exc}", file=sys.stderr)
         return 2
     return 0
 

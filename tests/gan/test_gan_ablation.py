@@ -126,6 +126,9 @@ def test_build_keeps_validation_cases_out_of_training_and_out_of_the_gan(built, 
     for e in synthetic:  # the label is the mask the GAN painted, the image the GAN's output
         image = np.load(e["image"])
         assert np.load(e["label"]).shape == image.shape == (128, 128) and 0 <= image.min() <= image.max() <= 1
+    rows = ablation.gan_slices(design)  # what the report scores as the domain-gap diagnostic
+    assert sorted(r["name"] for r in rows) == sorted({e["name"] for e in synthetic})
+    assert len(rows) == design["counts"]["md_gan"]
     seen = ablation.gan_seen_cases(design["gan"]["checkpoint"])
     assert {case for _, case in seen} == set(design["pool_cases"])  # the GAN trained on the pool only
     assert not {case for _, case in seen} & val_cases
