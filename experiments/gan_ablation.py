@@ -7,17 +7,17 @@ classically augmented slices of the real cases) and on a **Mixed Dataset** (MD, 
 real slices + 5,000 GAN slices), both class-balanced. MD raised no-reflow Dice from 0.5376 to
 0.6076. This script runs the same design at a size that fits a CPU, every number a flag:
 
-- **Real pool.** ``R`` slices (``--real-slices``, default 200) of whole cases drawn from the
+- **Real pool.** About ``R`` slices (``--real-slices``, default 200) of whole cases drawn from the
   ``train`` split of a prepared folder, stratified by case category (normal, infarct,
   no-reflow) in the split's proportions (:func:`select_real_pool`). ARD and MD use the same
   pool, as the paper builds both from the same real cases.
 - **GAN.** By default a Pix2Pix is trained here on the pool only (:func:`train_pool_gan`:
   the shipped model's recipe, ``ngf = ndf = 16``, λ = 100, plus the GAN trainer's geometric
   augmentation), so that MD holds no information about real cases that ARD lacks.
-  ``--gan-checkpoint`` takes another one (e.g. the shipped ``gan/weights/pix2pix_phantom.pt``,
-  trained on all 204 training cases). Either way the cases that the GAN trained or was selected
-  on are read from the checkpoint, and a GAN that saw a validation or test case is refused
-  (:func:`check_gan_isolation`).
+  ``--gan-checkpoint`` takes another one. Either way the cases that the GAN trained or was
+  selected on are read from the checkpoint, and a GAN that saw a validation or test case is
+  refused (:func:`check_gan_isolation`): the shipped ``gan/weights/pix2pix_phantom.pt`` is,
+  for ``/work/data/prep-train``'s ``val`` split, since its ``best.pt`` was chosen on it.
 - **GAN slices.** Simulator masks (``synthetic`` mode: LV anatomy drawn from physiological
   ranges, no real case) painted by the GAN with :func:`cardiac_mi.retrain.synthesize_slices`;
   ``R`` of them are chosen so that their slice categories (normal / infarct / no-reflow in the
@@ -38,7 +38,8 @@ real slices + 5,000 GAN slices), both class-balanced. MD raised no-reflow Dice f
   selected) on the real ``val`` split and on a prepared test set. Dice per class and case (3D
   over the case's slices), averaged over the cases whose truth or prediction holds the class:
   the trainer's own validation figure, with the EMIDEC classes of Table IV (cavity, healthy
-  myocardium, infarct, no-reflow).
+  myocardium, infarct, no-reflow). As a diagnostic of the domain gap the report also scores
+  every run on MD's GAN slices (:func:`gan_slices`).
 
 Commands (``OMP_NUM_THREADS=1``; the two ``train`` lines run side by side)::
 
