@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -28,3 +29,20 @@ def phantom_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("phantom")
     write_phantom(out, PHANTOM_DIR_CASES, PHANTOM_SEED)
     return out
+
+
+@pytest.fixture
+def restore_logging():
+    """Undo what ``cardiac_mi.cli.main`` does to logging (root handlers and level, pynetdicom's propagation)."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    for handler in root.handlers[:]:
+        if handler not in handlers:
+            root.removeHandler(handler)
+            handler.close()
+    for handler in handlers:
+        if handler not in root.handlers:
+            root.addHandler(handler)
+    root.setLevel(level)
+    logging.getLogger("pynetdicom").propagate = True

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -22,19 +21,8 @@ SCRIPT = Path(sys.executable).parent / "cardiac-mi"
 
 
 @pytest.fixture(autouse=True)
-def restore_logging():
-    """main() reconfigures the root logger onto the captured stderr; undo that after each test."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    for handler in root.handlers[:]:
-        if handler not in handlers:
-            root.removeHandler(handler)
-            handler.close()
-    for handler in handlers:
-        if handler not in root.handlers:
-            root.addHandler(handler)
-    root.setLevel(level)
+def _logging(restore_logging):
+    """``cardiac-mi`` commands reconfigure logging; each test gets it back (tests/conftest.py)."""
 
 
 def one_line_error(capsys, command: str) -> str:

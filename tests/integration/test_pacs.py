@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-import logging
 import os
 import shutil
 import signal
@@ -163,20 +162,8 @@ def _wait_for(condition, timeout: float = 20.0) -> bool:
 
 
 @pytest.fixture(autouse=True)
-def restore_logging():
-    """main() reconfigures the root logger and quiets pynetdicom; undo that after each test."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    for handler in root.handlers[:]:
-        if handler not in handlers:
-            root.removeHandler(handler)
-            handler.close()
-    for handler in handlers:
-        if handler not in root.handlers:
-            root.addHandler(handler)
-    root.setLevel(level)
-    logging.getLogger("pynetdicom").propagate = True
+def _logging(restore_logging):
+    """``cardiac-mi`` commands reconfigure logging; each test gets it back (tests/conftest.py)."""
 
 
 def _pacs_args(settings: PacsSettings) -> list[str]:
