@@ -33,7 +33,7 @@ import torch
 from lgemri.errors import InputError
 from lgemri.labels import NUM_CLASSES
 from lgemri.nets.preprocess import ROI_SIZE, normalize
-from lgemri.training.data import Augmentation, SliceItem, Source, read_items
+from lgemri.training.data import Augmentation, SliceDataset, Source
 
 __all__ = [
     "to_gan_range",
@@ -88,7 +88,7 @@ def _load_npy(path: Path, what: str) -> np.ndarray:
         raise InputError(f"{path}: not a readable .npy {what} ({exc})") from None
 
 
-class PairedRoiDataset(torch.utils.data.Dataset):
+class PairedRoiDataset(SliceDataset):
     """Mask + LGE ROI pairs of one split (Pix2Pix, and each domain of the CycleGAN).
 
     Args:
@@ -106,44 +106,21 @@ class PairedRoiDataset(torch.utils.data.Dataset):
 
     def __init__(self, sources: Source | Sequence[Source], split: str, augment: bool = False, *,
                  seed: int = 0, limit: int | None = None, augmentation: Augmentation | None = None) -> None:  # fmt: skip
-        items = read_items(sources, split)
+        super().__init__(sources, split, augment, seed, augmentation)
         if limit is not None:
             if limit < 1:
                 raise InputError(f"limit must be at least 1, got {limit}")
-            items = _spread(items, limit)
-        for item in items:
+            self.items = _spread(self.items, limit)
+        for item in self.items:
             for field in ("roi_image", "roi_label"):
                 path = getattr(item, field)
                 if path is None or not path.is_file():
                     what = field.split("_")[1]
                     raise InputError(f"{path or item.name}: ROI {what} file not found (listed by {item.source})")
-        self.items: list[SliceItem] = items
-        self.split = split
-        self.augment = bool(augment)
-        self.seed = int(seed)
-        self.epoch = 0
-        self.augmentation = augmentation or Augmentation()
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
 
     @property
     def names(self) -> list[str]:
         return [item.name for item in self.items]
-
-    @property
-    def sample_weights(self) -> np.ndarray:
-        return np.array([item.weight for item in self.items], dtype=np.float64)
-
-    def describe(self) -> dict:
-        sources: dict[str, int] = {}
-        for item in self.items:
-            sources[item.source] = sources.get(item.source, 0) + 1
-        cases = len({item.case_id for item in self.items})
-        return {"split": self.split, "slices": len(self.items), "cases": cases, "sources": sources}
 
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """The raw ROI image (float32) and checked mask (uint8) of slice ``index``."""
@@ -162,8 +139,7 @@ class PairedRoiDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> dict:
         image, mask = self.load(index)
         if self.augment:
-            rng = np.random.default_rng([self.seed, self.epoch, int(index)])
-            image, mask = self.augmentation.geometric(image, mask, rng)
+            image, mask = self.augmentation.geometric(image, mask, self.rng(index))
         return {
             "mask": torch.from_numpy(mask.astype(np.int64)),
             "image": torch.from_numpy(to_gan_range(image)[None]),

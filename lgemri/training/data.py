@@ -55,6 +55,7 @@ __all__ = [
     "SliceItem",
     "Augmentation",
     "read_items",
+    "SliceDataset",
     "RoiDataset",
     "LocalizationDataset",
     "EpochSampler",
@@ -267,8 +268,8 @@ class Augmentation:
         return image.astype(np.float32)
 
 
-class _SliceDataset(torch.utils.data.Dataset):
-    """Common part: items, epoch-seeded generators, sampling weights."""
+class SliceDataset(torch.utils.data.Dataset):
+    """Common part of the slice datasets (here and in ``gan.data``): items, epoch-seeded generators, sampling weights."""
 
     def __init__(self, sources: Source | Sequence[Source], split: str, augment: bool, seed: int,
                  augmentation: Augmentation | None) -> None:  # fmt: skip
@@ -305,7 +306,7 @@ class _SliceDataset(torch.utils.data.Dataset):
         return {"split": self.split, "slices": len(self.items), "cases": len(set(self.case_ids)), "sources": sources}
 
 
-class RoiDataset(_SliceDataset):
+class RoiDataset(SliceDataset):
     """The 128 x 128 LV crops of a split: ``(image (C, 128, 128) float32, label (128, 128) int64)``.
 
     Args:
@@ -394,7 +395,7 @@ class RoiDataset(_SliceDataset):
         return x, torch.from_numpy(self._target(label))
 
 
-class LocalizationDataset(_SliceDataset):
+class LocalizationDataset(SliceDataset):
     """Whole slices as the localization network sees them.
 
     Yields ``(localization_input(slice) (1, 128, 128) float32, localization_target(label)
