@@ -32,10 +32,10 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from ..volume import Volume, write_nifti
+from ..volume import Volume
 from .anatomy import Tissue, sample_anatomy
 from .mr import Contrast, sample_contrast, smooth_field
-from .study import SUB_SLICES, PhantomCase, _Renderer, _truth, sample_geometry
+from .study import SUB_SLICES, PhantomCase, _Renderer, _truth, sample_geometry, write_case
 
 __all__ = ["CineContrast", "sample_cine_contrast", "cine_signal_table", "make_cine_case", "write_cine_phantom"]
 
@@ -161,28 +161,19 @@ def make_cine_case(number: int, seed: int, territory: str | None = None) -> Phan
 
 
 def _write_cine_case(case: PhantomCase, out: Path, formats: tuple[str, ...]) -> None:
-    cid = case.case_id
-    if "emidec" in formats:
-        write_nifti(case.image, out / "emidec" / cid / "Images" / f"{cid}.nii.gz")
-        write_nifti(case.label, out / "emidec" / cid / "Contours" / f"{cid}.nii.gz")
-    if "dicom" in formats:
-        from ..dicom import write_dicom_series
-
-        short = cid.removeprefix("Case_")
-        t = case.truth
-        write_dicom_series(
-            case.image, out / "dicom" / cid,
-            patient_id=f"PHANTOM-{short}", patient_name=f"Phantom^{short}",
-            series_description="cine bSSFP SAX phantom (end-diastole)",
-            study_description="Cardiac MRI cine (cardiac_mi phantom)", series_number=5,
-            uid_entropy=f"cardiac_mi-cine-phantom-{t['seed']}-{cid}",
-            extra={
-                "SliceThickness": t["slice_thickness_mm"], "RepetitionTime": t["cine"]["tr_ms"],
-                "EchoTime": round(t["cine"]["tr_ms"] / 2.0, 3), "FlipAngle": t["cine"]["flip_deg"],
-                "MagneticFieldStrength": t["field_strength_t"], "ScanningSequence": ["GR"],
-                "SequenceVariant": ["SS"], "SequenceName": "bSSFP_CINE", "PatientSex": "O",
-            },
-        )  # fmt: skip
+    t = case.truth
+    write_case(
+        case, out, formats,
+        series_description="cine bSSFP SAX phantom (end-diastole)",
+        study_description="Cardiac MRI cine (cardiac_mi phantom)", series_number=5,
+        uid_prefix="cardiac_mi-cine-phantom",
+        extra={
+            "SliceThickness": t["slice_thickness_mm"], "RepetitionTime": t["cine"]["tr_ms"],
+            "EchoTime": round(t["cine"]["tr_ms"] / 2.0, 3), "FlipAngle": t["cine"]["flip_deg"],
+            "MagneticFieldStrength": t["field_strength_t"], "ScanningSequence": ["GR"],
+            "SequenceVariant": ["SS"], "SequenceName": "bSSFP_CINE", "PatientSex": "O",
+        },
+    )  # fmt: skip
 
 
 def write_cine_phantom(out_dir: str | os.PathLike, cases: int, seed: int, progress: bool = False,

@@ -298,8 +298,22 @@ def _dicom_extra(truth: dict) -> dict:
     }
 
 
-def write_case(case: PhantomCase, out_dir: str | os.PathLike, formats: tuple[str, ...] = ("emidec", "dicom")) -> None:
-    """Write one case: EMIDEC layout under ``out/emidec`` and a DICOM series under ``out/dicom``."""
+def write_case(
+    case: PhantomCase,
+    out_dir: str | os.PathLike,
+    formats: tuple[str, ...] = ("emidec", "dicom"),
+    *,
+    series_description: str = "LGE SAX phantom",
+    study_description: str = "Cardiac MRI LGE (cardiac_mi phantom)",
+    series_number: int = 9,
+    uid_prefix: str = "cardiac_mi-phantom",
+    extra: dict | None = None,
+) -> None:
+    """Write one case: EMIDEC layout under ``out/emidec`` and a DICOM series under ``out/dicom``.
+
+    The keywords describe the DICOM series (an LGE series by default; the cine phantom passes
+    its own); ``uid_prefix`` with the seed and case id makes the UIDs reproducible.
+    """
     out = Path(out_dir)
     cid = case.case_id
     if "emidec" in formats:
@@ -314,11 +328,11 @@ def write_case(case: PhantomCase, out_dir: str | os.PathLike, formats: tuple[str
             out / "dicom" / cid,
             patient_id=f"PHANTOM-{short}",
             patient_name=f"Phantom^{short}",
-            series_description="LGE SAX phantom",
-            study_description="Cardiac MRI LGE (cardiac_mi phantom)",
-            series_number=9,
-            uid_entropy=f"cardiac_mi-phantom-{case.truth['seed']}-{cid}",
-            extra=_dicom_extra(case.truth),
+            series_description=series_description,
+            study_description=study_description,
+            series_number=series_number,
+            uid_entropy=f"{uid_prefix}-{case.truth['seed']}-{cid}",
+            extra=_dicom_extra(case.truth) if extra is None else extra,
         )
 
 
