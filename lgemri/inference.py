@@ -225,6 +225,18 @@ def _check_image(image: Volume) -> list[str]:
     return warnings
 
 
+def recentred(probabilities: np.ndarray, centre) -> tuple[float, float] | None:
+    """The second ROI centre: the LV the first pass segmented, when it lies over ``REFINE_MM`` away.
+
+    Finer than the 3 mm localization grid; None keeps ``centre``. ``probabilities`` is the first
+    pass's ``(C, I, J, K)`` output on the 1 mm grid.
+    """
+    refined = lv_centre(np.argmax(probabilities, axis=0))
+    if refined is not None and np.hypot(refined[0] - centre[0], refined[1] - centre[1]) > REFINE_MM:
+        return refined
+    return None
+
+
 def segment_volume(image: Volume, models: Models, min_infarct_ml: float = MIN_INFARCT_ML) -> InferenceResult:
     """Run the cascade on a short-axis LGE volume; the label is on ``image``'s own grid.
 
@@ -258,10 +270,8 @@ def segment_volume(image: Volume, models: Models, min_infarct_ml: float = MIN_IN
 
     located = centre
     full, box = _segment_at(grid.array, centre, models)
-    # Second pass: centre the ROI on the LV the segmentation found (finer than the 3 mm
-    # localization grid) when that moves it by more than REFINE_MM.
-    refined = lv_centre(np.argmax(full, axis=0))
-    if refined is not None and np.hypot(refined[0] - centre[0], refined[1] - centre[1]) > REFINE_MM:
+    refined = recentred(full, centre)
+    if refined is not None:
         centre = refined
         full, box = _segment_at(grid.array, centre, models)
     lap("segmentation")

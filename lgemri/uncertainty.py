@@ -44,8 +44,8 @@ import torch
 from scipy import ndimage
 
 from .errors import InputError
-from .geometry import crop_roi, lv_centre, resample_inplane
-from .inference import REFINE_MM, Models, _check_image, _predict, _segment_at, _to_input_grid, localize
+from .geometry import crop_roi, resample_inplane
+from .inference import Models, _check_image, _predict, _segment_at, _to_input_grid, localize, recentred
 from .labels import LABEL_NAMES, NUM_CLASSES
 from .nets import enable_mc_dropout
 from .nets.preprocess import ROI_SIZE, normalize
@@ -216,9 +216,7 @@ def mc_dropout(image: Volume, models: Models, passes: int = DEFAULT_PASSES, seed
         return unscored("no LV found by the localization network: no score")
     # The ROI of segment_volume: one deterministic pass, re-centred on the LV it finds.
     full, _ = _segment_at(grid.array, centre, models)
-    refined = lv_centre(np.argmax(full, axis=0))
-    if refined is not None and np.hypot(refined[0] - centre[0], refined[1] - centre[1]) > REFINE_MM:
-        centre = refined
+    centre = recentred(full, centre) or centre
     lap("roi")
 
     nk = grid.shape[2]
