@@ -48,6 +48,7 @@ def cmd_prepare(args: argparse.Namespace) -> None:
         fractions=args.split,
         seed=args.seed,
         progress=not args.quiet,
+        layout=args.layout,
     )
     logger.info("wrote slices and manifest %s", manifest)
 
@@ -127,7 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--contrast", choices=("lge", "cine"), default="lge", help="LGE (default) or cine bSSFP-like contrast (the CycleGAN's domain A)")
 
     p = add("prepare", cmd_prepare, "turn an EMIDEC-layout folder into named 2D slices, LV crops, a split and a manifest")
-    p.add_argument("--emidec", required=True, type=Path, help="folder with Case_N*/Case_P* sub-folders")
+    p.add_argument("--emidec", required=True, type=Path, help="folder with Case_N*/Case_P* sub-folders, or images/ and labels/ of PNG slices")
+    p.add_argument("--layout", choices=("auto", "nifti", "png"), default="auto", help="EMIDEC NIfTI as distributed, PNG slices (pixel size recovered from the LV), or auto (default)")
     p.add_argument("--out", required=True, type=Path, help="output folder")
     p.add_argument("--spacing", type=float, default=1.0, help="in-plane voxel size in mm (default 1.0)")
     p.add_argument("--roi", type=int, default=128, help="side of the LV-centred crop in voxels (default 128)")

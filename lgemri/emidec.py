@@ -34,7 +34,7 @@ from .atomic import atomic_path, write_text
 from .errors import InputError
 from .geometry import crop_roi, lv_centre, resample_inplane
 from .labels import NO_REFLOW, as_label, infarct_mask, lv_mask
-from .volume import Volume, read_nifti
+from .volume import Volume, read_nifti, write_nifti
 
 __all__ = [
     "EmidecCase",
@@ -61,6 +61,7 @@ SLICE_NAME_RE = re.compile(
 )
 AFFINE_TOLERANCE_MM = 1e-3
 SPLITS = ("train", "val", "test")
+LAYOUTS = ("auto", "nifti", "png")
 MANIFEST_FIELDS = (
     "name", "case_id", "group", "slice", "split", "infarct", "no_reflow", "category",
     "shape_i", "shape_j", "spacing_mm", "slice_spacing_mm",
@@ -408,6 +409,7 @@ def prepare_dataset(
     fractions: Sequence[float] = (0.7, 0.15, 0.15),
     seed: int = 0,
     progress: bool = False,
+    layout: str = "auto",
 ) -> Path:
     """Turn the labelled EMIDEC cases into 2D slices, LV-centred crops, a split and a manifest.
 
@@ -425,6 +427,11 @@ def prepare_dataset(
                                    centre, ROI box, clinical data, number of slices
         manifest.csv               one row per slice, columns MANIFEST_FIELDS
 
+    A PNG-layout folder (``images/``, ``labels/``, see :mod:`lgemri.emidec_png`) gets its
+    in-plane pixel size recovered from the LV, and each of its cases is also written as
+    ``nifti/<case>/{Images,Contours}/<case>.nii.gz`` at that geometry (the EMIDEC layout, for
+    evaluating the whole cascade on the validation cases).
+
     ``<name>`` is :func:`slice_name`. Pixel counts in the manifest are of the full slice.
     Cases without a label are skipped with a warning; a crop that cuts off LV voxels is logged.
 
@@ -436,6 +443,8 @@ def prepare_dataset(
         fractions: Train, val and test fractions for :func:`split_cases`.
         seed: Split seed.
         progress: Show a progress bar over cases.
+        layout: ``nifti`` (EMIDEC as distributed), ``png`` (slices as PNG) or ``auto`` (``png``
+            when ``emidec_root`` holds ``images/`` and ``labels/`` folders of PNG slices).
 
     Returns:
         The path of ``manifest.csv``.
@@ -444,16 +453,31 @@ def prepare_dataset(
         InputError: Bad input data or fractions, or no case could be prepared.
     """
     fracs = _check_fractions(fractions)
+    if layout not in LAYOUTS:
+        raise InputError(f"unknown EMIDEC layout {layout!r}; choose from {', '.join(LAYOUTS)}")
     out_dir = Path(out_dir)
     root = Path(emidec_root)
+    _check_root(root)
+    from . import emidec_png  # a module of its own: it needs PIL, the NIfTI path does not
+
+    if layout == "auto":
+        layout = "png" if emidec_png.is_png_layout(root) else "nifti"
+    case_ids = emidec_png.find_png_cases(root) if layout == "png" else find_cases(root)
     rows: list[dict] = []
     infos: dict[str, dict] = {}
-    for case_id in tqdm(find_cases(root), desc="EMIDEC cases", disable=not progress):
-        case = load_case(root, case_id, require_label=False)
+    for case_id in tqdm(case_ids, desc="EMIDEC cases", disable=not progress):
+        if layout == "png":
+            case = emidec_png.load_png_case(root, case_id)
+            # the volume at its recovered geometry, in the EMIDEC layout, for whole-study evaluation
+            write_nifti(case.image, out_dir / "nifti" / case_id / "Images" / f"{case_id}.nii.gz")
+            write_nifti(case.label, out_dir / "nifti" / case_id / "Contours" / f"{case_id}.nii.gz")
+        else:
+            case = load_case(root, case_id, require_label=False)
         if case.label is None:
             logger.warning("%s: no label (Contours) found; case skipped", case_id)
             continue
         case_rows, infos[case_id] = write_case_slices(case, out_dir, spacing, roi_size)
+        infos[case_id]["layout"] = layout
         rows.extend(case_rows)
     if not infos:
         raise InputError(f"{root}: no EMIDEC case with a label to prepare")

@@ -21,12 +21,12 @@ A **source** is one of:
 What the networks see comes from :mod:`lgemri.nets.preprocess` only (``normalize``,
 ``localization_input``, ``localization_target``), the functions inference uses too.
 
-Augmentation (training only) draws, per slice and epoch, from a generator seeded by
-``(seed, epoch, index)``, so a run is reproducible and independent of the number of loader
-workers: a random rotation (+-15 degrees), scaling (0.9-1.1) and translation applied
-identically to image (linear) and label (nearest), then on the normalised image a gamma
-(0.7-1.5) and Gaussian noise. There are no flips: mirroring would swap the septum and the free
-wall, whose side the AHA segments depend on.
+Augmentation (training only, :class:`Augmentation`) draws, per slice and epoch, from a
+generator seeded by ``(seed, epoch, index)``, so a run is reproducible and independent of the
+number of loader workers: any in-plane rotation, mirroring, anisotropic zoom and shift applied
+identically to image (linear) and label (nearest); for whole slices a random field of view and
+zero-padded strips; then bias field, blur, coarser pixels and 8-bit scaling of the raw image;
+and on the normalised image a gamma and Gaussian noise.
 """
 
 from __future__ import annotations
@@ -218,43 +218,131 @@ def _require(items: list[SliceItem], fields: tuple[str, str], what: str) -> None
 
 @dataclasses.dataclass(frozen=True)
 class Augmentation:
-    """Ranges and probabilities of the training augmentation.
+    """Ranges and probabilities of the training augmentation: what varies between scanners and sites.
+
+    Real short-axis LGE differs from study to study in how the heart lies in the image (any
+    in-plane rotation, mirrored when the phase-encoding or slice direction is reversed), in pixel
+    size (0.7-2.0 mm) and its anisotropy (a non-square matrix resized), in field of view
+    (150-400 mm, zero-padded strips at the edges), in sharpness (thick slices, low resolution),
+    in coil bias, noise and intensity scaling (8 to 12 bits). Each is drawn here, in the spirit
+    of domain randomisation (Billot et al., SynthSeg, Medical Image Analysis 86:102789, 2023),
+    so that the networks learn the heart's shape and contrast instead of one site's look.
+    Mirroring does not change the EMIDEC classes; the AHA segments are placed later from the
+    image's own geometry.
 
     Attributes:
-        rotation_deg: Largest rotation either way (degrees).
-        scale: Range of the isotropic zoom.
+        rotation_deg: Largest rotation either way (degrees; 180 = any angle).
+        p_flip: Probability of mirroring along a random in-plane axis.
+        scale: Range of the isotropic zoom (drawn log-uniformly).
+        anisotropy: Range of the ratio of the zooms along two perpendicular axes of random direction.
         translation: Largest shift either way, as a fraction of the array side.
+        fov_mm: Range of the field of view a whole slice is cut to (localization only, p_fov).
+        pad_fraction: Largest share of the side blanked as a zero-padded strip (p_pad).
+        bias: Largest amplitude of the log of a smooth multiplicative bias field.
+        blur_sigma: Largest Gaussian blur (pixels).
+        lowres: Largest factor of the down- and up-sampling that mimics coarser pixels.
         gamma: Range of the gamma applied to the min-max rescaled normalised image.
         noise_std: Largest standard deviation of the added Gaussian noise (normalised units).
-        p_affine, p_gamma, p_noise: Probabilities of each step.
+        p_*: Probabilities of each step.
     """
 
-    rotation_deg: float = 15.0
-    scale: tuple[float, float] = (0.9, 1.1)
+    rotation_deg: float = 180.0
+    p_flip: float = 0.5
+    scale: tuple[float, float] = (0.8, 1.25)
+    anisotropy: tuple[float, float] = (0.8, 1.25)
     translation: float = 0.06
-    gamma: tuple[float, float] = (0.7, 1.5)
-    noise_std: float = 0.05
-    p_affine: float = 0.8
+    fov_mm: tuple[float, float] = (150.0, 400.0)
+    pad_fraction: float = 0.15
+    bias: float = 0.4
+    blur_sigma: float = 1.2
+    lowres: float = 2.0
+    gamma: tuple[float, float] = (0.6, 1.7)
+    noise_std: float = 0.06
+    p_affine: float = 0.9
+    p_fov: float = 0.5
+    p_pad: float = 0.25
+    p_bias: float = 0.5
+    p_blur: float = 0.25
+    p_lowres: float = 0.25
+    p_quantize: float = 0.3
     p_gamma: float = 0.5
     p_noise: float = 0.3
 
     def geometric(
         self, image: np.ndarray, label: np.ndarray, rng: np.random.Generator
     ) -> tuple[np.ndarray, np.ndarray]:
-        """The same random rotation, scaling and shift for ``image`` (linear) and ``label`` (nearest)."""
+        """The same random rotation, mirroring, (anisotropic) zoom and shift for ``image``
+        (linear) and ``label`` (nearest); what comes from outside the array is 0."""
         if rng.random() >= self.p_affine:
             return image, label
         angle = math.radians(rng.uniform(-self.rotation_deg, self.rotation_deg))
-        zoom = rng.uniform(*self.scale)
+        zoom = math.exp(rng.uniform(*np.log(self.scale)))
+        aspect = math.exp(rng.uniform(*np.log(self.anisotropy)) / 2)
+        phi = rng.uniform(0.0, math.pi)
+        flip = rng.random() < self.p_flip
         shift = rng.uniform(-self.translation, self.translation, size=2) * np.asarray(image.shape)
-        c, s = math.cos(angle), math.sin(angle)
-        # output -> input coordinates: x_in = A (x_out - centre - shift) + centre
-        matrix = np.array([[c, s], [-s, c]]) / zoom
+        # input -> output: rotate . mirror . zoom (zoom along axes at angle phi)
+        rot = lambda a: np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])  # noqa: E731
+        zooms = rot(phi) @ np.diag([zoom * aspect, zoom / aspect]) @ rot(-phi)
+        forward = rot(angle) @ np.diag([1.0, -1.0 if flip else 1.0]) @ zooms
+        matrix = np.linalg.inv(forward)  # output -> input: x_in = M (x_out - centre - shift) + centre
         centre = (np.asarray(image.shape, dtype=np.float64) - 1) / 2
         offset = centre - matrix @ (centre + shift)
-        image = ndimage.affine_transform(image, matrix, offset, order=1, mode="nearest")
-        label = ndimage.affine_transform(label, matrix, offset, order=0, mode="nearest")
+        image = ndimage.affine_transform(image, matrix, offset, order=1, mode="constant", cval=0.0)
+        label = ndimage.affine_transform(label, matrix, offset, order=0, mode="constant", cval=0)
         return image, label
+
+    def field_of_view(
+        self, image: np.ndarray, label: np.ndarray, rng: np.random.Generator, spacing_mm: float = 1.0
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Cut a whole slice to a random field of view that keeps the LV, and blank a strip at
+        an edge as acquisition zero padding."""
+        if rng.random() < self.p_fov:
+            ii, jj = np.nonzero(label > 0)
+            box = []
+            for axis, n in enumerate(image.shape):
+                side = int(round(rng.uniform(*self.fov_mm) / spacing_mm))
+                if side >= n:
+                    box.append((0, n))
+                    continue
+                if ii.size:
+                    lo_lv, hi_lv = (ii, jj)[axis].min(), (ii, jj)[axis].max() + 1
+                    lo = int(rng.integers(max(0, hi_lv - side), max(0, min(lo_lv, n - side)) + 1))
+                else:
+                    lo = int(rng.integers(0, n - side + 1))
+                box.append((lo, lo + side))
+            (a0, a1), (b0, b1) = box
+            image, label = image[a0:a1, b0:b1], label[a0:a1, b0:b1]
+        if rng.random() < self.p_pad:
+            axis, end = int(rng.integers(2)), bool(rng.integers(2))
+            width = int(rng.uniform(0, self.pad_fraction) * image.shape[axis])
+            if width:
+                image = image.copy()
+                index = [slice(None), slice(None)]
+                index[axis] = slice(image.shape[axis] - width, None) if end else slice(0, width)
+                image[tuple(index)] = 0.0
+        return image, label
+
+    def acquisition(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Coil bias, blur, coarser pixels and 8-bit scaling on a raw (non-negative) image."""
+        image = np.asarray(image, dtype=np.float32)
+        if rng.random() < self.p_bias:
+            coarse = rng.normal(0.0, 1.0, size=(4, 4))
+            field = ndimage.zoom(coarse, np.asarray(image.shape) / 4.0, order=3, mode="nearest")
+            field = field[: image.shape[0], : image.shape[1]]
+            image = image * np.exp(rng.uniform(0, self.bias) * field / (np.abs(field).max() or 1.0))
+        if rng.random() < self.p_blur:
+            image = ndimage.gaussian_filter(image, rng.uniform(0.3, self.blur_sigma))
+        if rng.random() < self.p_lowres:
+            factor = rng.uniform(1.0, self.lowres)
+            small = ndimage.zoom(image, 1.0 / factor, order=1)
+            image = ndimage.zoom(small, np.asarray(image.shape) / np.asarray(small.shape), order=1)
+            image = image[: image.shape[0], : image.shape[1]]
+        if rng.random() < self.p_quantize:
+            top = float(image.max())
+            if top > 0:
+                image = np.round(np.clip(image, 0, None) / top * 255.0)
+        return image.astype(np.float32)
 
     def intensity(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Random gamma and Gaussian noise on a normalised image."""
@@ -385,6 +473,7 @@ class RoiDataset(SliceDataset):
         rng = self.rng(index) if self.augment else None
         if rng is not None:
             image, label = self.augmentation.geometric(image, label, rng)
+            image = self.augmentation.acquisition(image, rng)
         image = normalize(image)
         if rng is not None:
             image = self.augmentation.intensity(image, rng)
@@ -436,7 +525,9 @@ class LocalizationDataset(SliceDataset):
         image, label = self._load(index)
         rng = self.rng(index) if self.augment else None
         if rng is not None:
+            image, label = self.augmentation.field_of_view(image, label, rng, self.items[index].spacing_mm)
             image, label = self.augmentation.geometric(image, label, rng)
+            image = self.augmentation.acquisition(image, rng)
         x, _ = localization_input(image)
         if rng is not None:
             x = self.augmentation.intensity(x, rng)

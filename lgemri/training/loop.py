@@ -64,6 +64,7 @@ from ..nets.checkpoint import TASKS, load_checkpoint, load_training_state, save_
 from ..nets.preprocess import LOC_FACTOR, LOC_SIZE, ROI_SIZE
 from ..postprocess import largest_component
 from .data import EpochSampler, LocalizationDataset, RoiDataset, Source
+from .provenance import data_provenance
 
 __all__ = ["TrainConfig", "train", "LOSSES", "LR_SCHEDULES", "DEVICES"]
 
@@ -540,6 +541,7 @@ def _train(config: TrainConfig, out: Path, rank: int, local_rank: int, world: in
             + ("localization_input" if config.task == "localization" else "normalize"),
         },
         "data": data_description,
+        "provenance": data_provenance(config.data),
         "init_metrics": init_metrics,
     }
     if main:
