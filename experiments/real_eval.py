@@ -19,6 +19,11 @@ optimistic.
         --split test --out runs/real-eval-test [--models models] [--no-peer]
     .venv/bin/python experiments/real_eval.py --cases data/phantom-test/emidec --out runs/phantom-eval --no-peer
 
+``--form`` chooses what ``infer`` reads: the NIfTI files as they are (``nifti``), the same
+volumes rewritten as EMIDEC distributes its files (``emidec-distributed``: float64, an
+identity-like sform with unit scaling, ``sform_code`` 2, ``qform_code`` 0, the spacing only in
+``pixdim``), or converted to DICOM MR series (``dicom``, ``cardiac-mi convert``'s writer).
+
 Writes ``results.json`` and ``results.md`` into ``--out`` and prints the tables.
 """
 
@@ -42,6 +47,7 @@ from experiments.peers.run import run_myopari  # noqa: E402
 from lgemri.emidec import find_cases  # noqa: E402
 from lgemri.labels import infarct_mask, myocardium_mask  # noqa: E402
 from lgemri.metrics import dice  # noqa: E402
+from lgemri.dicom import write_dicom_series  # noqa: E402
 from lgemri.volume import read_nifti  # noqa: E402
 
 logger = logging.getLogger("real_eval")
@@ -93,6 +99,39 @@ def select_cases(cases_dir: Path, split_from: Path | None, split: str | None) ->
     return [c for c in cases if info.get(c, {}).get("split") == split]
 
 
+def write_emidec_distributed(src: Path, dst: Path) -> Path:
+    """``src`` rewritten the way EMIDEC's files are: float64, unit-scaled sform (code 2), no qform."""
+    import nibabel as nib
+
+    volume = read_nifti(src)
+    direction = volume.affine[:3, :3] / volume.spacing
+    sform = np.eye(4)
+    sform[:3, :3] = direction
+    sform[:3, 3] = volume.affine[:3, 3]
+    img = nib.Nifti1Image(volume.array.astype(np.float64), sform)
+    img.set_sform(sform, code=2)
+    img.set_qform(None, code=0)
+    img.header["pixdim"][1:4] = volume.spacing
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(img, str(dst))
+    return dst
+
+
+def prepare_inputs(images: list[Path], form: str, work: Path) -> list[Path]:
+    """The files or folders ``infer`` reads for ``form`` (see the module docstring)."""
+    if form == "nifti":
+        return images
+    inputs = []
+    for image in images:
+        name = image.name.removesuffix(".nii.gz")
+        if form == "emidec-distributed":
+            inputs.append(write_emidec_distributed(image, work / f"{name}.nii.gz"))
+        else:
+            write_dicom_series(read_nifti(image), work / name, patient_id=name, patient_name=name)
+            inputs.append(work / name)
+    return inputs
+
+
 def run_infer(images: list[Path], out: Path, models: Path | None) -> float:
     """``cardiac-mi infer`` on all images in one process; returns its wall time in seconds."""
     command = [str(Path(sys.executable).parent / "cardiac-mi"), "-q", "infer", "--input", *map(str, images), "--out", str(out)]
@@ -134,6 +173,8 @@ def main() -> None:
     parser.add_argument("--models", type=Path, help="models folder (default: the shipped models/)")
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--no-peer", action="store_true", help="skip the myopari peer")
+    parser.add_argument("--form", choices=("nifti", "emidec-distributed", "dicom"), default="nifti",
+                        help="what infer reads (see the module docstring; default nifti)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
@@ -145,7 +186,8 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
 
     predictions = {"cardiac_mi": args.out / "cardiac_mi"}
-    seconds = {"cardiac_mi": run_infer(images, predictions["cardiac_mi"], args.models)}
+    inputs = prepare_inputs(images, args.form, args.out / "inputs")
+    seconds = {"cardiac_mi": run_infer(inputs, predictions["cardiac_mi"], args.models)}
     if not args.no_peer:
         tick = time.perf_counter()
         peer = run_myopari(images, args.out / "myopari")
@@ -153,9 +195,9 @@ def main() -> None:
             predictions["myopari 0.1.6 (trained on all 100 EMIDEC training cases)"] = args.out / "myopari"
             seconds["myopari"] = time.perf_counter() - tick
 
-    results: dict = {"cases_dir": str(args.cases), "split": args.split if args.split_from else "all",
+    results: dict = {"cases_dir": str(args.cases), "split": args.split if args.split_from else "all", "form": args.form,
                      "cases": cases, "seconds": seconds, "models": {}}  # fmt: skip
-    markdown = [f"# Evaluation on {args.cases} ({results['split']}, {len(cases)} studies)", ""]
+    markdown = [f"# Evaluation on {args.cases} ({results['split']}, {len(cases)} studies, read as {args.form})", ""]
     summaries = {}
     for model, folder in predictions.items():
         rows = []
