@@ -57,6 +57,7 @@ class Models:
     cavity: torch.nn.Module | None
     meta: dict
     device: torch.device
+    flip_tta: bool = False  # average the predictions of the four in-plane mirror images
 
     @property
     def two_stage(self) -> bool:
@@ -74,13 +75,14 @@ def load_models(models_dir: str | os.PathLike | None = None, device: str = "cpu"
     cavity = None
     if seg_meta.get("extra", {}).get("two_stage"):
         cavity, _ = load_checkpoint(folder / "cavity.pt", task="cavity", device=dev)
+    flip_tta = bool(seg_meta.get("extra", {}).get("flip_tta", False))
     meta = {
         "localization": loc_meta.get("extra", {}),
         "segmentation": seg_meta.get("extra", {}),
         "segmentation_network": seg_meta.get("network", {}),
         "folder": str(folder),
     }
-    return Models(localizer, segmenter, cavity, meta, dev)
+    return Models(localizer, segmenter, cavity, meta, dev, flip_tta)
 
 
 @dataclasses.dataclass
@@ -119,6 +121,20 @@ def _predict(net: torch.nn.Module, batch: np.ndarray, device: torch.device) -> n
     return torch.softmax(logits.float(), dim=1).cpu().numpy()
 
 
+def _predict_models(net: torch.nn.Module, batch: np.ndarray, models: Models) -> np.ndarray:
+    """:func:`_predict`, averaged over the four in-plane mirror images when ``models.flip_tta``.
+
+    Networks trained with mirroring (:class:`lgemri.training.data.Augmentation`) see each of
+    them as a plausible study; averaging their probabilities is test-time augmentation.
+    """
+    if not models.flip_tta:
+        return _predict(net, batch, models.device)
+    flips = ((), (-1,), (-2,), (-2, -1))
+    stacked = np.concatenate([np.flip(batch, axis) if axis else batch for axis in flips])
+    probs = _predict(net, stacked, models.device).reshape((len(flips),) + (len(batch), -1) + batch.shape[2:])
+    return np.mean([np.flip(p, axis) if axis else p for p, axis in zip(probs, flips)], axis=0)
+
+
 def _largest_component(mask: np.ndarray) -> np.ndarray:
     lab, n = ndimage.label(mask)
     if n <= 1:
@@ -133,7 +149,7 @@ def localize(slices_1mm: np.ndarray, models: Models) -> tuple[tuple[float, float
     Returns ``(None, mask)`` when no slice shows an LV.
     """
     inputs, offsets = zip(*(localization_input(slices_1mm[:, :, k]) for k in range(slices_1mm.shape[2])))
-    probs = _predict(models.localizer, np.stack(inputs)[:, None], models.device)
+    probs = _predict_models(models.localizer, np.stack(inputs)[:, None], models)
     lv_mask = np.zeros(slices_1mm.shape, dtype=bool)
     centres, areas = [], []
     for k, offset in enumerate(offsets):
@@ -166,10 +182,10 @@ def _segment_rois(rois: np.ndarray, models: Models) -> np.ndarray:
     """Class probabilities (K, 5, 128, 128) for normalised ROI crops (K, 128, 128)."""
     inputs = rois[:, None]
     if models.two_stage:
-        cavity = _predict(models.cavity, inputs, models.device)[:, 1] > 0.5
+        cavity = _predict_models(models.cavity, inputs, models)[:, 1] > 0.5
         cleaned = np.stack([clean_cavity(c) for c in cavity]).astype(np.float32)
         inputs = np.concatenate([inputs, cleaned[:, None]], axis=1)
-    return _predict(models.segmenter, inputs, models.device)
+    return _predict_models(models.segmenter, inputs, models)
 
 
 def _segment_at(slices_1mm: np.ndarray, centre: tuple[float, float], models: Models) -> tuple[np.ndarray, tuple]:

@@ -170,3 +170,19 @@ def test_infer_cli(tmp_path, capsys):
     code = main(["-q", "infer", "--input", str(tmp_path / "missing"), "--out", str(tmp_path / "o"), "--models", str(folder)])
     err = capsys.readouterr().err
     assert code == 2 and "missing" in err and "Traceback" not in err
+
+
+def test_flip_tta_is_mirror_equivariant_and_changes_an_asymmetric_network():
+    torch.manual_seed(0)
+    net = build_network("resatt_unet", spatial_dims=2, in_channels=1, out_channels=5, channels=(4, 8, 8), strides=(2, 2)).eval()
+    plain = Models(FixedLocalizer(), net, None, {}, torch.device("cpu"))
+    tta = Models(FixedLocalizer(), net, None, {}, torch.device("cpu"), flip_tta=True)
+    from lgemri.inference import _predict_models
+
+    batch = np.random.default_rng(1).random((2, 1, 32, 32)).astype(np.float32)
+    mirrored = np.ascontiguousarray(batch[..., ::-1])
+    out = _predict_models(net, batch, tta)
+    assert out.shape == (2, 5, 32, 32)
+    assert np.allclose(_predict_models(net, mirrored, tta), out[..., ::-1], atol=1e-5)
+    assert np.allclose(out.sum(axis=1), 1.0, atol=1e-5)
+    assert not np.allclose(_predict_models(net, batch, plain), out, atol=1e-4)
