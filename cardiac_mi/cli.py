@@ -33,7 +33,9 @@ def _formats(text: str) -> tuple[str, ...]:
 def cmd_phantom(args: argparse.Namespace) -> None:
     from lgemri.phantom import write_phantom
 
-    index = write_phantom(args.out, args.cases, args.seed, progress=not args.quiet, formats=args.format, contrast=args.contrast)
+    index = write_phantom(
+        args.out, args.cases, args.seed, progress=not args.quiet, formats=args.format, contrast=args.contrast, style=args.style
+    )
     logger.info("wrote %d phantom studies to %s (ground truth: %s)", args.cases, args.out, index)
 
 
@@ -126,6 +128,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="dataset seed (default 0)")
     p.add_argument("--format", type=_formats, default=("emidec", "dicom"), help="comma-separated: emidec, dicom (default both)")
     p.add_argument("--contrast", choices=("lge", "cine"), default="lge", help="LGE (default) or cine bSSFP-like contrast (the CycleGAN's domain A)")
+    p.add_argument(
+        "--style",
+        choices=("classic", "real"),
+        default="classic",
+        help="classic (default) or real: the same hearts with domain-randomised surroundings, intensities and acquisition (LGE only)",
+    )
 
     p = add("prepare", cmd_prepare, "turn an EMIDEC-layout folder into named 2D slices, LV crops, a split and a manifest")
     p.add_argument("--emidec", required=True, type=Path, help="folder with Case_N*/Case_P* sub-folders, or images/ and labels/ of PNG slices")

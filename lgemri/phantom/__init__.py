@@ -1,4 +1,5 @@
-"""Physics-informed LGE phantom studies with EMIDEC ground truth (see ``study``, ``anatomy``, ``mr``)."""
+"""Physics-informed LGE phantom studies with EMIDEC ground truth (see ``study``, ``anatomy``, ``mr``;
+``real`` for the domain-randomised ``style="real"``)."""
 
 from .study import PhantomCase, make_case, write_case, write_phantom
 

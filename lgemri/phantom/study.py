@@ -5,6 +5,13 @@ to slice, 140-300 pixels per axis) through a phantom thorax, with its EMIDEC lab
 parameters that made it. Case ``n`` of seed ``s`` is the same whatever the number of cases
 asked for; every third case is normal (``Case_N...``), the others have an infarct
 (``Case_P...``).
+
+``style="real"`` (``cardiac-mi phantom --style real``) renders the same hearts the SynthSeg way
+(:mod:`lgemri.phantom.real`): abdominal organs, lungs with signal, random intensity per tissue
+class (keeping LGE's infarct-bright, myocardium-dark, no-reflow-dark signature), bias field,
+thick-slice partial volume, random resolution, Rician or PSIR-like noise, real fields of view
+(150-400 mm, 0.7-2.0 mm pixels, 5-23 mm slices), zero-padded edge strips and 8- or 12-bit
+values. The default, ``"classic"``, is unchanged.
 """
 
 from __future__ import annotations
@@ -105,6 +112,12 @@ def sample_geometry(rng: np.random.Generator, anatomy: Anatomy) -> Geometry:
         float(np.clip(rng.uniform(-0.12, 0.12) * fov - 20.0, -margin_x, margin_x)),
         float(np.clip(rng.uniform(-0.1, 0.1) * fov - 15.0, -margin_y, margin_y)),
     )
+    long_axis, right, up, origin = patient_frame(rng)
+    return Geometry(pixel, rows, cols, thickness, spacing, z0, slices, centre, long_axis, right, up, origin)
+
+
+def patient_frame(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """LPS long axis, image right, image up and heart-frame origin of an oblique short-axis stack."""
     long_axis = _unit(np.array([0.55, -0.5, -0.65]) + rng.normal(0.0, 0.08, 3))
     anterior = np.array([0.0, -1.0, 0.0])
     up = _unit(anterior - anterior.dot(long_axis) * long_axis)
@@ -112,7 +125,7 @@ def sample_geometry(rng: np.random.Generator, anatomy: Anatomy) -> Geometry:
     if right[0] < 0:  # image right is the lateral wall, towards the patient's left
         right = -right
     origin = np.array([rng.uniform(20.0, 45.0), rng.uniform(-30.0, 0.0), rng.uniform(-170.0, -120.0)])
-    return Geometry(pixel, rows, cols, thickness, spacing, z0, slices, centre, long_axis, right, up, origin)
+    return long_axis, right, up, origin
 
 
 class _Renderer:
@@ -196,14 +209,9 @@ def _enclose_no_reflow(label: np.ndarray) -> None:
     label[mvo & ~np.isin(parts, touching)] = INFARCT
 
 
-def make_case(number: int, seed: int, territory: str | None = None) -> PhantomCase:
-    """Generate phantom case ``number`` (1-based) of ``seed``.
-
-    Args:
-        number: case number; every third case is normal.
-        seed: dataset seed.
-        territory: force the coronary territory of the infarct (LAD, RCA, LCX).
-    """
+def _start(number: int, seed: int, territory: str | None):
+    """Case id, generator, anatomy and contrast of case ``number`` of ``seed`` (the draws every
+    style and contrast share, in this order)."""
     if number < 1:
         raise InputError(f"case numbers start at 1, got {number}")
     pathological = number % 3 != 0
@@ -214,6 +222,26 @@ def make_case(number: int, seed: int, territory: str | None = None) -> PhantomCa
     except ValueError as exc:
         raise InputError(str(exc)) from exc
     contrast = sample_contrast(rng)
+    return case_id, rng, anatomy, contrast
+
+
+def make_case(number: int, seed: int, territory: str | None = None, style: str = "classic") -> PhantomCase:
+    """Generate phantom case ``number`` (1-based) of ``seed``.
+
+    Args:
+        number: case number; every third case is normal.
+        seed: dataset seed.
+        territory: force the coronary territory of the infarct (LAD, RCA, LCX).
+        style: ``"classic"`` (the physics-informed phantom) or ``"real"``: the same heart with
+            domain-randomised surroundings, intensities and acquisition (:mod:`lgemri.phantom.real`).
+    """
+    from .real import check_style
+
+    if check_style(style) == "real":
+        from .real import make_real_case
+
+        return make_real_case(number, seed, territory)[0]
+    case_id, rng, anatomy, contrast = _start(number, seed, territory)
     geometry = sample_geometry(rng, anatomy)
     renderer = _Renderer(rng, anatomy, contrast, geometry)
     images, labels = zip(*(renderer.render_slice(k) for k in range(geometry.slices)))
@@ -343,19 +371,32 @@ def write_phantom(
     progress: bool = False,
     formats: tuple[str, ...] = ("emidec", "dicom"),
     contrast: str = "lge",
+    style: str = "classic",
 ) -> Path:
     """Generate ``cases`` phantom studies into ``out_dir``; returns the path of ``phantom.json``.
 
     ``phantom.json`` lists every case's ground truth (infarct %, no-reflow %, territory, AHA
     segments, acquisition parameters). ``contrast="cine"`` renders the same subjects with
     bSSFP-like cine contrast (:mod:`lgemri.phantom.cine`), the CycleGAN's domain A.
+    ``style="real"`` (LGE only) randomises everything but the heart's shape
+    (:mod:`lgemri.phantom.real`); ``phantom.json`` then says ``"style": "real"``.
     """
+    from .real import check_style
+
+    check_style(style)
+    if style != "classic" and contrast != "lge":
+        raise InputError(f"style {style!r} is for LGE contrast only, not {contrast!r}")
     if cases < 1:
         raise InputError(f"--cases must be at least 1, got {cases}")
     unknown = set(formats) - {"emidec", "dicom"}
     if unknown:
         raise InputError(f"unknown output format(s) {sorted(unknown)}; choose from emidec, dicom")
-    if contrast == "lge":
+    if contrast == "lge" and style == "real":
+        def make(number, seed):
+            return make_case(number, seed, style="real")
+
+        write, header = write_case, {"generator": "cardiac_mi LGE phantom", "style": "real"}
+    elif contrast == "lge":
         make, write, header = make_case, write_case, {"generator": "cardiac_mi LGE phantom"}
     elif contrast == "cine":
         from .cine import _write_cine_case, make_cine_case
@@ -368,7 +409,7 @@ def write_phantom(
     if progress:
         from tqdm import tqdm
 
-        numbers = tqdm(numbers, desc=f"{contrast} phantom", unit="case")
+        numbers = tqdm(numbers, desc=f"{contrast} phantom" + (f" ({style})" if style != "classic" else ""), unit="case")
     truths = []
     for number in numbers:
         case = make(number, seed)
