@@ -25,6 +25,11 @@ server's ``output=dicom_seg`` path accepts it):
   refuses moves to ``CACHE/outbox/refused/`` with the reason, never deleted.
 - **Clear errors.** Problems surface as :class:`DatastoreError` (an HTTP exception): 404 for
   an unknown series, 422 for bad input, 503 when the server cannot be reached.
+- **No path from a request.** Image and label ids must be series UIDs and tags match
+  ``[A-Za-z0-9_-]{1,64}`` (:mod:`cardiac_mi.ids`) before they become part of a cache path or a
+  request to the server; anything else is a 422 naming the argument.
+- **This save's answer.** :meth:`OrthancDatastore.save_outcome` is what the last ``save_label`` of the
+  calling thread did (stored, queued, or kept as a non-final tag), never an older save's answer.
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ import requests
 from fastapi import HTTPException
 from pydicom.dataset import Dataset
 
+from cardiac_mi.ids import tag_problem, uid_problem
 from cardiac_mi.orthanc import describe_error
 from cardiac_mi.store import DicomStore
 from lgemri.atomic import write_text
@@ -76,6 +82,21 @@ class DatastoreError(HTTPException):
 
     def __str__(self) -> str:
         return str(self.detail)
+
+
+def _uid(value: Any, name: str) -> str:
+    """``value`` when it is a DICOM UID, else a 422 naming ``name`` (it becomes a path and a URL)."""
+    problem = uid_problem(value, name)
+    if problem:
+        raise DatastoreError(422, problem)
+    return value
+
+
+def _tag(value: Any, name: str = "tag") -> str:
+    problem = tag_problem(value, name)
+    if problem:
+        raise DatastoreError(422, problem)
+    return value
 
 
 @dataclass(frozen=True)
@@ -180,6 +201,7 @@ class OrthancDatastore(DICOMWebDatastore):
         self._retry_thread: threading.Thread | None = None
         self._retry_wake = threading.Event()
         self.last_saves: Dict[str, Dict[str, Any]] = {}  # image id -> what the last save did
+        self._this_save = threading.local()  # what the calling thread's last save_label did
         self.fetch_timings: Dict[str, Dict[str, float]] = {}  # image NIfTI -> seconds to fetch, convert
         self.on_final_label: List[Callable[[str, Dict[str, Any]], None]] = []
         LocalDatastore.__init__(self, datastore_path=str(self.cache_dir), images_dir="images", auto_reload=False)
@@ -295,6 +317,7 @@ class OrthancDatastore(DICOMWebDatastore):
 
     def final_seg(self, image_id: str) -> Dataset | None:
         """The header of the SEG that is ``image_id``'s label (see the module docstring), or None."""
+        _uid(image_id, "image")
         return latest_final_seg(self._seg_headers(), series_uid=image_id, allow_automatic=False)
 
     def _labels(self) -> Dict[str, Dataset]:
@@ -326,7 +349,7 @@ class OrthancDatastore(DICOMWebDatastore):
     # ------------------------------------------------------------------------------ images
 
     def _series_dir(self, image_id: str) -> Path:
-        return Path(self._datastore.image_path()) / image_id
+        return Path(self._datastore.image_path()) / _uid(image_id, "image")
 
     def _read_series(self, image_id: str) -> DicomSeries:
         try:
@@ -360,6 +383,7 @@ class OrthancDatastore(DICOMWebDatastore):
 
     def get_image_uri(self, image_id: str) -> str:
         """The series as NIfTI (fetched and converted on first use); 404/422/503 otherwise."""
+        _uid(image_id, "image")
         with self._lock:
             nifti = Path(self._datastore.image_path()) / f"{image_id}.nii.gz"
             if nifti.is_file() and image_id in self._datastore.objects:
@@ -379,6 +403,7 @@ class OrthancDatastore(DICOMWebDatastore):
             return str(nifti)
 
     def get_image_info(self, image_id: str) -> Dict[str, Any]:
+        _uid(image_id, "image")
         info = LocalDatastore.get_image_info(self, image_id)
         if not info:
             ref = self._listing().get(image_id)
@@ -386,6 +411,7 @@ class OrthancDatastore(DICOMWebDatastore):
         return info
 
     def update_image_info(self, image_id: str, info: Dict[str, Any]) -> None:
+        _uid(image_id, "image")
         if image_id not in self._datastore.objects:
             self.get_image_uri(image_id)
         LocalDatastore.update_image_info(self, image_id, info)
@@ -403,6 +429,10 @@ class OrthancDatastore(DICOMWebDatastore):
 
     def get_label_uri(self, label_id: str, label_tag: str, image_id: str = "") -> str:
         """The final label of image ``label_id`` as NIfTI on the image grid, from its chosen SEG."""
+        _uid(label_id, "label")
+        _tag(label_tag)
+        if image_id:
+            _uid(image_id, "image")
         if label_tag != FINAL:
             return LocalDatastore.get_label_uri(self, label_id, label_tag)
         image_id = image_id or label_id
@@ -427,6 +457,12 @@ class OrthancDatastore(DICOMWebDatastore):
                 write_nifti(Volume(array, series.volume.affine), converted)
                 LocalDatastore.save_label(self, image_id, str(converted), FINAL, self._seg_info(seg))
             return str(self._label_nifti(image_id))
+
+    def get_label_info(self, label_id: str, label_tag: str) -> Dict[str, Any]:
+        return LocalDatastore.get_label_info(self, _uid(label_id, "label"), _tag(label_tag))
+
+    def update_label_info(self, label_id: str, label_tag: str, info: Dict[str, Any]) -> None:
+        return LocalDatastore.update_label_info(self, _uid(label_id, "label"), _tag(label_tag), info)
 
     def _fetch_seg(self, seg: Dataset, folder: Path) -> Path:
         try:
@@ -489,7 +525,12 @@ class OrthancDatastore(DICOMWebDatastore):
     def save_label(
         self, image_id: str, label_filename: str, label_tag: str, label_info: Dict[str, Any], label_id: str = ""
     ) -> str:
-        """Save a label; a ``final`` one becomes a MANUAL SEG in the server (queued if it is down)."""
+        """Save a label; a ``final`` one becomes a MANUAL SEG in the server (queued if it is down).
+
+        What this save did is :meth:`save_outcome` afterwards (in the same thread)."""
+        self._this_save.result = None  # an error below leaves no answer, rather than an older save's
+        _uid(image_id, "image")
+        label_tag = _tag(label_tag or FINAL)
         label_info = dict(label_info or {})
         self.get_image_uri(image_id)
         series = self._read_series(image_id)
@@ -498,7 +539,13 @@ class OrthancDatastore(DICOMWebDatastore):
             with tempfile.TemporaryDirectory() as tmp:
                 converted = Path(tmp) / f"{image_id}.nii.gz"
                 write_nifti(label, converted)
-                return LocalDatastore.save_label(self, image_id, str(converted), label_tag, label_info)
+                saved = LocalDatastore.save_label(self, image_id, str(converted), label_tag, label_info)
+            self._record_save(image_id, {
+                "tag": label_tag, "stored": False, "seg_series_uid": None, "pending": None,
+                "message": f"kept as a {label_tag!r} label in this server's cache, not sent to {self.url} "
+                           "(only 'final' labels become SEGs there)",
+            })
+            return saved
         if not label.array.any():
             raise DatastoreError(422, f"label for series {image_id} is empty: nothing to save (draw or run a model first)")
         user = str(label_info.get("user") or "").strip()
@@ -518,12 +565,13 @@ class OrthancDatastore(DICOMWebDatastore):
         if not stored:
             self._start_retry()
         result = {
+            "tag": FINAL,
             "seg_series_uid": str(header.SeriesInstanceUID),
             "stored": stored,
             "pending": None if stored else str(pending),
             "message": "stored in " + self.url if stored else f"kept locally and retried until {self.url} takes it ({problem})",
         }
-        self.last_saves[image_id] = result
+        self._record_save(image_id, result)
         with self._lock:
             self._segs_time = -float("inf")
         for callback in list(self.on_final_label):
@@ -533,7 +581,18 @@ class OrthancDatastore(DICOMWebDatastore):
                 logger.exception("final-label listener failed")
         return image_id
 
+    def _record_save(self, image_id: str, result: Dict[str, Any]) -> None:
+        self.last_saves[image_id] = result
+        self._this_save.result = (image_id, result)
+
+    def save_outcome(self, image_id: str) -> Dict[str, Any]:
+        """What the calling thread's last ``save_label`` of ``image_id`` did; {} when it did not finish."""
+        found = getattr(self._this_save, "result", None)
+        return dict(found[1]) if found and found[0] == image_id else {}
+
     def remove_label(self, label_id: str, label_tag: str) -> None:
+        _uid(label_id, "label")
+        _tag(label_tag)
         if label_tag == FINAL:
             raise DatastoreError(405, f"final labels are DICOM SEGs in {self.url}; a newer correction replaces one, nothing is deleted")
         LocalDatastore.remove_label(self, label_id, label_tag)

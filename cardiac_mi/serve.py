@@ -8,8 +8,9 @@
    repository's ``sample-data/dicom/`` studies to the embedded Orthanc (``--no-samples`` skips it);
 3. the MONAI Label server (``python -m monailabel.main start_server``) as a subprocess in its own process
    group, run from ``STATE/monailabel/`` (a folder without ``.env``), with the venv's ``bin`` first on
-   PATH (``itkimage2segimage``: no dcmqi download), the DICOMweb credentials, an MR search filter and a
-   60 s list cache in its environment, logging to ``STATE/monailabel.log``.
+   PATH (``itkimage2segimage``: no dcmqi download), the DICOMweb credentials, an MR search filter, a
+   60 s list cache and the allowed browser origins (``CARDIAC_MI_ALLOWED_ORIGINS``, see
+   :mod:`cardiac_mi.viewer.security`) in its environment, logging to ``STATE/monailabel.log``.
 
 It waits until both answer, logs the URLs and blocks; Ctrl-C or SIGTERM stops MONAI Label, then
 Orthanc. ``serve(options, block=False)`` returns a ``ServeHandle`` whose ``stop()`` does the same.
@@ -60,6 +61,8 @@ ENVIRONMENT = {
     "CARDIAC_MI_DICOMWEB_USER": "basic-auth user of the external DICOMweb server",
     "CARDIAC_MI_DICOMWEB_PASSWORD": "basic-auth password of the external DICOMweb server",
     "CARDIAC_MI_MODELS": "models folder (default: the repository's models/)",
+    "CARDIAC_MI_ALLOWED_ORIGINS": "more browser origins allowed to use the server, comma-separated "
+                                  "(MONAI_LABEL_CORS_ORIGINS is read too)",
 }
 
 
@@ -100,6 +103,7 @@ class ServeHandle:
     process: subprocess.Popen | None = None
     log_path: Path | None = None
     uploaded: Any = None  # the StowResult of the sample upload of this start, or None
+    origins: list[str] = field(default_factory=list)  # browser origins allowed to use the server
     ready_seconds: float = 0.0
     _log_file: Any = field(default=None, repr=False)
 
@@ -179,8 +183,16 @@ def _upload_samples(orthanc: Any, state: Path) -> Any:
     return result
 
 
-def _monailabel_env(user: str | None, password: str | None, cache: Path) -> dict[str, str]:
+def _monailabel_env(user: str | None, password: str | None, cache: Path,
+                    origins: list[str] | None = None) -> dict[str, str]:
+    from cardiac_mi.viewer.security import ORIGINS_ENV
+
     env = dict(os.environ)
+    # MONAI Label 0.8.5's start_server crashes when MONAI_LABEL_CORS_ORIGINS is set; serve reads it instead
+    env.pop("MONAI_LABEL_CORS_ORIGINS", None)
+    env.pop(ORIGINS_ENV, None)
+    if origins:
+        env[ORIGINS_ENV] = ",".join(origins)
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
     for key in ("MONAI_LABEL_DICOMWEB_USERNAME", "MONAI_LABEL_DICOMWEB_PASSWORD",
                 "MONAI_LABEL_DATASTORE_USERNAME", "MONAI_LABEL_DATASTORE_PASSWORD"):
@@ -221,7 +233,7 @@ def _start_monailabel(handle: ServeHandle, *, host: str, port: int, models: Path
     work.mkdir(parents=True, exist_ok=True)
     if (work / ".env").exists():
         raise InputError(f"{work / '.env'}: MONAI Label would read it and override the settings of serve; remove it")
-    env = _monailabel_env(user, password, work / "dicom-cache")
+    env = _monailabel_env(user, password, work / "dicom-cache", handle.origins)
     command = [sys.executable, "-m", "monailabel.main", "start_server", "--app", str(APP_DIR),
                "--studies", handle.studies_url, "--conf", "models", str(models),
                "--conf", "train_dir", str(handle.state / "train"),
@@ -273,6 +285,7 @@ def serve(options: Any, *, block: bool = True, start_timeout: float = START_TIME
     no_samples = bool(getattr(options, "no_samples", False))
     if not 0 < port < 65536:
         raise InputError(f"--port {port} is not a TCP port (1-65535)")
+    origins = _origins(options, host, port)
     if not models.is_dir():
         raise InputError(f"{models}: no models folder (give --models DIR or set $CARDIAC_MI_MODELS)")
     if not APP_DIR.is_dir():
@@ -289,7 +302,7 @@ def serve(options: Any, *, block: bool = True, start_timeout: float = START_TIME
         previous = {sig: signal.signal(sig, _raise_interrupt) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         handle = _start(options, state=state, port=port, host=host, studies=studies, user=user, password=password,
-                        models=models, no_samples=no_samples, start_timeout=start_timeout)
+                        models=models, no_samples=no_samples, start_timeout=start_timeout, origins=origins)
         if not block:
             return handle
         _block(handle)
@@ -299,6 +312,20 @@ def serve(options: Any, *, block: bool = True, start_timeout: float = START_TIME
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return None
+
+
+def _origins(options: Any, host: str, port: int) -> list[str]:
+    """The server's own origins, then those of ``--allow-origin``, ``$CARDIAC_MI_ALLOWED_ORIGINS`` and
+    ``$MONAI_LABEL_CORS_ORIGINS`` (comma-separated or a JSON list); InputError for one that is not an origin."""
+    from cardiac_mi.viewer.security import ORIGINS_ENV, default_origins, parse_origins
+
+    found = default_origins(host, port)
+    given = list(getattr(options, "allow_origin", None) or [])
+    for source in (given, os.environ.get(ORIGINS_ENV), os.environ.get("MONAI_LABEL_CORS_ORIGINS")):
+        for origin in parse_origins(source):
+            if origin not in found:
+                found.append(origin)
+    return found
 
 
 def _raise_interrupt(signum: int, frame: Any) -> None:
@@ -320,14 +347,16 @@ def _no_interrupts() -> Any:
 
 
 def _start(options: Any, *, state: Path, port: int, host: str, studies: str | None, user: str | None,
-           password: str | None, models: Path, no_samples: bool, start_timeout: float) -> ServeHandle:
+           password: str | None, models: Path, no_samples: bool, start_timeout: float,
+           origins: list[str] | None = None) -> ServeHandle:
     from cardiac_mi.orthanc import EmbeddedOrthanc, port_in_use
 
     if port_in_use(port):
         raise InputError(f"cannot start MONAI Label: port {port} is already in use; choose another with --port")
     tick = time.perf_counter()
     display_host = host if host not in ("0.0.0.0", "::", "") else "127.0.0.1"
-    handle = ServeHandle(state=state, url=f"http://{display_host}:{port}", studies_url=studies or "")
+    handle = ServeHandle(state=state, url=f"http://{display_host}:{port}", studies_url=studies or "",
+                         origins=list(origins or []))
     try:
         if studies:
             if (user is None) != (password is None):
@@ -364,6 +393,7 @@ def _start(options: Any, *, state: Path, port: int, host: str, studies: str | No
         logger.info("Orthanc explorer:   %s (user %s; password in %s)", handle.orthanc_explorer_url,
                     handle.orthanc.user, handle.orthanc.credentials_path)
     logger.info("DICOMweb studies:   %s", handle.studies_url)
+    logger.info("allowed origins:    %s (more with --allow-origin)", ", ".join(handle.origins))
     return handle
 
 
@@ -394,7 +424,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add ``serve [--port] [--host] [--orthanc-port] [--orthanc-dicom-port] [--state] [--studies --user --password]
-    [--models] [--no-samples]``."""
+    [--models] [--no-samples] [--allow-origin URL ...]``."""
     description = ("run the embedded Orthanc (DICOMweb) and the MONAI Label server with the cardiac_mi app "
                    "and its OHIF viewer; Ctrl-C stops both")
     epilog = "environment (used when the option is not given):\n" + "\n".join(
@@ -418,5 +448,9 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--models", type=Path, help="models folder (default $CARDIAC_MI_MODELS, else STATE/models, a copy of the repository's models/ made on first start)")
     p.add_argument("--no-samples", action="store_true",
                    help="do not upload sample-data/dicom to the embedded Orthanc on the first start of a state folder")
+    p.add_argument("--allow-origin", action="append", metavar="URL",
+                   help="a browser origin (scheme://host[:port], e.g. https://viewer.hospital.org) allowed to use the "
+                        "server besides its own (http://127.0.0.1:PORT, http://localhost:PORT, the --host address); "
+                        "repeat for more; also $CARDIAC_MI_ALLOWED_ORIGINS (comma-separated)")
     p.set_defaults(func=cmd_serve)
     return p

@@ -141,8 +141,11 @@ class CardiacMIApp(MONAILabelApp):
             self._auto_update_scoring = auto
 
     def on_save_label(self, image_id, label_id):
-        """What the datastore did with a saved label (stored in Orthanc, or queued), in the answer."""
-        return dict(getattr(self.datastore(), "last_saves", {}).get(image_id, {}))
+        """What the datastore did with this save (stored in Orthanc, queued, or kept as a non-final tag), in
+        the answer; never an earlier save's answer (MONAI Label calls this right after save_label, in the
+        same thread)."""
+        outcome = getattr(self.datastore(), "save_outcome", None)
+        return outcome(image_id) if outcome is not None else {}
 
     def init_infers(self) -> Dict[str, InferTask]:
         infers: Dict[str, InferTask] = {}

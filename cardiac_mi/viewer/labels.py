@@ -33,6 +33,7 @@ from fastapi import HTTPException
 from monailabel.config import settings
 from monailabel.interfaces.utils.app import app_instance
 
+from cardiac_mi.ids import uid_problem
 from cardiac_mi.viewer.proxy import archive_session
 from lgemri.errors import InputError
 from lgemri.seg import SEGMENTATION_STORAGE
@@ -78,7 +79,15 @@ def split_multipart(content_type: str, body: bytes) -> list[bytes]:
 
 
 def series_in_archive(study_uid: str, series_uid: str) -> bool | None:
-    """Whether the archive still holds the series: True, False, or None when it cannot be asked."""
+    """Whether the archive still holds the series: True, False, or None when it cannot be asked.
+
+    Raises:
+        InputError: A UID is not a DICOM UID (it would become part of the archive's URL).
+    """
+    for value, name in ((study_uid, "StudyInstanceUID"), (series_uid, "SeriesInstanceUID")):
+        problem = uid_problem(value, name)
+        if problem:
+            raise InputError(problem)
     root = settings.MONAI_LABEL_STUDIES.rstrip("/")
     if not root.startswith(("http://", "https://")):
         return None
@@ -117,7 +126,12 @@ def _referenced_series(ds: pydicom.Dataset) -> tuple[str, str]:
     series = {str(item.get("SeriesInstanceUID", "")) for item in ds.get("ReferencedSeriesSequence", [])} - {""}
     if len(series) != 1:
         raise InputError(f"the SEG must reference exactly one image series; it references {len(series)}")
-    return str(ds.get("StudyInstanceUID", "")), series.pop()
+    study_uid, series_uid = str(ds.get("StudyInstanceUID", "")), series.pop()
+    for value, name in ((study_uid, "the SEG's StudyInstanceUID"), (series_uid, "its referenced SeriesInstanceUID")):
+        problem = uid_problem(value, name)
+        if problem:
+            raise InputError(problem)
+    return study_uid, series_uid
 
 
 def _drop_unused_segments(ds: pydicom.Dataset) -> list[str]:

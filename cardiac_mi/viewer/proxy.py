@@ -7,11 +7,31 @@ included), forwards every browser header (cookies, Host, Origin) to the archive,
 when the archive is down. Here the handlers are plain functions (FastAPI runs them in its thread pool),
 share one connection pool, forward only the content headers, and answer 502 or 504 with a JSON
 ``detail`` the viewer shows when the archive does not answer.
+
+It forwards only the DICOMweb resources the viewer uses, never the rest of the archive's REST API (an
+Orthanc answers ``/system``, ``/tools/shutdown``, ``/tools/bulk-delete`` with the same credentials).
+The path after ``/proxy/dicom/[qido|wado|stow/]`` must be, literally (no percent-encoding at all: the
+viewer never needs it, and it is how ``..``, ``/`` and NUL get smuggled past a router), one of::
+
+    studies | series | instances                                          QIDO-RS searches
+    studies/{study}[/metadata|/rendered|/thumbnail|/series|/instances]    WADO-RS, QIDO-RS
+    studies/{study}/series/{series}[/metadata|/rendered|/thumbnail|/instances]
+    studies/{study}/series/{series}/instances/{instance}[/metadata|/rendered|/thumbnail]
+    studies/{study}/series/{series}/instances/{instance}/frames/{1,2,...}[/rendered|/thumbnail]
+
+with every ``{...}`` a DICOM UID (:mod:`cardiac_mi.ids`) and ``frames`` a list of frame numbers. GET
+for all of them; POST (STOW-RS) only on ``studies`` and ``studies/{study}``. The query string is
+forwarded when it holds no control character, space, non-ASCII byte, ``#``, ``"``, ``<``, ``>`` or
+``\\``. Anything else, any other method, and any other path under ``/proxy/``, is answered 404
+without a request to the archive (and logged). This is also the list of what OHIF 3.10's DICOMweb data
+source asks for: QIDO of studies, series and instances, series metadata, frames for images and
+thumbnails, and STOW-RS to ``{wadoRoot}/studies`` for uploads.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 
@@ -22,7 +42,9 @@ from starlette.concurrency import run_in_threadpool
 from monailabel.config import settings
 from monailabel.endpoints.user.auth import RBAC, User
 
-__all__ = ["router", "forward", "archive_session"]
+from cardiac_mi.ids import is_uid
+
+__all__ = ["router", "catch_all", "forward", "archive_session", "dicomweb_resource"]
 
 logger = logging.getLogger(__name__)
 
@@ -57,12 +79,90 @@ def _prefix(op: str, path: str) -> str:
     return f"{prefix.strip('/')}/" if prefix else ""
 
 
+_COLLECTIONS = {"studies": 0, "series": 1, "instances": 2}  # their level in a resource path
+_LEAVES = ("metadata", "rendered", "thumbnail")
+_FRAMES = re.compile(r"[1-9][0-9]{0,5}(?:,[1-9][0-9]{0,5}){0,255}")
+_QUERY = re.compile(r'[^\x00-\x20\x7f-\xff#"<>\\]*')  # printable ASCII that a browser sends unencoded in a query
+NOT_FORWARDED = "not a DICOMweb resource of the viewer; nothing was sent to the archive"
+
+
+def dicomweb_resource(method: str, path: str) -> str | None:
+    """``path`` (after the proxy's prefix, exactly as sent) when the viewer may ``method`` it, else None.
+
+    See the module docstring for the resources. The check is on the path as the client sent it, so
+    ``%2e%2e``, ``%2f``, ``%252e`` (double encoding), ``%00`` and ``%5c`` are refused outright; so are
+    ``.`` and ``..`` segments, empty segments, backslashes and anything that is not a UID where a UID
+    belongs.
+    """
+    if method not in ("GET", "POST") or not path or len(path) > 1024 or "%" in path or "\\" in path or "\0" in path:
+        return None
+    segments = path.split("/")
+    if any(s in ("", ".", "..") for s in segments):
+        return None
+    if method == "POST":  # STOW-RS
+        ok = segments == ["studies"] or (len(segments) == 2 and segments[0] == "studies" and is_uid(segments[1]))
+        return path if ok else None
+    if len(segments) == 1:
+        return path if segments[0] in _COLLECTIONS else None
+    level, position = -1, 0
+    while position < len(segments):
+        name = segments[position]
+        if name in _COLLECTIONS:
+            if position == 0 and name != "studies":
+                return None  # series/{uid} and instances/{uid} are not DICOMweb resources
+            if _COLLECTIONS[name] <= level or (name == "instances" and level == 0 and position + 1 < len(segments)):
+                return None  # out of order, or studies/{uid}/instances/{uid} (WADO needs the series)
+            level = _COLLECTIONS[name]
+            if position + 1 == len(segments):
+                return path  # a QIDO-RS search of that level
+            if not is_uid(segments[position + 1]):
+                return None
+            position += 2
+            continue
+        if level < 0:
+            return None
+        rest = segments[position:]
+        if len(rest) == 1 and name in _LEAVES:
+            return path
+        if level == 2 and name == "frames" and len(rest) in (2, 3) and _FRAMES.fullmatch(rest[1]):
+            return path if len(rest) == 2 or rest[2] in ("rendered", "thumbnail") else None
+        return None
+    return path
+
+
+def _refused(method: str, raw_path: str, why: str = NOT_FORWARDED) -> Response:
+    logger.warning("DICOMweb proxy: %s %s refused (%s)", method, raw_path[:300], why)
+    return JSONResponse({"detail": why}, 404)
+
+
+def _raw_rest(request: Request, op: str, path: str) -> str:
+    """The part of the request's path after ``/proxy/dicom/[op/]`` as the client sent it (still encoded)."""
+    raw = request.scope.get("raw_path")
+    raw = raw.decode("latin-1") if isinstance(raw, (bytes, bytearray)) else request.url.path
+    prefix = router.prefix + (f"/{op}/" if op else "/")
+    position = raw.find(prefix)
+    if position < 0:  # the prefix itself was percent-encoded: refuse
+        return "%"
+    return raw[position + len(prefix):]
+
+
 def forward(method: str, op: str, path: str, query: bytes, headers: dict[str, str], body: bytes | None) -> Response:
-    """Send one DICOMweb request to the archive and return its answer (or a 502/504 JSON error)."""
+    """Send one DICOMweb request to the archive and return its answer (or a 502/504 JSON error).
+
+    ``path`` must be one of the viewer's DICOMweb resources (:func:`dicomweb_resource`) and ``query`` a
+    plain URL query; otherwise the answer is 404 and the archive is not asked.
+    """
+    if dicomweb_resource(method, path) is None:
+        return _refused(method, path)
+    text = query.decode("latin-1")
+    if not _QUERY.fullmatch(text):
+        return _refused(method, f"{path}?{text}", "the query string holds characters a URL query cannot")
     root = settings.MONAI_LABEL_STUDIES.rstrip("/")
+    if not root.startswith(("http://", "https://")):
+        return JSONResponse({"detail": "this server has no DICOMweb archive (--studies is a folder)"}, 404)
     url = f"{root}/{_prefix(op, path)}{path}"
-    if query:
-        url = f"{url}?{query.decode('latin-1')}"
+    if text:
+        url = f"{url}?{text}"
     sent = {name: headers[name] for name in REQUEST_HEADERS if name in headers}
     tick = time.perf_counter()
     try:
@@ -80,16 +180,24 @@ def forward(method: str, op: str, path: str, query: bytes, headers: dict[str, st
 
 def _handler(op: str):
     def get(path: str, request: Request, user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_USER))) -> Response:
-        return forward("GET", op, path, request.url.query.encode("latin-1"), dict(request.headers), None)
+        return forward("GET", op, _raw_rest(request, op, path), request.url.query.encode("latin-1"),
+                       dict(request.headers), None)
 
     async def post(path: str, request: Request,
                    user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_USER))) -> Response:
+        raw = _raw_rest(request, op, path)
+        if dicomweb_resource("POST", raw) is None:  # refused before the body is read
+            return _refused("POST", raw)
         body = await request.body()
         # the blocking call goes to the thread pool, like the GET handler
-        return await run_in_threadpool(forward, "POST", op, path, request.url.query.encode("latin-1"),
+        return await run_in_threadpool(forward, "POST", op, raw, request.url.query.encode("latin-1"),
                                        dict(request.headers), body)
 
     return get, post
+
+
+def _not_forwarded(path: str, request: Request) -> Response:
+    return _refused(request.method, request.url.path)
 
 
 for _op in ("qido", "wado", "stow"):
@@ -99,3 +207,9 @@ for _op in ("qido", "wado", "stow"):
 _get, _post = _handler("")
 router.add_api_route("/{path:path}", _get, methods=["GET"])
 router.add_api_route("/{path:path}", _post, methods=["POST"])
+# every other method under /proxy/dicom/, and every other path under /proxy/ (MONAI Label's own proxy
+# routes are removed from the app by cardiac_mi.viewer.server.install): 404, the archive is not asked
+_ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]
+router.add_api_route("/{path:path}", _not_forwarded, methods=[m for m in _ALL_METHODS if m not in ("GET", "POST")])
+catch_all = APIRouter(prefix="/proxy", include_in_schema=False)
+catch_all.add_api_route("/{path:path}", _not_forwarded, methods=_ALL_METHODS)

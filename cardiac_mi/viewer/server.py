@@ -24,7 +24,9 @@ from cardiac_mi.viewer import OHIF_DIR
 from cardiac_mi.viewer.labels import save_viewer_seg
 from cardiac_mi.viewer.panel import PANEL_PREFIX
 from cardiac_mi.viewer.panel import router as panel_router
+from cardiac_mi.viewer.proxy import catch_all as proxy_catch_all
 from cardiac_mi.viewer.proxy import router as proxy_router
+from cardiac_mi.viewer.security import secure
 
 __all__ = ["app", "install", "bundle_dir", "segment_table"]
 
@@ -115,18 +117,36 @@ async def save_label(request: Request, user: User = Depends(RBAC(settings.MONAI_
     return JSONResponse(result)
 
 
+def _monailabel_proxy(route) -> bool:
+    """Whether ``route`` is MONAI Label's DICOMweb proxy (a route, or its router as FastAPI includes it)."""
+    from monailabel.endpoints import proxy as theirs
+
+    if getattr(route, "original_router", None) is theirs.router:
+        return True
+    return getattr(getattr(route, "endpoint", None), "__module__", "") == theirs.__name__
+
+
 def install(target) -> None:
-    """Put the viewer's and the proxy's routes in front of MONAI Label's (first match wins in Starlette)."""
+    """Put the viewer's and the proxy's routes in front of MONAI Label's (first match wins in Starlette),
+    remove MONAI Label's own DICOMweb proxy (it forwards any path and method to the archive), and put the
+    origin, Host and request checks of :mod:`.security` in front of everything."""
     before = len(target.router.routes)
     target.include_router(router)
     target.include_router(proxy_router)
+    target.include_router(proxy_catch_all)
     target.include_router(panel_router)
     for module in (activelearning, datastore, train, logs):
         target.include_router(module.router, prefix=PANEL_PREFIX, include_in_schema=False)
     added = target.router.routes[before:]
     del target.router.routes[before:]
-    target.router.routes[0:0] = added
-    logger.info("cardiac_mi viewer: %d routes in front of MONAI Label's (/ohif/, /proxy/dicom/, /viewer/)", len(added))
+    rest = [r for r in target.router.routes if not _monailabel_proxy(r)]
+    removed = len(target.router.routes) - len(rest)
+    target.router.routes[:] = added + rest
+    if hasattr(target.router, "_mark_routes_changed"):
+        target.router._mark_routes_changed()
+    logger.info("cardiac_mi viewer: %d routes in front of MONAI Label's (/ohif/, /proxy/dicom/, /viewer/); "
+                "MONAI Label's %d proxy routes removed", len(added), removed)
+    secure(target)
 
 
 install(app)
