@@ -27,7 +27,7 @@ from scipy import ndimage
 
 from .errors import InputError
 from .geometry import crop_roi, lv_centre, resample_inplane
-from .labels import LABEL_NAMES, NUM_CLASSES, infarct_mask, myocardium_mask
+from .labels import INFARCT, LABEL_NAMES, MYOCARDIUM, NO_REFLOW, NUM_CLASSES, infarct_mask, myocardium_mask
 from .nets.checkpoint import load_checkpoint
 from .nets.preprocess import LOC_FACTOR, ROI_SIZE, localization_input, localization_to_slice, normalize
 from .postprocess import clean_cavity, enforce_anatomy, remove_small_infarcts
@@ -58,6 +58,7 @@ class Models:
     meta: dict
     device: torch.device
     flip_tta: bool = False  # average the predictions of the four in-plane mirror images
+    infarct_min_probability: float | None = None  # infarct needs P(infarct) + P(no-reflow) above this
 
     @property
     def two_stage(self) -> bool:
@@ -76,13 +77,14 @@ def load_models(models_dir: str | os.PathLike | None = None, device: str = "cpu"
     if seg_meta.get("extra", {}).get("two_stage"):
         cavity, _ = load_checkpoint(folder / "cavity.pt", task="cavity", device=dev)
     flip_tta = bool(seg_meta.get("extra", {}).get("flip_tta", False))
+    infarct_min_probability = seg_meta.get("extra", {}).get("infarct_min_probability")
     meta = {
         "localization": loc_meta.get("extra", {}),
         "segmentation": seg_meta.get("extra", {}),
         "segmentation_network": seg_meta.get("network", {}),
         "folder": str(folder),
     }
-    return Models(localizer, segmenter, cavity, meta, dev, flip_tta)
+    return Models(localizer, segmenter, cavity, meta, dev, flip_tta, infarct_min_probability)
 
 
 @dataclasses.dataclass
@@ -253,12 +255,22 @@ def recentred(probabilities: np.ndarray, centre) -> tuple[float, float] | None:
     return None
 
 
-def segment_volume(image: Volume, models: Models, min_infarct_ml: float = MIN_INFARCT_ML) -> InferenceResult:
+def segment_volume(
+    image: Volume, models: Models, min_infarct_ml: float | None = None, infarct_min_probability: float | None = None
+) -> InferenceResult:
     """Run the cascade on a short-axis LGE volume; the label is on ``image``'s own grid.
 
-    Infarct components smaller than ``min_infarct_ml`` are relabelled healthy myocardium
-    (:func:`lgemri.postprocess.remove_small_infarcts`; 0 keeps them).
+    Voxels labelled infarct or no-reflow whose summed probability of the two is below
+    ``infarct_min_probability`` become healthy myocardium (None: the segmentation checkpoint's
+    ``infarct_min_probability``, or plain argmax). Infarct components smaller than
+    ``min_infarct_ml`` are then relabelled healthy myocardium too
+    (:func:`lgemri.postprocess.remove_small_infarcts`; 0 keeps them; None: the checkpoint's
+    ``min_infarct_ml``, else :data:`MIN_INFARCT_ML`).
     """
+    if min_infarct_ml is None:
+        min_infarct_ml = float(models.meta.get("segmentation", {}).get("min_infarct_ml", MIN_INFARCT_ML))
+    if infarct_min_probability is None:
+        infarct_min_probability = models.infarct_min_probability
     timings: dict[str, float] = {}
     start = tick = time.perf_counter()
 
@@ -293,7 +305,11 @@ def segment_volume(image: Volume, models: Models, min_infarct_ml: float = MIN_IN
     lap("segmentation")
 
     on_input = np.stack([_to_input_grid(full[c], grid, image, 1, float(c == 0), box) for c in range(NUM_CLASSES)])
-    label = enforce_anatomy(np.argmax(on_input, axis=0).astype(np.uint8))
+    label = np.argmax(on_input, axis=0).astype(np.uint8)
+    if infarct_min_probability is not None:
+        weak = (label >= INFARCT) & (on_input[INFARCT] + on_input[NO_REFLOW] < float(infarct_min_probability))
+        label[weak] = MYOCARDIUM
+    label = enforce_anatomy(label)
     label = remove_small_infarcts(label, abs(float(np.linalg.det(image.affine[:3, :3]))) / 1000.0, min_infarct_ml)
     lv = _to_input_grid(lv_1mm.astype(np.float32), grid, image, order=0, fill=0.0) > 0.5
     lap("paste_back")

@@ -186,3 +186,32 @@ def test_flip_tta_is_mirror_equivariant_and_changes_an_asymmetric_network():
     assert np.allclose(_predict_models(net, mirrored, tta), out[..., ::-1], atol=1e-5)
     assert np.allclose(out.sum(axis=1), 1.0, atol=1e-5)
     assert not np.allclose(_predict_models(net, batch, plain), out, atol=1e-4)
+
+
+
+class RingSegmenter(torch.nn.Module):
+    """Cavity disc and myocardial ring at the ROI centre; half of the ring is infarct at
+    P(infarct) + P(no-reflow) = 0.54, the most likely class but not a sure one."""
+
+    def forward(self, x):
+        n, _, h, w = x.shape
+        ii, jj = torch.meshgrid(torch.arange(h) - h / 2, torch.arange(w) - w / 2, indexing="ij")
+        r = torch.sqrt(ii.float() ** 2 + jj.float() ** 2)
+        logits = torch.zeros(n, 5, h, w)
+        cavity, ring = r < 15, (r >= 15) & (r < 24)
+        logits[:, 0] = torch.where(cavity | ring, 0.0, 5.0)
+        logits[:, 1] = torch.where(cavity, 5.0, 0.0)
+        logits[:, 2] = torch.where(ring, 1.0, 0.0)
+        logits[:, 3] = torch.where(ring & (jj > 0), 1.5, 0.0)
+        return logits
+
+
+def test_infarct_needs_the_minimum_probability(sample_image, models):
+    located = Models(FixedLocalizer(), RingSegmenter(), None, {}, torch.device("cpu"))
+    argmax = segment_volume(sample_image, located, min_infarct_ml=0.0).label.array
+    assert np.isin(argmax, (3, 4)).any()
+    kept = segment_volume(sample_image, located, 0.0, infarct_min_probability=0.5).label.array
+    assert np.isin(kept, (3, 4)).sum() >= 0.8 * np.isin(argmax, (3, 4)).sum()  # edges mix with background
+    sure = segment_volume(sample_image, located, 0.0, infarct_min_probability=0.6).label.array
+    assert not np.isin(sure, (3, 4)).any()
+    assert (sure[np.isin(argmax, (3, 4))] == 2).all()  # it becomes healthy myocardium
