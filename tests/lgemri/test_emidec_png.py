@@ -159,7 +159,7 @@ def test_degrade_rotates_and_scales_like_the_png_copies():
 
 
 @pytest.mark.skipif(not REAL.is_dir(), reason=f"the real EMIDEC PNG data are not at {REAL}")
-def test_the_real_data_import_and_no_case_is_in_two_splits(tmp_path):
+def test_the_real_data_import_with_a_plausible_pixel_size():
     cases = find_png_cases(REAL)
     assert len(cases) == 83
     case = load_png_case(REAL, cases[0])
