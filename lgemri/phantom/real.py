@@ -102,6 +102,7 @@ from ..labels import CAVITY
 from ..volume import Volume
 from .anatomy import Anatomy, Tissue
 from .mr import coil_sensitivity
+from .study import heart_window
 
 __all__ = [
     "STYLES",
@@ -692,13 +693,7 @@ class _RealRenderer:
         self.tissue_slices: list[np.ndarray] = []
 
     def _heart_window(self, z: float) -> tuple[slice, slice]:
-        x0, x1, y0, y1 = self.anatomy.heart_box(z)
-        x, y = self.fine_xy[0][0], self.fine_xy[1][:, 0]
-        cols = np.flatnonzero((x >= x0) & (x <= x1))
-        rows = np.flatnonzero((y >= y0) & (y <= y1))
-        if not len(cols) or not len(rows):
-            return slice(0, 0), slice(0, 0)
-        return slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
+        return heart_window(self.anatomy, self.fine_xy, z)
 
     def _signal(self, tissue: np.ndarray, fields: np.ndarray) -> np.ndarray:
         tex = self.look.texture[tissue]  # (..., 3)

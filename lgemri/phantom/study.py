@@ -128,6 +128,17 @@ def patient_frame(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.
     return long_axis, right, up, origin
 
 
+def heart_window(anatomy: Anatomy, fine_xy, z: float) -> tuple[slice, slice]:
+    """Rows and columns of the fine grid ``fine_xy`` (x, y planes) that can hold the heart at ``z``."""
+    x0, x1, y0, y1 = anatomy.heart_box(z)
+    x, y = fine_xy[0][0], fine_xy[1][:, 0]
+    cols = np.flatnonzero((x >= x0) & (x <= x1))
+    rows = np.flatnonzero((y >= y0) & (y <= y1))
+    if not len(cols) or not len(rows):
+        return slice(0, 0), slice(0, 0)
+    return slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
+
+
 class _Renderer:
     """Renders the slices of one case: tissue maps to signal, partial volume, coil, noise."""
 
@@ -145,14 +156,7 @@ class _Renderer:
         self.coil = coil_sensitivity(*self.xy, coils) * (1.0 + 0.05 * smooth_field(rng, self.xy[0].shape, 4))
 
     def _heart_window(self, z: float) -> tuple[slice, slice]:
-        """Rows and columns of the fine grid that can hold the heart at ``z``."""
-        x0, x1, y0, y1 = self.anatomy.heart_box(z)
-        x, y = self.fine_xy[0][0], self.fine_xy[1][:, 0]
-        cols = np.flatnonzero((x >= x0) & (x <= x1))
-        rows = np.flatnonzero((y >= y0) & (y <= y1))
-        if not len(cols) or not len(rows):
-            return slice(0, 0), slice(0, 0)
-        return slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
+        return heart_window(self.anatomy, self.fine_xy, z)
 
     def _fine_signal(self, z: float) -> np.ndarray:
         """Signed signal on the fine grid, averaged over the slice thickness."""
