@@ -88,8 +88,17 @@ def cmd_preview(args: argparse.Namespace) -> None:
 
 
 def cmd_infer(args: argparse.Namespace) -> None:
+    from cardiac_mi.ids import device_problem
+    from lgemri.dicom import require_modality
     from lgemri.inference import infer_file, load_models
 
+    # what would fail after the models have loaded (or segment a CT without a word) is refused first
+    problem = device_problem(args.device, "--device")
+    if problem:
+        raise InputError(problem)
+    for path in args.input:
+        if Path(path).is_dir():
+            require_modality(path, args.series_uid)
     models = load_models(args.models, device=args.device)
     for path in args.input:
         label, summary = infer_file(path, args.out, models, args.series_uid)

@@ -10,18 +10,22 @@ never cleaned up and used.
 - A label tag: 1 to 64 ASCII letters, digits, ``_`` or ``-`` (MONAI Label's ``final``, ``original``).
 - A local image id (MONAI Label's own folder datastore, not used by ``cardiac-mi serve``): a file stem of
   letters, digits, ``_``, ``-`` and single dots, at most 128 characters.
+- A torch device: ``cpu``, ``cuda`` (the GPU when there is one, else the CPU, as MONAI Label reads it) or
+  ``cuda:N`` for a GPU this machine has.
 """
 
 from __future__ import annotations
 
 import re
 
-__all__ = ["UID_MAX_LENGTH", "is_uid", "is_tag", "is_local_image_id", "uid_problem", "tag_problem", "shown"]
+__all__ = ["UID_MAX_LENGTH", "is_uid", "is_tag", "is_local_image_id", "uid_problem", "tag_problem", "device_problem",
+           "shown"]
 
 UID_MAX_LENGTH = 64
 _UID = re.compile(r"[0-9]+(?:\.[0-9]+)*")
 _TAG = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _LOCAL_ID = re.compile(r"[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*")
+_DEVICE = re.compile(r"(cpu|cuda)(?::([0-9]{1,3}))?")
 
 
 def shown(value: object, limit: int = 80) -> str:
@@ -54,3 +58,23 @@ def tag_problem(value: object, name: str = "tag") -> str | None:
     if is_tag(value):
         return None
     return f"{name}: {shown(value)} is not a label tag (1 to 64 letters, digits, '_' or '-')"
+
+
+def device_problem(value: object, name: str = "device", gpus: int | None = None) -> str | None:
+    """None when ``value`` is a torch device this machine has (``gpus``: its CUDA GPUs, counted when None),
+    else the message naming ``name``."""
+    match = _DEVICE.fullmatch(value.strip().lower()) if isinstance(value, str) else None
+    if match is None:
+        return f"{name}: {shown(value)} is not a device (expected cpu, cuda or cuda:N)"
+    kind, index = match.groups()
+    if kind == "cpu" and index is not None:
+        return f"{name}: {shown(value)} is not a device (expected cpu, cuda or cuda:N)"
+    if kind == "cuda" and index is not None:
+        if gpus is None:
+            import torch
+
+            gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if int(index) >= gpus:
+            have = f"GPUs cuda:0 to cuda:{gpus - 1}" if gpus > 1 else "one GPU, cuda:0" if gpus == 1 else "no CUDA GPU"
+            return f"{name}: {shown(value)} is not available: this machine has {have}"
+    return None

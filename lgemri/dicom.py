@@ -43,6 +43,8 @@ __all__ = [
     "write_dicom_series",
     "dicom_to_nifti",
     "nifti_to_dicom",
+    "SEGMENTED_MODALITIES",
+    "require_modality",
 ]
 
 logger = logging.getLogger(__name__)
@@ -53,6 +55,8 @@ _SAME_POSITION_TOL = 1e-3  # mm along the slice normal
 _DEFER_SIZE = "16 KB"  # header reads leave pixel data (and other large values) on disk
 _DIRECTORY_STORAGE = "1.2.840.10008.1.3.10"  # DICOMDIR
 _NON_IMAGE_SOP_CLASSES = {"1.2.840.10008.5.1.4.1.1.66.4": "Segmentation"}  # have PixelData
+_ORTHOGONAL_TOL = 1e-2  # |cos| of the angle between the row and column directions
+SEGMENTED_MODALITIES = ("MR",)  # what the models were made for: LGE is an MR acquisition
 _REQUIRED_GEOMETRY = {
     "Rows": None,
     "Columns": None,
@@ -160,6 +164,44 @@ def read_dicom_series(
         files=[path for path, _ in members],
         datasets=[ds for _, ds in members],
     )
+
+
+def require_modality(
+    source: str | os.PathLike | Sequence[str | os.PathLike],
+    series_uid: str | None = None,
+    allowed: Sequence[str] = SEGMENTED_MODALITIES,
+) -> str:
+    """The Modality of the image series in ``source`` (headers only); an error unless it is ``allowed``.
+
+    Meant to run before any work on a series starts (loading models, reading pixels).
+
+    Raises:
+        InputError: The folder holds no images, several series and no ``series_uid``, or a series of
+            another modality (a CT series, say) or with no Modality.
+    """
+    where, paths = _list_files(source)
+    found: dict[str, Dataset] = {}
+    for path in paths:
+        ds = _read_header(path)
+        if ds is None or "PixelData" not in ds or str(ds.get("SOPClassUID", "")) in _NON_IMAGE_SOP_CLASSES:
+            continue
+        found.setdefault(str(ds.get("SeriesInstanceUID", "")), ds)
+    if not found:
+        raise InputError(f"{where}: empty series: no DICOM images found")
+    if series_uid is None and len(found) > 1:
+        raise InputError(f"{where}: mixed series in one folder ({len(found)} series); pass series_uid to choose one")
+    uid = series_uid if series_uid is not None else next(iter(found))
+    if uid not in found:
+        raise InputError(f"{where}: series {uid} is not there")
+    first = found[uid]
+    modality = str(first.get("Modality", "") or "").strip().upper()
+    if modality not in allowed:
+        description = str(first.get("SeriesDescription", "") or "") or "no description"
+        raise InputError(
+            f"{where}: series {uid} is a {modality or 'modality-less'} series ({description!r}); "
+            f"cardiac_mi segments {', '.join(allowed)} (LGE) series only"
+        )
+    return modality
 
 
 def write_dicom_series(
@@ -398,7 +440,31 @@ def _describe_series(images: dict[str, list[tuple[Path, Dataset]]]) -> str:
 
 
 def _floats(ds: Dataset, keyword: str) -> np.ndarray:
-    return np.array([float(v) for v in np.atleast_1d(ds[keyword].value)])
+    try:
+        return np.array([float(v) for v in np.atleast_1d(ds[keyword].value)])
+    except (TypeError, ValueError):
+        raise InputError(f"{keyword} {str(ds[keyword].value)[:80]!r} is not a list of numbers") from None
+
+
+def _check_geometry(path: Path, ds: Dataset) -> None:
+    """Pixel spacing positive, orientation two non-zero perpendicular directions, position finite."""
+    try:
+        spacing = _floats(ds, "PixelSpacing")
+        iop = _floats(ds, "ImageOrientationPatient")
+        position = _floats(ds, "ImagePositionPatient")
+    except InputError as exc:
+        raise InputError(f"{path}: invalid geometry: {exc}") from None
+    if not np.all(np.isfinite(spacing)) or np.any(spacing <= 0):
+        raise InputError(f"{path}: invalid geometry: PixelSpacing {spacing.tolist()} must be two positive sizes in mm")
+    row, col = iop[:3], iop[3:]
+    norms = np.linalg.norm(row), np.linalg.norm(col)
+    if not np.all(np.isfinite(iop)) or min(norms) < 1e-6 or abs(row @ col) / (norms[0] * norms[1]) > _ORTHOGONAL_TOL:
+        raise InputError(
+            f"{path}: invalid geometry: ImageOrientationPatient {iop.tolist()} must hold two non-zero, "
+            "perpendicular direction vectors"
+        )
+    if not np.all(np.isfinite(position)):
+        raise InputError(f"{path}: invalid geometry: ImagePositionPatient {position.tolist()} is not finite")
 
 
 def _sort_slices(
@@ -412,8 +478,13 @@ def _sort_slices(
                 f"(NumberOfFrames={ds.NumberOfFrames})"
             )
         for keyword, size in _REQUIRED_GEOMETRY.items():
-            if ds.get(keyword) in (None, "") or (size and len(_floats(ds, keyword)) != size):
+            try:
+                valid = ds.get(keyword) not in (None, "") and not (size and len(_floats(ds, keyword)) != size)
+            except InputError:
+                valid = False
+            if not valid:
                 raise InputError(f"{path}: missing geometry: no valid {keyword}")
+        _check_geometry(path, ds)
     first_path, first = members[0]
     for path, ds in members[1:]:
         for keyword in ("Rows", "Columns", "PixelSpacing", "ImageOrientationPatient"):

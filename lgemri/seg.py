@@ -66,6 +66,7 @@ __all__ = [
     "seg_datetime",
     "is_manual_seg",
     "latest_final_seg",
+    "TYPE2_PATIENT_STUDY",
 ]
 
 SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
@@ -80,6 +81,22 @@ LEFT_VENTRICLE = Code("87878005", "SCT", "Left ventricle")
 MYOCARDIUM_CODE = Code("74281007", "SCT", "Myocardium")
 INFARCT_CODE = Code("55641003", "SCT", "Infarct")
 MVO_CODE = Code("MVO", PRIVATE_SCHEME, "Microvascular obstruction")
+
+# Type 2 attributes of the Patient and General Study modules that a SEG copies from its images: they
+# must be present but may be empty, and anonymised images from real sites often lack them
+TYPE2_PATIENT_STUDY = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyDate",
+    "StudyTime",
+    "ReferringPhysicianName",
+    "StudyID",
+    "AccessionNumber",
+)
+# Type 1 attributes a SEG takes from its images: without them there is no SEG to write
+_TYPE1_SOURCE = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID", "FrameOfReferenceUID")
 
 
 def _srgb_to_cielab(hex_colour: str) -> tuple[float, float, float]:
@@ -220,7 +237,7 @@ def write_seg(
         )
     array = as_label(array, where)
 
-    sources = [pydicom.dcmread(f) for f in series.files]
+    sources = [_with_type2(pydicom.dcmread(f), f) for f in series.files]
     # frame k is the image of slice k: rows along j, columns along i
     pixels = np.ascontiguousarray(np.transpose(array, (2, 1, 0)))
 
@@ -280,6 +297,21 @@ def write_seg(
     return path
 
 
+def _with_type2(ds: Dataset, path: str | os.PathLike) -> Dataset:
+    """``ds`` with each missing Type 2 patient/study attribute added empty (in memory, the file is untouched).
+
+    Raises:
+        InputError: A Type 1 attribute the SEG needs is missing or empty.
+    """
+    for keyword in _TYPE1_SOURCE:
+        if not str(ds.get(keyword, "") or "").strip():
+            raise InputError(f"{Path(path).name}: the image has no {keyword}; a DICOM SEG of it cannot be written")
+    for keyword in TYPE2_PATIENT_STUDY:
+        if keyword not in ds:
+            setattr(ds, keyword, "")
+    return ds
+
+
 def _person_name(name: str | None) -> str | None:
     """A user name as a DICOM person name: one word is a family name (a trailing ``^`` says so)."""
     if not name or not name.strip():
@@ -319,7 +351,10 @@ def read_seg(path: str | os.PathLike, series: DicomSeries) -> np.ndarray:
     out = np.zeros(shape, dtype=np.uint8)
     if "PixelData" not in ds or int(ds.get("NumberOfFrames", 0) or 0) == 0:
         return out
-    frames = ds.pixel_array
+    try:
+        frames = ds.pixel_array
+    except Exception as exc:  # truncated or inconsistent PixelData: the handlers raise many kinds
+        raise InputError(f"{path}: the SEG's pixel data cannot be decoded ({exc})") from None
     if frames.ndim == 2:
         frames = frames[np.newaxis]
     if str(ds.get("SegmentationType", "BINARY")).upper() == "FRACTIONAL":

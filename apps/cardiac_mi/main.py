@@ -3,16 +3,25 @@
 Start it with ``monailabel start_server --app apps/cardiac_mi --studies <folder or DICOMweb URL>
 --conf models <folder>``; without ``models`` it uses ``$CARDIAC_MI_MODELS`` or the repository's
 ``models/``. Tasks: ``localization`` and ``segmentation`` (see ``lib/configs``).
+
+Requests are checked before any work starts (:meth:`CardiacMIApp.check_request`): an unknown task,
+strategy or scoring method is a 404, a device this machine lacks a 422; an infer's ``image`` must be an
+image id of the datastore (a SeriesInstanceUID on DICOMweb), never a server path, and an image of
+another modality than MR is refused with a message.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
+import tempfile
 import threading
-from typing import Dict
+from typing import Any, Dict, Iterable
 
 import lgemri
+from fastapi import HTTPException
+from lgemri.dicom import SEGMENTED_MODALITIES
 from lgemri.inference import default_models_dir
 from monailabel.interfaces.app import MONAILabelApp
 from monailabel.interfaces.config import TaskConfig
@@ -23,11 +32,28 @@ from monailabel.interfaces.tasks.train import TrainTask
 from monailabel.tasks.activelearning.first import First
 from monailabel.tasks.activelearning.random import Random
 
+from cardiac_mi.ids import device_problem, is_local_image_id, is_uid, shown
 from lib.configs import Localization, Segmentation
 
 logger = logging.getLogger(__name__)
 
 CONFIGS: Dict[str, type] = {"localization": Localization, "segmentation": Segmentation}
+# the request key naming the task of each kind of request, and what the kind is called in messages
+TASK_KEYS = {"infer": ("model", "infer task"), "batch_infer": ("model", "infer task"), "train": ("model", "trainer"),
+             "strategy": ("strategy", "active-learning strategy"), "scoring": ("method", "scoring method")}
+# the name MONAI Label gives an uploaded image (tempfile.NamedTemporaryFile in the temporary folder)
+_UPLOAD_NAME = re.compile(r"tmp[a-z0-9_]{8}(\.[A-Za-z0-9]+)*")
+
+
+def unknown(kind: str, name: Any, known: Iterable[str]) -> HTTPException:
+    """The 404 for a task name that is not one of ``known``."""
+    return HTTPException(404, f"{kind} {shown(name)}: no such {kind} (available: {', '.join(sorted(known)) or 'none'})")
+
+
+def no_such_image(image: Any) -> HTTPException:
+    """The one answer for an image id the datastore does not hold, whatever a file of that name would be."""
+    return HTTPException(404, f"image {shown(image)}: no such image in the datastore (an image is named by its id, "
+                              "the series' SeriesInstanceUID; file paths are not accepted)")
 
 
 class CardiacMIApp(MONAILabelApp):
@@ -88,10 +114,97 @@ class CardiacMIApp(MONAILabelApp):
         logger.info("+++ datastore: %s (cache %s, lists refreshed every %.0f s)", datastore.url, cache, datastore.list_ttl)
         return datastore
 
+    # ------------------------------------------------------------------------------ request checks
+
+    def _tasks(self, kind: str) -> Dict[str, Any]:
+        return {"infer": self._infers, "batch_infer": self._infers, "train": self._trainers,
+                "strategy": self._strategies, "scoring": self._scoring_methods}[kind]
+
+    def check_request(self, kind: str, request: Dict[str, Any]) -> None:
+        """Refuse a request of ``kind`` (infer, batch_infer, train, strategy, scoring) before any work starts.
+
+        Raises:
+            HTTPException: 404 for an unknown task (strategy, method), 422 for a device this machine lacks.
+        """
+        key, name = TASK_KEYS[kind]
+        tasks = self._tasks(kind)
+        task = request.get(key) or ("random" if kind == "strategy" else None)
+        if not isinstance(task, str) or task not in tasks:
+            raise unknown(name, task, tasks)
+        if request.get("device") is not None:
+            problem = device_problem(request["device"])
+            if problem:
+                raise HTTPException(422, problem)
+
+    def _dicomweb(self) -> bool:
+        return str(self.studies).startswith(("http://", "https://"))
+
+    def _request_file(self, path: str) -> bool:
+        """Whether ``path`` is a file MONAI Label made for this request: an upload, or a session's image."""
+        real = os.path.realpath(path)
+        if os.path.dirname(real) == os.path.realpath(tempfile.gettempdir()) and _UPLOAD_NAME.fullmatch(os.path.basename(real)):
+            return os.path.isfile(real)
+        store = getattr(self._sessions, "store_path", None)
+        return bool(store) and real.startswith(os.path.realpath(store) + os.sep) and os.path.exists(real)
+
+    def check_image(self, image: Any, datastore: Datastore) -> None:
+        """``image`` must name an image of ``datastore``: a SeriesInstanceUID on DICOMweb (no uploads, no
+        sessions, never a path), an id of the folder datastore or the upload MONAI Label made for this request.
+        Whether a file of that name exists on the server never changes the answer.
+
+        Raises:
+            HTTPException: 422 for a value that is not an image id, 404 for an id the datastore lacks, 422 for
+                an image of another modality than MR.
+        """
+        if not isinstance(image, str) or not image:
+            raise HTTPException(422, f"image: {shown(image)} is not an image id (give the series' SeriesInstanceUID "
+                                     "as ?image=)")
+        if self._dicomweb():
+            if not is_uid(image):
+                raise HTTPException(422, f"image: {shown(image)} is not a series UID (digits separated by dots, "
+                                         "at most 64 characters)")
+            if os.path.exists(image):  # MONAI Label would read a file of that name relative to the server
+                raise no_such_image(image)
+            modality = str((datastore.get_image_info(image) or {}).get("Modality", "") or "").upper()
+            if modality and modality not in SEGMENTED_MODALITIES:
+                raise HTTPException(422, f"image {image} is a {modality} series; cardiac_mi segments "
+                                         f"{', '.join(SEGMENTED_MODALITIES)} (LGE) series only")
+            return
+        if os.path.isabs(image) and self._request_file(image):
+            return
+        if not is_local_image_id(image):
+            raise HTTPException(422, f"image: {shown(image)} is not an image id (letters, digits, '_', '-' and "
+                                     "single dots)")
+        if os.path.exists(image) or image not in datastore.list_images():
+            raise no_such_image(image)
+
+    def model_file(self, model, validate=True):
+        """MONAI Label's, with a 404 for a model that is no infer task (``PUT /model/nosuch`` was a 500)."""
+        if model not in self._infers:
+            raise unknown("model", model, self._infers)
+        return super().model_file(model, validate)
+
+    def batch_infer(self, request, datastore=None):
+        self.check_request("batch_infer", request)
+        return super().batch_infer(request, datastore)
+
+    def train(self, request):
+        self.check_request("train", request)
+        return super().train(request)
+
+    def scoring(self, request, datastore=None):
+        self.check_request("scoring", request)
+        return super().scoring(request, datastore)
+
+    # ------------------------------------------------------------------------------ tasks
+
     def infer(self, request, datastore=None):
-        """MONAI Label's infer, with the datastore's fetch and convert seconds added to the answer's timings."""
-        result = super().infer(request, datastore)
+        """MONAI Label's infer after :meth:`check_request` and :meth:`check_image`, with the datastore's fetch and
+        convert seconds added to the answer's timings."""
         store = datastore or self.datastore()
+        self.check_request("infer", request)
+        self.check_image(request.get("image"), store)
+        result = super().infer(request, datastore)
         timings, image = getattr(store, "fetch_timings", None), request.get("image")
         params = result.get("params") if isinstance(result, dict) else None
         if timings is not None and isinstance(image, str) and not os.path.exists(image) and isinstance(params, dict):
@@ -134,6 +247,7 @@ class CardiacMIApp(MONAILabelApp):
 
     def next_sample(self, request):
         """MONAI Label's, without rescoring every study after each request: the strategy scores what it needs."""
+        self.check_request("strategy", request)
         auto, self._auto_update_scoring = self._auto_update_scoring, False
         try:
             return super().next_sample(request)

@@ -7,22 +7,29 @@ serves and why.
 
 from __future__ import annotations
 
+import inspect
+import json
 import logging
 import re
 from functools import lru_cache
 from pathlib import Path
+from typing import Any, Optional
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, BackgroundTasks, Depends, File, Form, HTTPException, Request, UploadFile
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from monailabel.app import app
 from monailabel.config import settings
-from monailabel.endpoints import activelearning, datastore, logs, train
+from monailabel.endpoints import activelearning, batch_infer, datastore, logs, scoring, train
+from monailabel.endpoints import infer as infer_endpoint
 from monailabel.endpoints.user.auth import RBAC, User
+from monailabel.interfaces.tasks.batch_infer import BatchInferImageType
+from monailabel.interfaces.utils.app import app_instance
 from starlette.concurrency import run_in_threadpool
 
+from cardiac_mi.ids import shown
 from cardiac_mi.viewer import OHIF_DIR
 from cardiac_mi.viewer.labels import save_viewer_seg
-from cardiac_mi.viewer.panel import PANEL_PREFIX
+from cardiac_mi.viewer.panel import PANEL_PREFIX, panel_infer
 from cardiac_mi.viewer.panel import router as panel_router
 from cardiac_mi.viewer.proxy import catch_all as proxy_catch_all
 from cardiac_mi.viewer.proxy import router as proxy_router
@@ -117,6 +124,109 @@ async def save_label(request: Request, user: User = Depends(RBAC(settings.MONAI_
     return JSONResponse(result)
 
 
+# ------------------------------------------------------------------------------ request checks
+# MONAI Label's own routes, checked before they run: a form field that is not a JSON object, an unknown
+# task (which started a background process running until stopped), an unknown label's info (200 {}) and
+# an empty dataset answered 500s or worse. Each route below checks, then calls MONAI Label's function.
+
+
+def json_object(text: str | None, name: str) -> dict[str, Any]:
+    """The JSON object of form field ``name`` ({} when empty); a 422 naming it otherwise."""
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise HTTPException(422, f"{name}: not JSON ({exc}): {shown(text)}") from None
+    if not isinstance(value, dict):
+        raise HTTPException(422, f"{name}: expected a JSON object {{...}}, got a JSON {type(value).__name__}: {shown(text)}")
+    return value
+
+
+def infer_params(model: str, params: str | None) -> dict[str, Any]:
+    """The infer ``params`` as an object, checked with the app's rules (model, device); never an ``image``."""
+    options = json_object(params, "params")
+    if "image" in options:
+        raise HTTPException(422, "params: 'image' cannot be given in params; the image is the ?image= id of the datastore")
+    app_instance().check_request("infer", {**options, "model": model})
+    return options
+
+
+root_checks = APIRouter(include_in_schema=False)  # routes MONAI Label has only at the root
+both_checks = APIRouter(include_in_schema=False)  # routes it also has under the panel's prefix
+panel_checks = APIRouter(include_in_schema=False)  # the panel's own routes
+_BATCH_DEFAULTS = inspect.signature(batch_infer.api_run).parameters["params"].default
+
+
+@root_checks.post("/infer/{model}")
+def checked_infer(background_tasks: BackgroundTasks, model: str, image: str = "", session_id: str = "",
+                  params: str = Form("{}"), file: UploadFile = File(None), label: UploadFile = File(None),
+                  output: Optional[infer_endpoint.ResultType] = None,
+                  user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_USER))):
+    infer_params(model, params)
+    return infer_endpoint.run_inference(background_tasks, model, image, session_id, params, file, label, output)
+
+
+@root_checks.post("/batch/infer/{model}")
+def checked_batch_infer(model: str, images: Optional[BatchInferImageType] = BatchInferImageType.IMAGES_ALL,
+                        params: Optional[dict] = None, run_sync: Optional[bool] = False,
+                        user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_ADMIN))):
+    params = dict(_BATCH_DEFAULTS) if params is None else params
+    app_instance().check_request("batch_infer", {**params, "model": model})
+    return batch_infer.run(model, images, params, run_sync)
+
+
+@root_checks.post("/scoring/{method}")
+def checked_scoring(method: str, params: Optional[dict] = None, run_sync: Optional[bool] = False,
+                    user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_ANNOTATOR))):
+    app_instance().check_request("scoring", {**(params or {}), "method": method})
+    return scoring.run_method(method, params, run_sync)
+
+
+@both_checks.post("/train/{model}")
+def checked_train(model: str, params: Optional[dict] = None, run_sync: Optional[bool] = False,
+                  enqueue: Optional[bool] = False, user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_ADMIN))):
+    app_instance().check_request("train", {**(params or {}), "model": model})
+    return train.run_model(model, params, run_sync, enqueue)
+
+
+@both_checks.put("/datastore/image/info")
+def checked_image_info(image: str, info: str = Form("{}"),
+                       user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_ANNOTATOR))):
+    return datastore.update_image_info(image, json.dumps(json_object(info, "info")), user.username)
+
+
+@both_checks.get("/datastore/label/info")
+def checked_label_info(label: str, tag: str, user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_USER))):
+    info = datastore.get_label_info(label, tag)
+    if not info:
+        raise HTTPException(404, f"image {label} has no {tag!r} label")
+    return info
+
+
+@both_checks.put("/datastore/label/info")
+def checked_put_label_info(label: str, tag: str, info: str = Form("{}"),
+                           user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_ANNOTATOR))):
+    return datastore.update_label_info(label, tag, json.dumps(json_object(info, "info")), user.username)
+
+
+@both_checks.get("/datastore/dataset")
+def checked_dataset(limit_cases: Optional[int] = None,
+                    user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_ANNOTATOR))):
+    if limit_cases is not None and limit_cases < 1:
+        raise HTTPException(422, f"limit_cases: {limit_cases} is not a number of cases (1 or more)")
+    if not app_instance().datastore().datalist():
+        raise HTTPException(404, "the dataset is empty: no image has a final label yet, nothing to download")
+    return datastore.download_dataset(limit_cases)
+
+
+@panel_checks.post(f"{PANEL_PREFIX}/infer/{{model}}")
+def checked_panel_infer(model: str, background_tasks: BackgroundTasks, image: str = "", output: str = "image",
+                        params: str = Form("{}"), user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_USER))):
+    infer_params(model, params)
+    return panel_infer(model, background_tasks, image, output, params, user)
+
+
 def _monailabel_proxy(route) -> bool:
     """Whether ``route`` is MONAI Label's DICOMweb proxy (a route, or its router as FastAPI includes it)."""
     from monailabel.endpoints import proxy as theirs
@@ -127,10 +237,14 @@ def _monailabel_proxy(route) -> bool:
 
 
 def install(target) -> None:
-    """Put the viewer's and the proxy's routes in front of MONAI Label's (first match wins in Starlette),
+    """Put the request checks, the viewer's and the proxy's routes in front of MONAI Label's (first match wins in Starlette),
     remove MONAI Label's own DICOMweb proxy (it forwards any path and method to the archive), and put the
     origin, Host and request checks of :mod:`.security` in front of everything."""
     before = len(target.router.routes)
+    target.include_router(root_checks)
+    target.include_router(both_checks)
+    target.include_router(both_checks, prefix=PANEL_PREFIX)
+    target.include_router(panel_checks)
     target.include_router(router)
     target.include_router(proxy_router)
     target.include_router(proxy_catch_all)

@@ -18,6 +18,7 @@ from typing import Any, Dict, Tuple
 
 from fastapi import HTTPException
 
+from lgemri.dicom import require_modality
 from lgemri.errors import InputError
 from lgemri.images import read_image
 from lgemri.inference import InferenceResult, Models, load_models, segment_volume
@@ -107,6 +108,11 @@ class CascadeInfer(InferTask):
         path = request.get("image")
         if not isinstance(path, (str, os.PathLike)):
             raise InputError(f"{self.description}: 'image' must be a NIfTI file or a DICOM series folder, got {type(path).__name__}")
+        if os.path.isdir(path):  # a DICOM series: MR only, refused before the models load
+            try:
+                require_modality(path, request.get("series_uid"))
+            except InputError as exc:
+                raise HTTPException(status_code=422, detail=f"{self.description}: {exc}") from None
         timings = {}
         tick = time.perf_counter()
         models = self.cache.get()
