@@ -25,6 +25,12 @@ server's ``output=dicom_seg`` path accepts it):
   refuses moves to ``CACHE/outbox/refused/`` with the reason, never deleted.
 - **Clear errors.** Problems surface as :class:`DatastoreError` (an HTTP exception): 404 for
   an unknown series, 422 for bad input, 503 when the server cannot be reached.
+- **A hung archive costs one time-out.** Every request to the server has time-outs
+  (:class:`cardiac_mi.store.ArchiveSession`: 5 s to connect, ``$CARDIAC_MI_ARCHIVE_TIMEOUT`` (10 s) for
+  an answer); once it has not answered, requests to it are refused at once (503) until a probe sees it
+  answer, and then the outbox is flushed at once. No lock is held while the server is asked: one
+  series being fetched, or a server that hangs, does not hold up listings, other series or
+  :meth:`status` (``/info/``), which answers from the last listings and refreshes them in the background.
 - **No path from a request.** Image and label ids must be series UIDs and tags match
   ``[A-Za-z0-9_-]{1,64}`` (:mod:`cardiac_mi.ids`) before they become part of a cache path or a
   request to the server; anything else is a 422 naming the argument.
@@ -52,7 +58,7 @@ from pydicom.dataset import Dataset
 
 from cardiac_mi.ids import tag_problem, uid_problem
 from cardiac_mi.orthanc import describe_error
-from cardiac_mi.store import DicomStore
+from cardiac_mi.store import CONNECT_TIMEOUT_S, ArchiveDown, ArchiveSession, DicomStore, archive_gate, archive_timeout
 from lgemri.atomic import write_text
 from lgemri.dicom import DicomSeries, read_dicom_series
 from lgemri.errors import InputError
@@ -69,7 +75,7 @@ __all__ = ["OrthancDatastore", "DatastoreError", "SeriesRef", "seg_for_series"]
 logger = logging.getLogger(__name__)
 
 FINAL = DefaultLabelTag.FINAL.value
-_RETRY_DELAYS_S = (2.0, 5.0, 10.0, 20.0, 40.0, 60.0)
+_RETRY_DELAYS_S = (2.0, 5.0, 10.0, 20.0, 30.0)  # and at once when the server answers again
 _QIDO_FIELDS = ["StudyInstanceUID", "SeriesInstanceUID", "Modality", "SeriesDescription", "PatientID",
                 "StudyDate", "NumberOfSeriesRelatedInstances"]  # fmt: skip
 
@@ -165,7 +171,7 @@ class OrthancDatastore(DICOMWebDatastore):
         cache_dir: Folder for downloaded series, label NIfTIs and the outbox.
         search_filter: QIDO-RS filter of the image series (default ``{"Modality": "MR"}``).
         list_ttl: Seconds a series or SEG listing is reused before it is asked again.
-        timeout: Seconds for one HTTP request.
+        timeout: Seconds to wait for an answer of the server (default ``$CARDIAC_MI_ARCHIVE_TIMEOUT``, 10).
     """
 
     def __init__(
@@ -177,11 +183,12 @@ class OrthancDatastore(DICOMWebDatastore):
         cache_dir: str | os.PathLike,
         search_filter: Optional[Dict[str, Any]] = None,
         list_ttl: float = 30.0,
-        timeout: float = 60.0,
+        timeout: float | None = None,
     ):
         self.url = url.rstrip("/")
+        timeout = archive_timeout() if timeout is None else float(timeout)
         self._store = DicomStore(self.url, user, password, timeout=timeout)
-        session = requests.Session()
+        session = ArchiveSession((min(CONNECT_TIMEOUT_S, timeout), timeout))
         session.auth = (user, password) if user is not None else None
         self._client = DICOMwebClientX(url=self.url, session=session)
         self._client.set_http_retry_params(retry=False)
@@ -192,8 +199,12 @@ class OrthancDatastore(DICOMWebDatastore):
         self.list_ttl = float(list_ttl)
         self.cache_dir = Path(cache_dir)
         self.outbox = self.cache_dir / "outbox"
-        self.outbox.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.RLock()
+        self.outbox.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.cache_dir.chmod(0o700)  # patient images, labels and SEGs: for this server's user only
+        self.outbox.chmod(0o700)
+        self._lock = threading.RLock()  # the listings and the local datastore; never held while the server is asked
+        self._image_locks: Dict[str, threading.RLock] = {}  # one fetch or conversion per series at a time
+        self._refreshing = False
         self._series: Dict[str, SeriesRef] = {}
         self._series_time = -float("inf")
         self._seg_meta: Dict[str, Dataset] = {}  # SEG SeriesInstanceUID -> header (immutable)
@@ -205,6 +216,8 @@ class OrthancDatastore(DICOMWebDatastore):
         self.fetch_timings: Dict[str, Dict[str, float]] = {}  # image NIfTI -> seconds to fetch, convert
         self.on_final_label: List[Callable[[str, Dict[str, Any]], None]] = []
         LocalDatastore.__init__(self, datastore_path=str(self.cache_dir), images_dir="images", auto_reload=False)
+        self.gate = archive_gate(self.url)
+        self.gate.add_listener(self._archive_back)
         if self._pending():
             self._start_retry()
 
@@ -236,22 +249,52 @@ class OrthancDatastore(DICOMWebDatastore):
             self._series_time = -float("inf")
             self._segs_time = -float("inf")
 
-    def _listing(self, force: bool = False) -> Dict[str, SeriesRef]:
+    def _listing(self, force: bool = False, cached_ok: bool = False) -> Dict[str, SeriesRef]:
+        """The image series, listed at most every ``list_ttl`` s; the last list while the server is down.
+
+        ``cached_ok``: a stale list is returned at once and refreshed in the background (the first
+        listing is still waited for)."""
         with self._lock:
+            listed = self._series_time > -float("inf")
             if not force and time.monotonic() - self._series_time < self.list_ttl:
                 return self._series
-            try:
-                found = self._client.search_for_series(search_filters=self._search_filter, fields=_QIDO_FIELDS)
-            except Exception as exc:  # requests / dicomweb_client errors: the server is the problem
-                if self._series:
-                    logger.warning("listing %s failed (%s); using the list from %.0f s ago", self.url,
-                                   describe_error(exc), time.monotonic() - self._series_time)  # fmt: skip
+            if cached_ok and listed and not force:
+                self._refresh_in_background()
+                return self._series
+        try:
+            found = self._client.search_for_series(search_filters=self._search_filter, fields=_QIDO_FIELDS)
+        except Exception as exc:  # requests / dicomweb_client errors: the server is the problem
+            with self._lock:
+                if self._series_time > -float("inf"):
+                    log = logger.debug if isinstance(exc, ArchiveDown) else logger.warning
+                    log("listing %s failed (%s); using the list from %.0f s ago", self.url,
+                        describe_error(exc), time.monotonic() - self._series_time)  # fmt: skip
                     return self._series
-                raise self._error(exc, "listing image series") from None
-            series = [SeriesRef.from_json(item) for item in found]
+            raise self._error(exc, "listing image series") from None
+        series = [SeriesRef.from_json(item) for item in found]
+        with self._lock:
             self._series = {s.series_uid: s for s in series if s.series_uid}
             self._series_time = time.monotonic()
             return self._series
+
+    def _refresh_in_background(self) -> None:
+        """List series and SEGs again in a thread (one at a time), for callers that must not wait."""
+        with self._lock:
+            if self._refreshing:
+                return
+            self._refreshing = True
+
+        def run() -> None:
+            try:
+                self._listing(force=True)
+                self._seg_headers(force=True)
+            except Exception as exc:  # noqa: BLE001 - logged; the next call tries again
+                logger.warning("refreshing the listings of %s failed: %s", self.url, exc)
+            finally:
+                with self._lock:
+                    self._refreshing = False
+
+        threading.Thread(target=run, name="datastore-refresh", daemon=True).start()
 
     def list_images(self) -> List[str]:
         return list(self._listing())
@@ -274,35 +317,25 @@ class OrthancDatastore(DICOMWebDatastore):
             f"not an image series this server segments ({wanted})",
         )
 
-    def _seg_headers(self) -> List[Dataset]:
-        """Headers of every SEG on the server plus the pending ones in the outbox."""
+    def _seg_headers(self, force: bool = False, cached_ok: bool = False) -> List[Dataset]:
+        """Headers of every SEG on the server plus the pending ones in the outbox (``cached_ok``: see _listing)."""
         with self._lock:
-            if time.monotonic() - self._segs_time >= self.list_ttl:
-                try:
-                    found = self._client.search_for_series(search_filters={"Modality": "SEG"}, fields=_QIDO_FIELDS)
-                except Exception as exc:  # the outbox still counts; the server's SEGs come back with it
-                    logger.warning("listing SEGs of %s failed (%s); using the last list and the outbox",
-                                   self.url, describe_error(exc))  # fmt: skip
-                    found = None
-                if found is not None:
-                    listed = {}
-                    for item in found:
-                        ref = SeriesRef.from_json(item)
-                        if ref.series_uid in self._seg_meta:
-                            listed[ref.series_uid] = self._seg_meta[ref.series_uid]
-                            continue
-                        try:
-                            meta = self._client.retrieve_series_metadata(ref.study_uid, ref.series_uid)
-                        except Exception as exc:
-                            logger.warning("SEG series %s: cannot read its metadata (%s); ignored", ref.series_uid, describe_error(exc))
-                            continue
-                        if meta:
-                            header = Dataset.from_json(meta[0], bulk_data_uri_handler=lambda *_: None)
-                            header.StudyInstanceUID = header.get("StudyInstanceUID", ref.study_uid)
-                            listed[ref.series_uid] = header
-                    self._seg_meta = listed
+            stale = force or time.monotonic() - self._segs_time >= self.list_ttl
+            if stale and cached_ok and not force and self._segs_time > -float("inf"):
+                self._refresh_in_background()
+                stale = False
+            known = dict(self._seg_meta)
+        if stale:
+            try:
+                known = self._list_segs(known)
+            except Exception as exc:  # the outbox still counts; the server's SEGs come back with it
+                log = logger.debug if isinstance(exc, ArchiveDown) else logger.warning
+                log("listing SEGs of %s failed (%s); using the last list and the outbox", self.url, describe_error(exc))
+            else:
+                with self._lock:
+                    self._seg_meta = known
                     self._segs_time = time.monotonic()
-            headers = list(self._seg_meta.values())
+        headers = list(known.values())
         pending_uids = {str(h.SeriesInstanceUID) for h in headers}
         for path in self._pending():
             try:
@@ -315,15 +348,40 @@ class OrthancDatastore(DICOMWebDatastore):
                 headers.append(header)
         return headers
 
+    def _list_segs(self, known: Dict[str, Dataset]) -> Dict[str, Dataset]:
+        """The SEG series of the server by UID; headers in ``known`` are reused, new ones are read.
+
+        Raises whatever the listing raised, or a connection error met while reading a header (the
+        last complete list then stays in use, rather than one with labels missing)."""
+        found = self._client.search_for_series(search_filters={"Modality": "SEG"}, fields=_QIDO_FIELDS)
+        listed = {}
+        for item in found:
+            ref = SeriesRef.from_json(item)
+            if ref.series_uid in known:
+                listed[ref.series_uid] = known[ref.series_uid]
+                continue
+            try:
+                meta = self._client.retrieve_series_metadata(ref.study_uid, ref.series_uid)
+            except (requests.ConnectionError, requests.Timeout):
+                raise
+            except Exception as exc:
+                logger.warning("SEG series %s: cannot read its metadata (%s); ignored", ref.series_uid, describe_error(exc))
+                continue
+            if meta:
+                header = Dataset.from_json(meta[0], bulk_data_uri_handler=lambda *_: None)
+                header.StudyInstanceUID = header.get("StudyInstanceUID", ref.study_uid)
+                listed[ref.series_uid] = header
+        return listed
+
     def final_seg(self, image_id: str) -> Dataset | None:
         """The header of the SEG that is ``image_id``'s label (see the module docstring), or None."""
         _uid(image_id, "image")
         return latest_final_seg(self._seg_headers(), series_uid=image_id, allow_automatic=False)
 
-    def _labels(self) -> Dict[str, Dataset]:
-        images = set(self.list_images())
+    def _labels(self, cached_ok: bool = False) -> Dict[str, Dataset]:
+        images = set(self._listing(cached_ok=cached_ok))
         by_image: Dict[str, List[Dataset]] = {}
-        for header in self._seg_headers():
+        for header in self._seg_headers(cached_ok=cached_ok):
             refs = {str(r.get("SeriesInstanceUID", "")) for r in header.get("ReferencedSeriesSequence", [])}
             known = refs & images
             if not known:
@@ -360,6 +418,10 @@ class OrthancDatastore(DICOMWebDatastore):
             raise DatastoreError(422, f"series {image_id} holds a single image; segmentation needs a short-axis stack of 2 or more slices")
         return series
 
+    def _image_lock(self, image_id: str) -> threading.RLock:
+        with self._lock:
+            return self._image_locks.setdefault(image_id, threading.RLock())
+
     def _download(self, ref: SeriesRef) -> None:
         folder = self._series_dir(ref.series_uid)
         if folder.is_dir() and any(folder.iterdir()):
@@ -384,10 +446,12 @@ class OrthancDatastore(DICOMWebDatastore):
     def get_image_uri(self, image_id: str) -> str:
         """The series as NIfTI (fetched and converted on first use); 404/422/503 otherwise."""
         _uid(image_id, "image")
-        with self._lock:
-            nifti = Path(self._datastore.image_path()) / f"{image_id}.nii.gz"
+        nifti = Path(self._datastore.image_path()) / f"{image_id}.nii.gz"
+        if nifti.is_file() and image_id in self._datastore.objects:
+            return str(nifti)
+        with self._image_lock(image_id):
             if nifti.is_file() and image_id in self._datastore.objects:
-                return str(nifti)
+                return str(nifti)  # fetched by another thread meanwhile
             tick = time.perf_counter()
             ref = self._series_ref(image_id)
             self._download(ref)
@@ -396,7 +460,8 @@ class OrthancDatastore(DICOMWebDatastore):
             with tempfile.TemporaryDirectory() as tmp:
                 converted = Path(tmp) / f"{image_id}.nii.gz"
                 write_nifti(series.volume, converted)
-                LocalDatastore.add_image(self, image_id, str(converted), ref.info())
+                with self._lock:
+                    LocalDatastore.add_image(self, image_id, str(converted), ref.info())
             done = time.perf_counter()
             self.fetch_timings[str(nifti)] = {"fetch": round(fetched - tick, 4), "convert": round(done - fetched, 4)}
             logger.info("series %s -> %s in %.2f s", image_id, nifti.name, done - tick)
@@ -440,7 +505,7 @@ class OrthancDatastore(DICOMWebDatastore):
         if seg is None:
             return ""
         seg_uid = str(seg.SeriesInstanceUID)
-        with self._lock:
+        with self._image_lock(image_id):
             label = LocalDatastore.get_label_uri(self, image_id, FINAL)
             info = LocalDatastore.get_label_info(self, image_id, FINAL) if label else {}
             if label and info.get("seg_series_uid") == seg_uid and Path(label).is_file():
@@ -455,7 +520,8 @@ class OrthancDatastore(DICOMWebDatastore):
                     raise DatastoreError(422, f"SEG {seg_uid} of series {image_id}: {exc}") from None
                 converted = Path(tmp) / f"{image_id}.nii.gz"
                 write_nifti(Volume(array, series.volume.affine), converted)
-                LocalDatastore.save_label(self, image_id, str(converted), FINAL, self._seg_info(seg))
+                with self._lock:
+                    LocalDatastore.save_label(self, image_id, str(converted), FINAL, self._seg_info(seg))
             return str(self._label_nifti(image_id))
 
     def get_label_info(self, label_id: str, label_tag: str) -> Dict[str, Any]:
@@ -539,7 +605,8 @@ class OrthancDatastore(DICOMWebDatastore):
             with tempfile.TemporaryDirectory() as tmp:
                 converted = Path(tmp) / f"{image_id}.nii.gz"
                 write_nifti(label, converted)
-                saved = LocalDatastore.save_label(self, image_id, str(converted), label_tag, label_info)
+                with self._lock:
+                    saved = LocalDatastore.save_label(self, image_id, str(converted), label_tag, label_info)
             self._record_save(image_id, {
                 "tag": label_tag, "stored": False, "seg_series_uid": None, "pending": None,
                 "message": f"kept as a {label_tag!r} label in this server's cache, not sent to {self.url} "
@@ -560,7 +627,8 @@ class OrthancDatastore(DICOMWebDatastore):
         with tempfile.TemporaryDirectory() as tmp:
             converted = Path(tmp) / f"{image_id}.nii.gz"
             write_nifti(Volume(label.array, series.volume.affine), converted)
-            LocalDatastore.save_label(self, image_id, str(converted), FINAL, {**label_info, **self._seg_info(header)})
+            with self._lock:
+                LocalDatastore.save_label(self, image_id, str(converted), FINAL, {**label_info, **self._seg_info(header)})
         stored, problem = self._send(pending)
         if not stored:
             self._start_retry()
@@ -614,8 +682,10 @@ class OrthancDatastore(DICOMWebDatastore):
             logger.info("SEG %s stored in %s", path.name, self.url)
             return True, ""
         reason = "; ".join(str(r) for r in result.refused) or "no answer"
+        if not path.exists():  # another thread sent it meanwhile
+            return True, ""
         refused = self.outbox / "refused"
-        refused.mkdir(exist_ok=True)
+        refused.mkdir(exist_ok=True, mode=0o700)
         os.replace(path, refused / path.name)
         write_text(refused / f"{path.name}.txt", reason + "\n")
         logger.error("%s refused by %s: %s (kept in %s)", path.name, self.url, reason, refused)
@@ -630,6 +700,12 @@ class OrthancDatastore(DICOMWebDatastore):
         with self._lock:
             self._segs_time = -float("inf")
         return len(self._pending())
+
+    def _archive_back(self) -> None:
+        """The server answers again (its gate says so): send what waits, and list afresh."""
+        self.refresh()
+        if self._pending():
+            self._start_retry()
 
     def _start_retry(self) -> None:
         with self._lock:
@@ -655,14 +731,22 @@ class OrthancDatastore(DICOMWebDatastore):
     # ------------------------------------------------------------------------------ status
 
     def status(self) -> Dict[str, Any]:
-        images = self.list_images()
-        labelled = self.get_labeled_images()
+        """Counts for ``/info/`` and ``/datastore/?output=stats``; from the last listings (refreshed in the
+        background), so it answers at once while the server hangs or is down (``archive`` says which)."""
+        try:
+            images = self._listing(cached_ok=True)
+            chosen = self._labels(cached_ok=True)
+        except DatastoreError as exc:  # never listed, and the server does not answer: say so, with no counts
+            logger.warning("datastore status without listings: %s", exc)
+            images, chosen = {}, {}
+        labelled = [uid for uid in images if uid in chosen]
         return {
             "total": len(images),
             "completed": len(labelled),
             "label_tags": {FINAL: len(labelled)},
             "pending_uploads": len(self._pending()),
             "server": self.url,
+            "archive": self.gate.describe(),
         }
 
     def json(self) -> Dict[str, Any]:

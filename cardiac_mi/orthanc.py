@@ -11,7 +11,8 @@ Layout of ``STATE/orthanc/`` (folder mode 0700):
 - ``orthanc.json``: the configuration Orthanc is started with (0600: it holds the password);
 - ``credentials.json``: ``{"user": ..., "password": ...}`` (0600), generated once per state folder;
 - ``db/``: Orthanc's storage area and SQLite index;
-- ``orthanc.log``: Orthanc's log of the latest start;
+- ``orthanc.log``: Orthanc's log since the latest start (restarts by :meth:`EmbeddedOrthanc.restart`
+  append to it);
 - ``server.json``: written while Orthanc runs (URL, ports, pid), read by ``cardiac-mi upload``.
 
 Network exposure. Orthanc 1.10 cannot bind to one address: its HTTP and DICOM servers listen on all
@@ -380,6 +381,7 @@ class EmbeddedOrthanc:
         self.version: str | None = None
         self._process: subprocess.Popen | None = None
         self._log_file = None
+        self.starts = 0  # how many times this object started Orthanc
 
     # ----------------------------------------------------------------------------------------- info
 
@@ -410,6 +412,11 @@ class EmbeddedOrthanc:
     @property
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
+
+    @property
+    def exit_status(self) -> int | None:
+        """The exit status of the Orthanc this object started, once it has exited; else None."""
+        return self._process.poll() if self._process is not None else None
 
     def log_tail(self, lines: int = 15) -> str:
         """The last lines of ``orthanc.log``."""
@@ -541,7 +548,8 @@ class EmbeddedOrthanc:
         logger.info("starting Orthanc on http://127.0.0.1:%s (DICOM %s) with state %s", self.http_port,
                     f"port {self.dicom_port}, AE {self.aet}" if self.dicom_port else "off", self.folder)
         started = time.monotonic()
-        self._log_file = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self._log_file = open(self.log_path, "ab" if self.starts else "wb")  # noqa: SIM115 - closed in stop()
+        self.starts += 1
         try:
             self._process = subprocess.Popen(
                 command,
@@ -570,6 +578,20 @@ class EmbeddedOrthanc:
             "version": self.version,
         })
         return self
+
+    def restart(self) -> EmbeddedOrthanc:
+        """Start Orthanc again after it exited, on the same ports and with the same credentials, so that the
+        URLs the server was given stay valid; its log is appended to ``orthanc.log``."""
+        if self.running:
+            return self
+        self.stop()  # reap the old process, close its log, remove its server.json
+        if self.http_port:
+            self._requested_http_port = self.http_port
+        if self.dicom_port is not None:
+            self._requested_dicom_port = self.dicom_port
+        if self.auth is not None:
+            self._given_auth = self.auth
+        return self.start()
 
     def _wait_ready(self, started: float) -> None:
         system = f"{self.url}/system"

@@ -14,6 +14,15 @@
 
 It waits until both answer, logs the URLs and blocks; Ctrl-C or SIGTERM stops MONAI Label, then
 Orthanc. ``serve(options, block=False)`` returns a ``ServeHandle`` whose ``stop()`` does the same.
+
+While it runs, a supervisor thread watches the embedded Orthanc: when it exits (crash, kill, OOM) it is
+started again on the same ports after a back-off (``RESTART_DELAYS_S``), and MONAI Label keeps serving
+meanwhile (archive requests answer 503, saves wait in the outbox and are sent once Orthanc is back).
+Only MONAI Label exiting ends ``serve``.
+
+Patient data stay private to the server's user: ``serve`` sets the umask to 077 before it writes or
+starts anything (its children inherit it), so new files are 0600 and folders 0700, and it tightens the
+state folder of an older version the same way (see :func:`make_private`).
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ import json
 import logging
 import os
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -50,6 +60,9 @@ DEFAULT_ORTHANC_PORT = 8042
 DEFAULT_HOST = "127.0.0.1"
 START_TIMEOUT_S = 120.0
 CACHE_EXPIRY_S = 60
+PRIVATE_UMASK = 0o077
+RESTART_DELAYS_S = (1.0, 2.0, 5.0, 10.0, 30.0)  # before the 1st, 2nd, ... restart in a row
+STABLE_S = 60.0  # an Orthanc that ran this long starts the back-off again from the first delay
 
 ENVIRONMENT = {
     "CARDIAC_MI_PORT": "MONAI Label port (default 8000)",
@@ -63,6 +76,11 @@ ENVIRONMENT = {
     "CARDIAC_MI_MODELS": "models folder (default: the repository's models/)",
     "CARDIAC_MI_ALLOWED_ORIGINS": "more browser origins allowed to use the server, comma-separated "
                                   "(MONAI_LABEL_CORS_ORIGINS is read too)",
+    "CARDIAC_MI_ARCHIVE_TIMEOUT": "seconds to wait for an answer of the archive (default 10)",
+    "CARDIAC_MI_MAX_BODY_MB": "largest request body in MB (default 16; the next three for their routes)",
+    "CARDIAC_MI_MAX_LABEL_MB": "largest label upload (/datastore/label, viewer saves) in MB (default 64)",
+    "CARDIAC_MI_MAX_STOW_MB": "largest STOW-RS upload through the viewer's DICOMweb proxy in MB (default 256)",
+    "CARDIAC_MI_MAX_MODEL_MB": "largest model upload (PUT /model/NAME) in MB (default 256)",
 }
 
 
@@ -82,6 +100,30 @@ def _setting(options: Any, name: str, env: str, default: Any = None, kind: type 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
     with contextlib.suppress(Exception):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def make_private(state: Path) -> int:
+    """Make ``state`` readable by its owner only: folders 0700, files 0600; returns how many were changed.
+
+    Orthanc's storage (``orthanc/db``) is only closed at its top (0700): it may hold millions of files, and
+    nobody else can reach them through a closed folder. Links are not followed."""
+    changed = 0
+    skip = state / "orthanc" / "db"
+    for folder, dirs, files in os.walk(state):
+        here = Path(folder)
+        for path, private in [(here, 0o700)] + [(here / name, 0o600) for name in files]:
+            try:
+                mode = path.lstat().st_mode
+                if not stat.S_ISLNK(mode) and stat.S_IMODE(mode) & 0o077:
+                    path.chmod(stat.S_IMODE(mode) & private)
+                    changed += 1
+            except OSError as exc:
+                logger.warning("cannot make %s private: %s", path, exc.strerror or exc)
+        if here == skip:
+            dirs[:] = []
+    if changed:
+        logger.info("%d files and folders of %s were readable by others; now private to this user", changed, state)
+    return changed
 
 
 def _tail(path: Path, lines: int = 20) -> str:
@@ -105,7 +147,11 @@ class ServeHandle:
     uploaded: Any = None  # the StowResult of the sample upload of this start, or None
     origins: list[str] = field(default_factory=list)  # browser origins allowed to use the server
     ready_seconds: float = 0.0
+    orthanc_restarts: int = 0  # how many times the supervisor started the embedded Orthanc again
     _log_file: Any = field(default=None, repr=False)
+    _stopping: threading.Event = field(default_factory=threading.Event, repr=False)
+    _orthanc_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _supervisor: threading.Thread | None = field(default=None, repr=False)
 
     @property
     def ohif_url(self) -> str:
@@ -124,12 +170,52 @@ class ServeHandle:
         return pids
 
     def alive(self) -> bool:
-        """Whether MONAI Label (and the embedded Orthanc) still run."""
+        """Whether MONAI Label runs, and the embedded Orthanc runs or is being restarted by the supervisor."""
         ok = self.process is not None and self.process.poll() is None
-        return ok and (self.orthanc is None or self.orthanc.running)
+        supervised = self._supervisor is not None and self._supervisor.is_alive()
+        return ok and (self.orthanc is None or self.orthanc.running or supervised)
+
+    def supervise(self) -> None:
+        """Start the thread that restarts the embedded Orthanc when it exits (see the module docstring)."""
+        if self.orthanc is None or self._supervisor is not None:
+            return
+        self._supervisor = threading.Thread(target=self._supervise, name="orthanc-supervisor", daemon=True)
+        self._supervisor.start()
+
+    def _supervise(self) -> None:
+        # Orthanc dies with the thread that started it (PR_SET_PDEATHSIG): this thread lives until stop().
+        from cardiac_mi.orthanc import OrthancError
+
+        in_a_row, started = 0, time.monotonic()
+        while not self._stopping.wait(0.2):
+            if self.orthanc.running:
+                continue
+            if self._stopping.is_set():
+                break
+            if time.monotonic() - started >= STABLE_S:
+                in_a_row = 0
+            delay = RESTART_DELAYS_S[min(in_a_row, len(RESTART_DELAYS_S) - 1)]
+            logger.error("Orthanc exited (status %s); starting it again in %g s. Last lines of %s:\n%s",
+                         self.orthanc.exit_status, delay, self.orthanc.log_path, self.orthanc.log_tail(8))
+            if self._stopping.wait(delay):
+                break
+            with self._orthanc_lock:
+                if self._stopping.is_set():
+                    break
+                in_a_row += 1
+                started = time.monotonic()
+                try:
+                    self.orthanc.restart()
+                except (OrthancError, InputError) as exc:
+                    logger.error("cannot start Orthanc again (%s); next try after a longer wait", exc)
+                    continue
+                self.orthanc_restarts += 1
+                logger.info("Orthanc runs again (pid %s, restart %d) at %s", self.orthanc.pid, self.orthanc_restarts,
+                            self.orthanc.dicomweb_url)
 
     def stop(self, timeout: float = 20.0) -> None:
         """Stop MONAI Label (its whole process group), then Orthanc. Safe to call twice."""
+        self._stopping.set()
         process, self.process = self.process, None
         if process is not None:
             if process.poll() is None:
@@ -151,7 +237,11 @@ class ServeHandle:
             self._log_file.close()
             self._log_file = None
         if self.orthanc is not None:
-            self.orthanc.stop()
+            with self._orthanc_lock:  # not while the supervisor starts it again
+                self.orthanc.stop()
+        supervisor, self._supervisor = self._supervisor, None
+        if supervisor is not None and supervisor is not threading.current_thread():
+            supervisor.join(timeout)
 
     def __enter__(self) -> ServeHandle:
         return self
@@ -218,6 +308,7 @@ def _state_models(state: Path, shipped: Path) -> Path:
         for path in shipped.iterdir():
             if path.is_file() and path.suffix in (".pt", ".md"):
                 shutil.copy2(path, tmp / path.name)
+                (tmp / path.name).chmod(0o600)  # copy2 copies the shipped file's 0644
         os.replace(tmp, folder)
         logger.info("models copied from %s to %s (retraining publishes there)", shipped, folder)
     return folder
@@ -230,7 +321,7 @@ def _start_monailabel(handle: ServeHandle, *, host: str, port: int, models: Path
     if port_in_use(port):
         raise InputError(f"cannot start MONAI Label: port {port} is already in use; choose another with --port")
     work = handle.state / "monailabel"
-    work.mkdir(parents=True, exist_ok=True)
+    work.mkdir(parents=True, exist_ok=True, mode=0o700)
     if (work / ".env").exists():
         raise InputError(f"{work / '.env'}: MONAI Label would read it and override the settings of serve; remove it")
     env = _monailabel_env(user, password, work / "dicom-cache", handle.origins)
@@ -274,6 +365,11 @@ def serve(options: Any, *, block: bool = True, start_timeout: float = START_TIME
     from cardiac_mi.orthanc import default_state_dir
     from lgemri.inference import default_models_dir
 
+    from cardiac_mi.store import archive_timeout
+    from cardiac_mi.viewer.security import body_limits
+
+    os.umask(PRIVATE_UMASK)  # before anything is written or started: state files 0600, folders 0700
+    archive_timeout(), body_limits()  # bad settings are an error now, not in the server's log later
     state = Path(_setting(options, "state", "CARDIAC_MI_STATE", None, str) or default_state_dir())
     port = _setting(options, "port", "CARDIAC_MI_PORT", DEFAULT_PORT, int)
     host = _setting(options, "host", "CARDIAC_MI_HOST", DEFAULT_HOST, str)
@@ -290,8 +386,9 @@ def serve(options: Any, *, block: bool = True, start_timeout: float = START_TIME
         raise InputError(f"{models}: no models folder (give --models DIR or set $CARDIAC_MI_MODELS)")
     if not APP_DIR.is_dir():
         raise InputError(f"{APP_DIR}: the MONAI Label app is missing")
-    state.mkdir(parents=True, exist_ok=True)
+    state.mkdir(parents=True, exist_ok=True, mode=0o700)
     state = state.resolve()
+    make_private(state)
     if not models_setting:
         models = _state_models(state, models)
 
@@ -385,6 +482,7 @@ def _start(options: Any, *, state: Path, port: int, host: str, studies: str | No
         with _no_interrupts():
             handle.stop()
         raise
+    handle.supervise()
     handle.ready_seconds = time.perf_counter() - tick
     logger.info("ready in %.1f s", handle.ready_seconds)
     logger.info("MONAI Label server: %s", handle.url)
@@ -398,14 +496,18 @@ def _start(options: Any, *, state: Path, port: int, host: str, studies: str | No
 
 
 def _block(handle: ServeHandle) -> None:
-    """Wait for Ctrl-C or SIGTERM (or a service dying), then stop both services."""
+    """Wait for Ctrl-C or SIGTERM (or MONAI Label dying), then stop both services. An exiting Orthanc is
+    restarted by the handle's supervisor, not a reason to stop."""
     logger.info("press Ctrl-C to stop")
     died = None
     try:
         while True:
             time.sleep(1.0)
+            if handle.process is None or handle.process.poll() is not None:
+                died = "MONAI Label"
+                break
             if not handle.alive():
-                died = "MONAI Label" if handle.process is None or handle.process.poll() is not None else "Orthanc"
+                died = "Orthanc"  # its supervisor ended: not expected
                 break
     except KeyboardInterrupt:
         pass

@@ -17,6 +17,13 @@ Each file ends in exactly one of three lists of the ``StowResult``:
   missing UIDs; the server's own refusals (FailedSOPSequence) are reported with their failure reason.
 
 Connection and authentication problems stop the upload with a ``DicomStoreError`` naming the URL.
+
+Every request to an archive goes through an :class:`ArchiveSession`: it has time-outs (a connection in
+``CONNECT_TIMEOUT_S``, an answer in ``$CARDIAC_MI_ARCHIVE_TIMEOUT`` seconds, default 10), and once an
+archive has not answered, the :class:`ArchiveGate` of its address refuses further requests at once
+(:class:`ArchiveDown`) until a background probe sees it answer again. So a hung archive (an Orthanc
+stopped with SIGSTOP, say) costs one time-out, not one per request, and the datastore, the viewer's
+proxy and the save answer 503 at once while it lasts.
 """
 
 from __future__ import annotations
@@ -24,8 +31,11 @@ from __future__ import annotations
 import io
 import logging
 import os
+import threading
+import time
 import uuid
-from collections.abc import Iterable, Iterator
+import weakref
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,13 +45,21 @@ import requests
 from pydicom.dataelem import RawDataElement
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID
+from urllib.parse import urlsplit
 
 from cardiac_mi.orthanc import describe_error
 from lgemri.errors import InputError
 
-__all__ = ["DicomStore", "DicomStoreError", "Refused", "StowResult", "Study", "upload", "iter_files"]
+__all__ = ["DicomStore", "DicomStoreError", "Refused", "StowResult", "Study", "upload", "iter_files",
+           "ArchiveDown", "ArchiveGate", "ArchiveSession", "archive_gate", "archive_timeout",
+           "CONNECT_TIMEOUT_S", "ARCHIVE_TIMEOUT_ENV"]
 
 logger = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT_S = 5.0
+ARCHIVE_TIMEOUT_ENV = "CARDIAC_MI_ARCHIVE_TIMEOUT"
+DEFAULT_ARCHIVE_TIMEOUT_S = 10.0
+PROBE_INTERVAL_S = 1.0
 
 DICOMDIR_CLASS = "1.2.840.10008.1.3.10"
 UNDEFINED_LENGTH = 0xFFFFFFFF
@@ -160,6 +178,164 @@ class _Instance:
     study_uid: str
 
 
+# --------------------------------------------------------------------------------------------- time-outs
+
+
+def archive_timeout() -> float:
+    """Seconds to wait for an archive's answer: ``$CARDIAC_MI_ARCHIVE_TIMEOUT``, default 10.
+
+    It bounds the wait for the first byte of an answer and between bytes, not a whole transfer, so a
+    large series that keeps arriving is never cut off.
+
+    Raises:
+        InputError: the variable is set to something that is not a positive number of seconds.
+    """
+    text = os.environ.get(ARCHIVE_TIMEOUT_ENV, "").strip()
+    if not text:
+        return DEFAULT_ARCHIVE_TIMEOUT_S
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < 3600:
+        raise InputError(f"${ARCHIVE_TIMEOUT_ENV}={text!r}: expected seconds between 0 and 3600, e.g. 10")
+    return value
+
+
+class ArchiveDown(requests.ConnectionError):
+    """Refused without asking the archive: it did not answer a moment ago and no probe has seen it since."""
+
+
+class ArchiveGate:
+    """Whether an archive (one scheme://host:port) answers; refuses requests at once while it does not.
+
+    ``failed`` (a request got no answer) closes the gate and starts a probe thread that asks
+    ``GET /`` every ``PROBE_INTERVAL_S`` seconds without credentials (any HTTP answer, even 401 or 404,
+    shows that the server is back); ``answered`` opens it and calls the ``listeners`` (the datastore's
+    outbox flushes then).
+    """
+
+    def __init__(self, origin: str, probe_interval: float = PROBE_INTERVAL_S) -> None:
+        self.origin = origin
+        self.probe_interval = probe_interval
+        self.down_since: float | None = None
+        self.reason = ""
+        self._lock = threading.Lock()
+        self._probe: threading.Thread | None = None
+        self._listeners: list[weakref.ReferenceType] = []
+
+    def __repr__(self) -> str:
+        state = "up" if self.down_since is None else f"down for {time.monotonic() - self.down_since:.1f} s"
+        return f"ArchiveGate({self.origin!r}, {state})"
+
+    @property
+    def down(self) -> bool:
+        return self.down_since is not None
+
+    def describe(self) -> str:
+        """``not answering for N s (reason)``, or ``answering``."""
+        since = self.down_since
+        if since is None:
+            return "answering"
+        return f"not answering for {time.monotonic() - since:.0f} s ({self.reason})"
+
+    def add_listener(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` whenever the archive answers again (held weakly when it is a bound method)."""
+        ref = weakref.WeakMethod(callback) if hasattr(callback, "__self__") else (lambda: callback)
+        with self._lock:
+            self._listeners.append(ref)  # type: ignore[arg-type]
+
+    def admit(self) -> None:
+        """Return when a request may go out; raise :class:`ArchiveDown` while the archive does not answer."""
+        since = self.down_since
+        if since is not None:
+            raise ArchiveDown(f"the archive at {self.origin} is not answering (for {time.monotonic() - since:.0f} s: "
+                              f"{self.reason}); not asked again until it answers a probe")
+
+    def failed(self, exc: BaseException) -> None:
+        """A request got no answer (refused, timed out): close the gate and probe until the archive is back."""
+        with self._lock:
+            self.reason = describe_error(exc)
+            if self.down_since is None:
+                self.down_since = time.monotonic()
+                logger.warning("the archive at %s does not answer (%s); requests to it answer 503 until it is back",
+                               self.origin, self.reason)
+            if self._probe is None or not self._probe.is_alive():
+                self._probe = threading.Thread(target=self._probe_loop, name=f"probe {self.origin}", daemon=True)
+                self._probe.start()
+
+    def answered(self) -> None:
+        """The archive answered (any HTTP status): open the gate; tell the listeners if it was closed."""
+        with self._lock:
+            since, self.down_since = self.down_since, None
+            listeners = list(self._listeners) if since is not None else []
+        if since is None:
+            return
+        logger.info("the archive at %s answers again (after %.1f s)", self.origin, time.monotonic() - since)
+        for ref in listeners:
+            callback = ref()
+            if callback is None:
+                continue
+            try:
+                callback()
+            except Exception:  # a listener must not stop the others
+                logger.exception("archive listener failed")
+
+    def _probe_loop(self) -> None:
+        session = requests.Session()
+        while self.down_since is not None:
+            time.sleep(self.probe_interval)
+            try:
+                session.get(f"{self.origin}/", timeout=(CONNECT_TIMEOUT_S, self.probe_interval * 5), stream=True,
+                            allow_redirects=False).close()
+            except requests.RequestException as exc:
+                self.reason = describe_error(exc)
+                continue
+            self.answered()
+        session.close()
+
+
+_gates: dict[str, ArchiveGate] = {}
+_gates_lock = threading.Lock()
+
+
+def archive_gate(url: str) -> ArchiveGate:
+    """The process-wide gate of the archive that serves ``url`` (one per scheme://host:port)."""
+    parts = urlsplit(url)
+    origin = f"{parts.scheme}://{parts.netloc.rsplit('@', 1)[-1]}"
+    with _gates_lock:
+        gate = _gates.get(origin)
+        if gate is None:
+            gate = _gates[origin] = ArchiveGate(origin)
+        return gate
+
+
+class ArchiveSession(requests.Session):
+    """A ``requests.Session`` for an archive: default time-outs, and its :class:`ArchiveGate` in front.
+
+    Args:
+        timeout: ``(connect, answer)`` seconds for requests that give none (dicomweb_client never does);
+            default ``(CONNECT_TIMEOUT_S, archive_timeout())``.
+    """
+
+    def __init__(self, timeout: float | tuple[float, float] | None = None) -> None:
+        super().__init__()
+        self.timeout = timeout if timeout is not None else (CONNECT_TIMEOUT_S, archive_timeout())
+
+    def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+        if kwargs.get("timeout") is None:
+            kwargs["timeout"] = self.timeout
+        gate = archive_gate(url)
+        gate.admit()
+        try:
+            response = super().request(method, url, *args, **kwargs)
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            gate.failed(exc)
+            raise
+        gate.answered()
+        return response
+
+
 # --------------------------------------------------------------------------------------------- local checks
 
 
@@ -269,7 +445,7 @@ class DicomStore:
         self.timeout = timeout
         self.batch_files = max(1, batch_files)
         self.batch_bytes = max(1, batch_bytes)
-        self.session = requests.Session()
+        self.session = ArchiveSession()
         self.session.auth = (user, password) if user is not None else None
 
     @classmethod
@@ -286,11 +462,12 @@ class DicomStore:
     def _request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         url = f"{self.url}{path}"
         try:
-            response = self.session.request(method, url, timeout=self.timeout, **kwargs)
-        except requests.ConnectionError as exc:
-            raise DicomStoreError(f"cannot reach DICOMweb server at {self.url} ({describe_error(exc)})") from None
+            response = self.session.request(method, url, timeout=(min(CONNECT_TIMEOUT_S, self.timeout), self.timeout),
+                                            **kwargs)
         except requests.Timeout:
             raise DicomStoreError(f"DICOMweb server at {self.url} did not answer within {self.timeout:g} s") from None
+        except requests.ConnectionError as exc:
+            raise DicomStoreError(f"cannot reach DICOMweb server at {self.url} ({describe_error(exc)})") from None
         except requests.RequestException as exc:
             raise DicomStoreError(f"cannot talk to DICOMweb server at {self.url} ({exc})") from None
         if response.status_code in (401, 403):

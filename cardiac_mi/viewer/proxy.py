@@ -5,8 +5,11 @@ Label 0.8.5's proxy of the same paths, which forwards POST (STOW) too, but calls
 time-out inside ``async`` handlers (one slow archive answer stalls every request of the server, inference
 included), forwards every browser header (cookies, Host, Origin) to the archive, and answers a bare 500
 when the archive is down. Here the handlers are plain functions (FastAPI runs them in its thread pool),
-share one connection pool, forward only the content headers, and answer 502 or 504 with a JSON
-``detail`` the viewer shows when the archive does not answer.
+share one connection pool, forward only the content headers, and answer with a JSON ``detail`` the
+viewer shows when the archive does not answer: 502 when it refuses the connection, 504 when it does not
+answer within ``$CARDIAC_MI_ARCHIVE_TIMEOUT`` seconds (10; a STOW-RS upload may take
+``STOW_TIMEOUT_S``), and 503 at once while it is known not to answer (:class:`cardiac_mi.store.ArchiveGate`:
+a hung archive costs one time-out, not one per request; the archive's own errors pass through).
 
 It forwards only the DICOMweb resources the viewer uses, never the rest of the archive's REST API (an
 Orthanc answers ``/system``, ``/tools/shutdown``, ``/tools/bulk-delete`` with the same credentials).
@@ -43,13 +46,14 @@ from monailabel.config import settings
 from monailabel.endpoints.user.auth import RBAC, User
 
 from cardiac_mi.ids import is_uid
+from cardiac_mi.store import CONNECT_TIMEOUT_S, ArchiveDown, ArchiveSession, archive_timeout
 
 __all__ = ["router", "catch_all", "forward", "archive_session", "dicomweb_resource"]
 
 logger = logging.getLogger(__name__)
 
-CONNECT_TIMEOUT_S = 5.0
-READ_TIMEOUT_S = 120.0  # a STOW of a whole study, or a slow PACS
+STOW_TIMEOUT_S = 120.0  # the archive answers a STOW-RS of a whole study once it has stored it
+RETRY_AFTER_S = 5
 REQUEST_HEADERS = ("accept", "content-type")
 RESPONSE_HEADERS = ("content-type", "content-location", "warning", "etag", "last-modified")
 
@@ -58,10 +62,11 @@ _local = threading.local()
 
 
 def archive_session() -> requests.Session:
-    """One ``requests.Session`` per worker thread (a Session is not documented as thread-safe)."""
+    """One :class:`ArchiveSession` per worker thread (a Session is not documented as thread-safe): time-outs
+    for every request, and refused at once (``ArchiveDown``) while the archive does not answer."""
     session = getattr(_local, "session", None)
     if session is None:
-        session = _local.session = requests.Session()
+        session = _local.session = ArchiveSession()
         user, password = settings.MONAI_LABEL_DICOMWEB_USERNAME, settings.MONAI_LABEL_DICOMWEB_PASSWORD
         if user and password:
             session.auth = (user, password)
@@ -165,11 +170,17 @@ def forward(method: str, op: str, path: str, query: bytes, headers: dict[str, st
         url = f"{url}?{text}"
     sent = {name: headers[name] for name in REQUEST_HEADERS if name in headers}
     tick = time.perf_counter()
+    wait = STOW_TIMEOUT_S if method == "POST" else archive_timeout()
     try:
-        answer = archive_session().request(method, url, headers=sent, data=body, timeout=(CONNECT_TIMEOUT_S, READ_TIMEOUT_S))
+        answer = archive_session().request(method, url, headers=sent, data=body, timeout=(CONNECT_TIMEOUT_S, wait))
+    except ArchiveDown as exc:
+        logger.debug("DICOMweb %s %s: %s", method, url, exc)
+        return JSONResponse({"detail": "the DICOM archive is not answering (stopped, hung or restarting); "
+                                       f"try again in a few seconds ({exc})"}, 503,
+                            headers={"Retry-After": str(RETRY_AFTER_S)})
     except requests.Timeout:
-        logger.warning("DICOMweb %s %s: no answer within %g s", method, url, READ_TIMEOUT_S)
-        return JSONResponse({"detail": f"the DICOM archive did not answer within {READ_TIMEOUT_S:g} s"}, 504)
+        logger.warning("DICOMweb %s %s: no answer within %g s", method, url, wait)
+        return JSONResponse({"detail": f"the DICOM archive did not answer within {wait:g} s"}, 504)
     except requests.RequestException as exc:
         logger.warning("DICOMweb %s %s: %s", method, url, exc)
         return JSONResponse({"detail": "the DICOM archive does not answer (stopped or restarting?)"}, 502)

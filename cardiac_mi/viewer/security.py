@@ -18,7 +18,15 @@ passes the list as ``CARDIAC_MI_ALLOWED_ORIGINS`` (comma-separated; defaults bel
    a path holding ``.`` or ``..`` segments, backslashes, NUL or an encoded ``/``, ``\\`` or NUL is 404;
    a query value that becomes part of a path (``image``, ``id``, ``label``: a series UID; ``tag``: a
    label tag; ``session_id``) must match its pattern (:mod:`cardiac_mi.ids`), else 422 naming it;
-3. ``CORSMiddleware`` limited to the allowed origins (in place of MONAI Label's ``*``).
+3. :class:`BodyLimits`: a request body over the limit of its route (:data:`BODY_LIMITS`, in MB, each
+   with its ``CARDIAC_MI_MAX_*_MB`` setting) is refused with 413 before any of it is read when its
+   ``Content-Length`` says so, and as soon as the limit is passed otherwise (chunked uploads), through
+   Starlette's ``RequestBodyLimitMiddleware`` which caps every read of the body;
+4. ``CORSMiddleware`` limited to the allowed origins (in place of MONAI Label's ``*``).
+
+:func:`secure` also sets the umask to 077, so that what the server writes (image caches, the datastore's
+JSON, outbox SEGs, labels, logs) is 0600 in 0700 folders; ``cardiac-mi serve`` has already set it for its
+children, this covers a server started with ``monailabel start_server`` directly.
 
 Default origins: ``http://127.0.0.1:PORT``, ``http://localhost:PORT`` and ``http://HOST:PORT`` for the
 address serve binds (for 0.0.0.0 / ``::``: the machine's host name, its fully qualified name and the
@@ -40,7 +48,7 @@ from lgemri.errors import InputError
 from cardiac_mi.ids import is_local_image_id, is_tag, is_uid, shown
 
 __all__ = ["ORIGINS_ENV", "normalise_origin", "default_origins", "allowed_origins", "origin_hosts",
-           "RequestGuard", "secure"]
+           "RequestGuard", "BodyLimits", "BODY_LIMITS", "body_limits", "secure"]
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +57,16 @@ WILDCARD_HOSTS = ("0.0.0.0", "::", "")
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _ENCODED_SEPARATORS = ("%2f", "%5c", "%00")
+MB = 1 << 20
+
+# (path prefixes, setting, default MB, what is sent): the first whose prefix starts the path applies.
+BODY_LIMITS = (
+    (("/datastore/label", "/viewer/monailabel/datastore/label", "/viewer/labels/"),
+     "CARDIAC_MI_MAX_LABEL_MB", 64, "a label"),
+    (("/proxy/",), "CARDIAC_MI_MAX_STOW_MB", 256, "a STOW-RS upload"),
+    (("/model/",), "CARDIAC_MI_MAX_MODEL_MB", 256, "a model file"),
+    (("/",), "CARDIAC_MI_MAX_BODY_MB", 16, "a request body"),
+)
 
 
 def normalise_origin(text: str) -> str:
@@ -248,6 +266,67 @@ class RequestGuard:
         await send({"type": "http.response.body", "body": body})
 
 
+def body_limits() -> list[tuple[tuple[str, ...], int, str, str]]:
+    """``(path prefixes, bytes, setting, what)`` for each route family of :data:`BODY_LIMITS`, with the
+    ``CARDIAC_MI_MAX_*_MB`` settings of the environment applied.
+
+    Raises:
+        InputError: a setting that is not a positive number of MB.
+    """
+    found = []
+    for prefixes, setting, default, what in BODY_LIMITS:
+        text = os.environ.get(setting, "").strip()
+        try:
+            megabytes = float(text) if text else float(default)
+        except ValueError:
+            megabytes = float("nan")
+        if not 0 < megabytes < 1 << 20:
+            raise InputError(f"${setting}={text!r}: expected a size in MB, e.g. {default}")
+        found.append((prefixes, int(megabytes * MB), setting, what))
+    return found
+
+
+class BodyLimits:
+    """ASGI middleware: the size limit of each route's request body (see the module docstring).
+
+    Args:
+        app: the ASGI app behind.
+        limits: what :func:`body_limits` returns (read from the environment by default).
+    """
+
+    def __init__(self, app, limits: Sequence[tuple[tuple[str, ...], int, str, str]] | None = None):
+        from starlette.middleware.body_limit import RequestBodyLimitMiddleware
+
+        self.app = app
+        self.limits = list(limits) if limits is not None else body_limits()
+        # one Starlette limiter per size: it counts every chunk the app reads and stops at the limit
+        self._limiters = {size: RequestBodyLimitMiddleware(app, size) for _, size, _, _ in self.limits}
+
+    def limit_for(self, path: str) -> tuple[int, str, str]:
+        """(bytes, setting, what) for a request to ``path``."""
+        for prefixes, size, setting, what in self.limits:
+            if path.startswith(prefixes):
+                return size, setting, what
+        return self.limits[-1][1:]
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        size, setting, what = self.limit_for(scope.get("path", ""))
+        length = next((v for k, v in scope.get("headers", []) if k.lower() == b"content-length"), None)
+        if length is not None and length.strip().isdigit() and int(length) > size:
+            detail = (f"{what} of {int(length) / MB:.1f} MB is over this server's limit of {size / MB:g} MB "
+                      f"(set ${setting} to change it); nothing was read")
+            logger.warning("refused %s %s: 413 %s", scope.get("method"), scope.get("path", "")[:300], detail)
+            start, body = _json(413, detail)
+            start["headers"].append((b"connection", b"close"))  # the unread body is not waited for
+            await send(start)
+            await send({"type": "http.response.body", "body": body})
+            return
+        await self._limiters[size](scope, receive, send)
+
+
 def secure(app, origins: Sequence[str] | None = None) -> list[str]:
     """Replace MONAI Label's CORS middleware of ``app`` by the Host check, :class:`RequestGuard` and a CORS
     limited to ``origins`` (default :func:`allowed_origins`); returns the origins."""
@@ -257,17 +336,22 @@ def secure(app, origins: Sequence[str] | None = None) -> list[str]:
 
     from monailabel.config import settings
 
+    os.umask(0o077)  # what the server writes is its user's only (serve has set it for its children already)
     origins = list(origins) if origins is not None else allowed_origins()
     hosts = origin_hosts(origins)
-    kept = [m for m in app.user_middleware if m.cls not in (CORSMiddleware, TrustedHostMiddleware, RequestGuard)]
+    limits = body_limits()
+    ours = (CORSMiddleware, TrustedHostMiddleware, RequestGuard, BodyLimits)
+    kept = [m for m in app.user_middleware if m.cls not in ours]
     app.user_middleware[:] = [
         Middleware(TrustedHostMiddleware, allowed_hosts=hosts, www_redirect=False),
         Middleware(RequestGuard, origins=origins,
                    dicomweb=lambda: str(settings.MONAI_LABEL_STUDIES).startswith(("http://", "https://"))),
+        Middleware(BodyLimits, limits=limits),
         Middleware(CORSMiddleware, allow_origins=origins, allow_credentials=True,
                    allow_methods=["GET", "HEAD", "POST", "PUT", "DELETE"], allow_headers=["*"]),
         *kept,
     ]
     app.middleware_stack = None  # built again, with these, on the next request
-    logger.info("allowed origins: %s; hosts: %s", ", ".join(origins), ", ".join(hosts))
+    logger.info("allowed origins: %s; hosts: %s; body limits: %s", ", ".join(origins), ", ".join(hosts),
+                ", ".join(f"{prefixes[0]} {size / MB:g} MB" for prefixes, size, _, _ in limits))
     return origins
