@@ -10,7 +10,10 @@ from __future__ import annotations
 import inspect
 import json
 import logging
+import os
 import re
+import tempfile
+import zipfile
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Optional
@@ -211,13 +214,32 @@ def checked_put_label_info(label: str, tag: str, info: str = Form("{}"),
 
 
 @both_checks.get("/datastore/dataset")
-def checked_dataset(limit_cases: Optional[int] = None,
-                    user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_ANNOTATOR))):
+def checked_dataset(background_tasks: BackgroundTasks, limit_cases: Optional[int] = None,
+                    user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_ANNOTATOR))) -> FileResponse:
+    """The images with a final label and those labels as one ZIP: ``image/``, ``label/`` and ``datalist.json``.
+
+    MONAI Label's own archive writes every key of a datalist item as a file (the DICOMweb datastore's
+    ``image_id`` too: a 500), and answers a 500 for an empty dataset."""
     if limit_cases is not None and limit_cases < 1:
         raise HTTPException(422, f"limit_cases: {limit_cases} is not a number of cases (1 or more)")
-    if not app_instance().datastore().datalist():
+    items = app_instance().datastore().datalist()
+    if not items:
         raise HTTPException(404, "the dataset is empty: no image has a final label yet, nothing to download")
-    return datastore.download_dataset(limit_cases)
+    items = items[:limit_cases] if limit_cases else items
+    fd, path = tempfile.mkstemp(suffix=".zip", prefix="dataset_")
+    os.close(fd)
+    background_tasks.add_task(os.remove, path)
+    listed = []
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as archive:  # NIfTI files are compressed
+        for item in items:
+            entry = {"image_id": item.get("image_id", "")}
+            for key in ("image", "label"):
+                entry[key] = f"{key}/{os.path.basename(item[key])}"
+                archive.write(item[key], arcname=entry[key])
+            listed.append(entry)
+        archive.writestr("datalist.json", json.dumps(listed, indent=1))
+    logger.info("dataset download: %d images with final labels", len(listed))
+    return FileResponse(path, media_type="application/zip", filename="dataset.zip")
 
 
 @panel_checks.post(f"{PANEL_PREFIX}/infer/{{model}}")
