@@ -110,8 +110,13 @@ def test_bad_input_is_an_http_422_with_message(app, tmp_path):
 
     bad = tmp_path / "notes.txt"
     bad.write_text("not an image")
-    with pytest.raises(HTTPException, match="expected a NIfTI file") as err:
+    # the app takes image ids of its datastore, never a server path (issue 16, point 7)
+    with pytest.raises(HTTPException, match="not an image id") as err:
         app.infer({"model": "segmentation", "image": str(bad)})
+    assert err.value.status_code == 422
+    # the task itself, given a file that is no image, names the problem
+    with pytest.raises(HTTPException, match="expected a NIfTI file") as err:
+        app._infers["segmentation"]({"image": str(bad)})
     assert err.value.status_code == 422
 
 
