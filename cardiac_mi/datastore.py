@@ -27,8 +27,8 @@ server's ``output=dicom_seg`` path accepts it):
   an unknown series, 422 for bad input, 503 when the server cannot be reached.
 - **A hung archive costs one time-out.** Every request to the server has time-outs
   (:class:`cardiac_mi.store.ArchiveSession`: 5 s to connect, ``$CARDIAC_MI_ARCHIVE_TIMEOUT`` (10 s) for
-  an answer); once it has not answered, requests to it are refused at once (503) until a probe sees it
-  answer, and then the outbox is flushed at once. No lock is held while the server is asked: one
+  an answer), and a heartbeat asks it every 2 s; once it has not answered, requests to it are refused
+  at once (503) until a probe sees it answer, and then the outbox is flushed at once. No lock is held while the server is asked: one
   series being fetched, or a server that hangs, does not hold up listings, other series or
   :meth:`status` (``/info/``), which answers from the last listings and refreshes them in the background.
 - **No path from a request.** Image and label ids must be series UIDs and tags match
@@ -58,7 +58,7 @@ from pydicom.dataset import Dataset
 
 from cardiac_mi.ids import tag_problem, uid_problem
 from cardiac_mi.orthanc import describe_error
-from cardiac_mi.store import CONNECT_TIMEOUT_S, ArchiveDown, ArchiveSession, DicomStore, archive_gate, archive_timeout
+from cardiac_mi.store import CONNECT_TIMEOUT_S, HEARTBEAT_S, ArchiveDown, ArchiveSession, DicomStore, archive_gate, archive_timeout
 from lgemri.atomic import write_text
 from lgemri.dicom import DicomSeries, read_dicom_series
 from lgemri.errors import InputError
@@ -76,6 +76,7 @@ logger = logging.getLogger(__name__)
 
 FINAL = DefaultLabelTag.FINAL.value
 _RETRY_DELAYS_S = (2.0, 5.0, 10.0, 20.0, 30.0)  # and at once when the server answers again
+STATUS_WAIT_S = 1.0  # the longest status() waits for fresh listings before it answers from the last ones
 _QIDO_FIELDS = ["StudyInstanceUID", "SeriesInstanceUID", "Modality", "SeriesDescription", "PatientID",
                 "StudyDate", "NumberOfSeriesRelatedInstances"]  # fmt: skip
 
@@ -172,6 +173,8 @@ class OrthancDatastore(DICOMWebDatastore):
         search_filter: QIDO-RS filter of the image series (default ``{"Modality": "MR"}``).
         list_ttl: Seconds a series or SEG listing is reused before it is asked again.
         timeout: Seconds to wait for an answer of the server (default ``$CARDIAC_MI_ARCHIVE_TIMEOUT``, 10).
+        heartbeat: Check that the server answers every so many seconds (a hung server is then found
+            before a request waits for it; default 2); None checks only after a request got no answer.
     """
 
     def __init__(
@@ -184,6 +187,7 @@ class OrthancDatastore(DICOMWebDatastore):
         search_filter: Optional[Dict[str, Any]] = None,
         list_ttl: float = 30.0,
         timeout: float | None = None,
+        heartbeat: float | None = HEARTBEAT_S,
     ):
         self.url = url.rstrip("/")
         timeout = archive_timeout() if timeout is None else float(timeout)
@@ -205,6 +209,8 @@ class OrthancDatastore(DICOMWebDatastore):
         self._lock = threading.RLock()  # the listings and the local datastore; never held while the server is asked
         self._image_locks: Dict[str, threading.RLock] = {}  # one fetch or conversion per series at a time
         self._refreshing = False
+        self._refresher: threading.Thread | None = None
+        self._listed = {"series": False, "segs": False}  # a listing succeeded once (refresh() keeps what it got)
         self._series: Dict[str, SeriesRef] = {}
         self._series_time = -float("inf")
         self._seg_meta: Dict[str, Dataset] = {}  # SEG SeriesInstanceUID -> header (immutable)
@@ -218,6 +224,8 @@ class OrthancDatastore(DICOMWebDatastore):
         LocalDatastore.__init__(self, datastore_path=str(self.cache_dir), images_dir="images", auto_reload=False)
         self.gate = archive_gate(self.url)
         self.gate.add_listener(self._archive_back)
+        if heartbeat:
+            self.gate.watch(heartbeat)
         if self._pending():
             self._start_retry()
 
@@ -255,7 +263,7 @@ class OrthancDatastore(DICOMWebDatastore):
         ``cached_ok``: a stale list is returned at once and refreshed in the background (the first
         listing is still waited for)."""
         with self._lock:
-            listed = self._series_time > -float("inf")
+            listed = self._listed["series"]
             if not force and time.monotonic() - self._series_time < self.list_ttl:
                 return self._series
             if cached_ok and listed and not force:
@@ -265,7 +273,7 @@ class OrthancDatastore(DICOMWebDatastore):
             found = self._client.search_for_series(search_filters=self._search_filter, fields=_QIDO_FIELDS)
         except Exception as exc:  # requests / dicomweb_client errors: the server is the problem
             with self._lock:
-                if self._series_time > -float("inf"):
+                if self._listed["series"]:
                     log = logger.debug if isinstance(exc, ArchiveDown) else logger.warning
                     log("listing %s failed (%s); using the list from %.0f s ago", self.url,
                         describe_error(exc), time.monotonic() - self._series_time)  # fmt: skip
@@ -275,13 +283,14 @@ class OrthancDatastore(DICOMWebDatastore):
         with self._lock:
             self._series = {s.series_uid: s for s in series if s.series_uid}
             self._series_time = time.monotonic()
+            self._listed["series"] = True
             return self._series
 
-    def _refresh_in_background(self) -> None:
-        """List series and SEGs again in a thread (one at a time), for callers that must not wait."""
+    def _refresh_in_background(self) -> threading.Thread:
+        """List series and SEGs again in a thread (one at a time), for callers that must not wait long."""
         with self._lock:
-            if self._refreshing:
-                return
+            if self._refreshing and self._refresher is not None:
+                return self._refresher
             self._refreshing = True
 
         def run() -> None:
@@ -294,7 +303,10 @@ class OrthancDatastore(DICOMWebDatastore):
                 with self._lock:
                     self._refreshing = False
 
-        threading.Thread(target=run, name="datastore-refresh", daemon=True).start()
+        with self._lock:
+            self._refresher = threading.Thread(target=run, name="datastore-refresh", daemon=True)
+            self._refresher.start()
+            return self._refresher
 
     def list_images(self) -> List[str]:
         return list(self._listing())
@@ -321,7 +333,7 @@ class OrthancDatastore(DICOMWebDatastore):
         """Headers of every SEG on the server plus the pending ones in the outbox (``cached_ok``: see _listing)."""
         with self._lock:
             stale = force or time.monotonic() - self._segs_time >= self.list_ttl
-            if stale and cached_ok and not force and self._segs_time > -float("inf"):
+            if stale and cached_ok and not force and self._listed["segs"]:
                 self._refresh_in_background()
                 stale = False
             known = dict(self._seg_meta)
@@ -335,6 +347,7 @@ class OrthancDatastore(DICOMWebDatastore):
                 with self._lock:
                     self._seg_meta = known
                     self._segs_time = time.monotonic()
+                    self._listed["segs"] = True
         headers = list(known.values())
         pending_uids = {str(h.SeriesInstanceUID) for h in headers}
         for path in self._pending():
@@ -732,7 +745,14 @@ class OrthancDatastore(DICOMWebDatastore):
 
     def status(self) -> Dict[str, Any]:
         """Counts for ``/info/`` and ``/datastore/?output=stats``; from the last listings (refreshed in the
-        background), so it answers at once while the server hangs or is down (``archive`` says which)."""
+        background, waited for at most ``STATUS_WAIT_S``), so it answers at once while the server hangs or is
+        down (``archive`` says which)."""
+        with self._lock:
+            now = time.monotonic()
+            stale = now - self._series_time >= self.list_ttl or now - self._segs_time >= self.list_ttl
+            listed = self._listed["series"] and self._listed["segs"]
+        if stale and listed:
+            self._refresh_in_background().join(STATUS_WAIT_S)
         try:
             images = self._listing(cached_ok=True)
             chosen = self._labels(cached_ok=True)

@@ -414,6 +414,11 @@ class EmbeddedOrthanc:
         return self._process is not None and self._process.poll() is None
 
     @property
+    def exited(self) -> bool:
+        """Whether the Orthanc this object started has exited by itself (not by :meth:`stop`)."""
+        return self._process is not None and self._process.poll() is not None
+
+    @property
     def exit_status(self) -> int | None:
         """The exit status of the Orthanc this object started, once it has exited; else None."""
         return self._process.poll() if self._process is not None else None

@@ -186,17 +186,18 @@ class ServeHandle:
         # Orthanc dies with the thread that started it (PR_SET_PDEATHSIG): this thread lives until stop().
         from cardiac_mi.orthanc import OrthancError
 
-        in_a_row, started = 0, time.monotonic()
+        in_a_row, started, restart = 0, time.monotonic(), False
         while not self._stopping.wait(0.2):
-            if self.orthanc.running:
-                continue
-            if self._stopping.is_set():
-                break
+            if not restart:
+                if not self.orthanc.exited:  # running, or stopped on purpose with orthanc.stop()
+                    continue
+                restart = True
+                logger.error("Orthanc exited (status %s); last lines of %s:\n%s", self.orthanc.exit_status,
+                             self.orthanc.log_path, self.orthanc.log_tail(8))
             if time.monotonic() - started >= STABLE_S:
                 in_a_row = 0
             delay = RESTART_DELAYS_S[min(in_a_row, len(RESTART_DELAYS_S) - 1)]
-            logger.error("Orthanc exited (status %s); starting it again in %g s. Last lines of %s:\n%s",
-                         self.orthanc.exit_status, delay, self.orthanc.log_path, self.orthanc.log_tail(8))
+            logger.info("starting Orthanc again in %g s", delay)
             if self._stopping.wait(delay):
                 break
             with self._orthanc_lock:
@@ -209,6 +210,7 @@ class ServeHandle:
                 except (OrthancError, InputError) as exc:
                     logger.error("cannot start Orthanc again (%s); next try after a longer wait", exc)
                     continue
+                restart = False
                 self.orthanc_restarts += 1
                 logger.info("Orthanc runs again (pid %s, restart %d) at %s", self.orthanc.pid, self.orthanc_restarts,
                             self.orthanc.dicomweb_url)

@@ -52,7 +52,7 @@ from lgemri.errors import InputError
 
 __all__ = ["DicomStore", "DicomStoreError", "Refused", "StowResult", "Study", "upload", "iter_files",
            "ArchiveDown", "ArchiveGate", "ArchiveSession", "archive_gate", "archive_timeout",
-           "CONNECT_TIMEOUT_S", "ARCHIVE_TIMEOUT_ENV"]
+           "CONNECT_TIMEOUT_S", "HEARTBEAT_S", "ARCHIVE_TIMEOUT_ENV"]
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +60,7 @@ CONNECT_TIMEOUT_S = 5.0
 ARCHIVE_TIMEOUT_ENV = "CARDIAC_MI_ARCHIVE_TIMEOUT"
 DEFAULT_ARCHIVE_TIMEOUT_S = 10.0
 PROBE_INTERVAL_S = 1.0
+HEARTBEAT_S = 2.0
 
 DICOMDIR_CLASS = "1.2.840.10008.1.3.10"
 UNDEFINED_LENGTH = 0xFFFFFFFF
@@ -212,7 +213,8 @@ class ArchiveGate:
     ``failed`` (a request got no answer) closes the gate and starts a probe thread that asks
     ``GET /`` every ``PROBE_INTERVAL_S`` seconds without credentials (any HTTP answer, even 401 or 404,
     shows that the server is back); ``answered`` opens it and calls the ``listeners`` (the datastore's
-    outbox flushes then).
+    outbox flushes then). :meth:`watch` keeps that thread running while the archive answers too, so
+    that a hang is found within a heartbeat, before a clinician's request runs into it.
     """
 
     def __init__(self, origin: str, probe_interval: float = PROBE_INTERVAL_S) -> None:
@@ -223,6 +225,7 @@ class ArchiveGate:
         self._lock = threading.Lock()
         self._probe: threading.Thread | None = None
         self._listeners: list[weakref.ReferenceType] = []
+        self._heartbeat: float | None = None  # seconds between checks while the archive answers (watch)
 
     def __repr__(self) -> str:
         state = "up" if self.down_since is None else f"down for {time.monotonic() - self.down_since:.1f} s"
@@ -260,9 +263,18 @@ class ArchiveGate:
                 self.down_since = time.monotonic()
                 logger.warning("the archive at %s does not answer (%s); requests to it answer 503 until it is back",
                                self.origin, self.reason)
-            if self._probe is None or not self._probe.is_alive():
-                self._probe = threading.Thread(target=self._probe_loop, name=f"probe {self.origin}", daemon=True)
-                self._probe.start()
+            self._start_probe()
+
+    def watch(self, heartbeat: float = HEARTBEAT_S) -> None:
+        """Check the archive every ``heartbeat`` seconds from now on, also while it answers."""
+        with self._lock:
+            self._heartbeat = heartbeat
+            self._start_probe()
+
+    def _start_probe(self) -> None:  # with self._lock held
+        if self._probe is None or not self._probe.is_alive():
+            self._probe = threading.Thread(target=self._probe_loop, name=f"probe {self.origin}", daemon=True)
+            self._probe.start()
 
     def answered(self) -> None:
         """The archive answered (any HTTP status): open the gate; tell the listeners if it was closed."""
@@ -283,12 +295,16 @@ class ArchiveGate:
 
     def _probe_loop(self) -> None:
         session = requests.Session()
-        while self.down_since is not None:
-            time.sleep(self.probe_interval)
+        while self.down_since is not None or self._heartbeat is not None:
+            down = self.down_since is not None
+            time.sleep(self.probe_interval if down else self._heartbeat)
+            wait = self.probe_interval * 5 if down else max(3.0, self._heartbeat)
             try:
-                session.get(f"{self.origin}/", timeout=(CONNECT_TIMEOUT_S, self.probe_interval * 5), stream=True,
+                session.get(f"{self.origin}/", timeout=(CONNECT_TIMEOUT_S, wait), stream=True,
                             allow_redirects=False).close()
             except requests.RequestException as exc:
+                if self.down_since is None:
+                    self.failed(exc)  # the heartbeat found it: close the gate
                 self.reason = describe_error(exc)
                 continue
             self.answered()

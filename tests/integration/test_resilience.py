@@ -1,0 +1,192 @@
+"""Faults of the archive against a real ``cardiac-mi serve`` (issue 16, point 5): nothing saved is lost.
+
+One serve start (free ports, a temporary state folder, the sample studies; ``_options`` of
+test_serve.py) serves the module. Its embedded Orthanc is
+
+1. paused with SIGSTOP: the server finds the hang by itself, ``/info/`` keeps answering, saves answer at
+   once (kept in the outbox), a series not fetched yet and the viewer's proxy answer 503 at once; after
+   SIGCONT the kept SEGs reach Orthanc without anyone asking;
+2. killed with SIGKILL: ``serve`` starts it again on the same port, the kept SEG is sent;
+3. killed in the middle of a run of saves: every save answers 200 and every SEG ends in Orthanc.
+
+Every wait is on a condition with a deadline, never a fixed sleep.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("monailabel")
+requests = pytest.importorskip("requests")
+
+from test_security import _label_file, _put_label  # noqa: E402  (skips the module, like test_serve, without Orthanc)
+from test_serve import _options  # noqa: E402
+
+from cardiac_mi.orthanc import running_orthanc  # noqa: E402
+from cardiac_mi.serve import SAMPLE_DICOM, serve  # noqa: E402
+from lgemri.dicom import read_dicom_series  # noqa: E402
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+CASE = "Case_P001"
+QUICK_S = 3.0  # what "at once" means here, with room for a loaded machine
+
+
+@pytest.fixture(scope="module")
+def state(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("resilience") / "state"
+
+
+@pytest.fixture(scope="module")
+def served(state):
+    handle = serve(_options(state), block=False)
+    yield handle
+    if handle.orthanc is not None and handle.orthanc.pid:
+        try:
+            os.kill(handle.orthanc.pid, signal.SIGCONT)  # never leave a paused Orthanc behind
+        except ProcessLookupError:
+            pass
+    handle.stop()
+
+
+@pytest.fixture(scope="module")
+def label(tmp_path_factory) -> Path:
+    return _label_file(tmp_path_factory.mktemp("label"))
+
+
+def wait_for(condition, timeout: float, what: str, interval: float = 0.2):
+    """Call ``condition`` until it returns something true; that value. Fails naming ``what`` after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"not within {timeout:g} s: {what}")
+        time.sleep(interval)
+
+
+def timed(call, *args, **kwargs) -> tuple[requests.Response, float]:
+    tick = time.perf_counter()
+    response = call(*args, **kwargs)
+    return response, time.perf_counter() - tick
+
+
+def orthanc_segs(served) -> set[str]:
+    """SeriesInstanceUIDs of the SEG series in Orthanc, asked directly (an empty set while it does not answer)."""
+    try:
+        answer = requests.get(f"{served.orthanc.dicomweb_url}/series", params={"Modality": "SEG"},
+                              auth=served.orthanc.auth, timeout=5)
+    except requests.RequestException:
+        return set()
+    if answer.status_code != 200:
+        return set()
+    return {item["0020000E"]["Value"][0] for item in answer.json()}
+
+
+def outbox(state: Path) -> list[Path]:
+    return sorted((state / "monailabel" / "dicom-cache" / "outbox").glob("*.dcm"))
+
+
+def info(served, timeout: float = QUICK_S) -> dict:
+    answer = requests.get(f"{served.url}/info/", timeout=timeout)
+    assert answer.status_code == 200, answer.text[:300]
+    return answer.json()
+
+
+def archive_state(served) -> str:
+    return info(served)["datastore"]["archive"]
+
+
+def uid(case: str = CASE) -> str:
+    return read_dicom_series(SAMPLE_DICOM / case).series_uid
+
+
+def all_in_orthanc(served, state: Path, segs: set[str]):
+    return not outbox(state) and segs <= orthanc_segs(served)
+
+
+def test_hung_orthanc_gives_quick_503s_and_loses_no_save(served, state, label):
+    first = _put_label(served, label, image=uid(), tag="final")  # Orthanc answers: stored, image cached
+    assert first.status_code == 200 and first.json()["stored"] is True, first.text[:300]
+    other = uid(next(p.name for p in sorted(SAMPLE_DICOM.iterdir()) if p.is_dir() and p.name != CASE))
+    pid = served.orthanc.pid
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        # the server finds the hang by itself (heartbeat), and /info/ answers all along
+        wait_for(lambda: archive_state(served).startswith("not answering"), 30, "the hang is noticed")
+
+        saved, seconds = timed(_put_label, served, label, image=uid(), tag="final")
+        assert saved.status_code == 200, saved.text[:300]
+        answer = saved.json()
+        assert answer["stored"] is False and "retried" in answer["message"] and Path(answer["pending"]).is_file()
+        assert seconds < QUICK_S, f"a save took {seconds:.1f} s while Orthanc hung"
+
+        image, seconds = timed(requests.get, f"{served.url}/datastore/image", params={"image": other}, timeout=30)
+        assert image.status_code == 503 and "not answering" in image.json()["detail"], image.text[:300]
+        assert seconds < QUICK_S, f"a series fetch took {seconds:.1f} s to answer 503"
+
+        proxied, seconds = timed(requests.get, f"{served.url}/proxy/dicom/qido/studies", timeout=30)
+        assert proxied.status_code == 503 and proxied.headers.get("retry-after"), proxied.text[:300]
+        assert seconds < QUICK_S, f"the proxy took {seconds:.1f} s to answer 503"
+
+        stats, seconds = timed(requests.get, f"{served.url}/datastore/", params={"output": "stats"}, timeout=30)
+        assert stats.status_code == 200 and stats.json()["pending_uploads"] >= 1
+        assert seconds < QUICK_S
+        assert served.alive() and served.orthanc_restarts == 0  # a hang is not an exit
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    # nobody asks: the gate's probe sees Orthanc again and the outbox flushes
+    wait_for(lambda: all_in_orthanc(served, state, {first.json()["seg_series_uid"], answer["seg_series_uid"]}), 60,
+             "the SEG kept during the hang reaches Orthanc")
+    wait_for(lambda: archive_state(served) == "answering", 30, "the server sees Orthanc answer again")
+    assert requests.get(f"{served.url}/proxy/dicom/qido/studies", timeout=30).status_code == 200
+
+
+def test_killed_orthanc_is_restarted_and_the_kept_seg_sent(served, state, label):
+    pid, port = served.orthanc.pid, served.orthanc.http_port
+    restarts = served.orthanc_restarts
+    os.kill(pid, signal.SIGKILL)
+    saved, seconds = timed(_put_label, served, label, image=uid(), tag="final")
+    assert saved.status_code == 200, saved.text[:300]  # stored, or kept if Orthanc was not back yet
+    assert seconds < QUICK_S * 2, f"a save took {seconds:.1f} s with Orthanc killed"
+
+    wait_for(lambda: served.orthanc_restarts > restarts and served.orthanc.running, 90, "Orthanc is started again")
+    assert served.orthanc.pid != pid and served.orthanc.http_port == port  # same URL for MONAI Label
+    assert running_orthanc(state).pid == served.orthanc.pid  # server.json names the new process
+    wait_for(lambda: all_in_orthanc(served, state, {saved.json()["seg_series_uid"]}), 60,
+             "the SEG saved while Orthanc was down reaches Orthanc")
+    assert served.alive() and info(served)["datastore"]["archive"] == "answering"
+
+
+def test_orthanc_killed_during_saves_loses_nothing(served, state, label):
+    answers: list[requests.Response] = []
+    errors: list[BaseException] = []
+
+    def save_all() -> None:
+        try:
+            for _ in range(6):
+                answers.append(_put_label(served, label, image=uid(), tag="final"))
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            errors.append(exc)
+
+    restarts = served.orthanc_restarts
+    saver = threading.Thread(target=save_all)
+    saver.start()
+    try:
+        wait_for(lambda: len(answers) >= 2 or errors or not saver.is_alive(), 120, "two saves answered")
+        os.kill(served.orthanc.pid, signal.SIGKILL)
+    finally:
+        saver.join(300)
+    assert not errors and len(answers) == 6, errors
+    assert all(a.status_code == 200 for a in answers), [a.text[:200] for a in answers if a.status_code != 200]
+    segs = {a.json()["seg_series_uid"] for a in answers}
+    assert len(segs) == 6
+    wait_for(lambda: served.orthanc_restarts > restarts and served.orthanc.running, 90, "Orthanc is started again")
+    wait_for(lambda: all_in_orthanc(served, state, segs), 90, "every SEG of the run of saves reaches Orthanc")
+    assert not list((state / "monailabel" / "dicom-cache" / "outbox" / "refused").glob("*.dcm"))
