@@ -59,7 +59,8 @@ def test_ct_series_refused_before_models_load(tmp_path, capsys, restore_logging)
     assert "CT series" in line and "MR" in line
 
 
-@pytest.mark.parametrize("device, says", [("cuda:7", "not available"), ("tpu", "not a device"), ("cpu:1", "not a device")])
+@pytest.mark.parametrize("device, says", [("cuda:7", "not available"), ("tpu", "not a device"),
+                                          ("cpu:1", "not a device")])
 def test_unusable_device_exits_2(device, says, tmp_path, capsys, restore_logging):
     if device.startswith("cuda") and device_problem(device) is None:
         pytest.skip(f"this machine has {device}")

@@ -142,7 +142,8 @@ class CardiacMIApp(MONAILabelApp):
     def _request_file(self, path: str) -> bool:
         """Whether ``path`` is a file MONAI Label made for this request: an upload, or a session's image."""
         real = os.path.realpath(path)
-        if os.path.dirname(real) == os.path.realpath(tempfile.gettempdir()) and _UPLOAD_NAME.fullmatch(os.path.basename(real)):
+        in_temp = os.path.dirname(real) == os.path.realpath(tempfile.gettempdir())
+        if in_temp and _UPLOAD_NAME.fullmatch(os.path.basename(real)):
             return os.path.isfile(real)
         store = getattr(self._sessions, "store_path", None)
         return bool(store) and real.startswith(os.path.realpath(store) + os.sep) and os.path.exists(real)

@@ -142,7 +142,8 @@ def json_object(text: str | None, name: str) -> dict[str, Any]:
     except ValueError as exc:
         raise HTTPException(422, f"{name}: not JSON ({exc}): {shown(text)}") from None
     if not isinstance(value, dict):
-        raise HTTPException(422, f"{name}: expected a JSON object {{...}}, got a JSON {type(value).__name__}: {shown(text)}")
+        raise HTTPException(422, f"{name}: expected a JSON object {{...}}, got a JSON {type(value).__name__}: "
+                                 f"{shown(text)}")
     return value
 
 
@@ -150,7 +151,8 @@ def infer_params(model: str, params: str | None) -> dict[str, Any]:
     """The infer ``params`` as an object, checked with the app's rules (model, device); never an ``image``."""
     options = json_object(params, "params")
     if "image" in options:
-        raise HTTPException(422, "params: 'image' cannot be given in params; the image is the ?image= id of the datastore")
+        raise HTTPException(422, "params: 'image' cannot be given in params; the image is the ?image= id of the "
+                                 "datastore")
     app_instance().check_request("infer", {**options, "model": model})
     return options
 
@@ -259,7 +261,7 @@ def _monailabel_proxy(route) -> bool:
 
 
 def install(target) -> None:
-    """Put the request checks, the viewer's and the proxy's routes in front of MONAI Label's (first match wins in Starlette),
+    """Put the request checks, the viewer's and the proxy's routes in front of MONAI Label's (first match wins),
     remove MONAI Label's own DICOMweb proxy (it forwards any path and method to the archive), and put the
     origin, Host and request checks of :mod:`.security` in front of everything."""
     before = len(target.router.routes)

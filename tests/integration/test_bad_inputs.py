@@ -151,7 +151,8 @@ def test_image_must_be_a_known_series(served, uid):
     detail = refused(infer(served, "1" * 10_000), 422, "image:", "not a series UID")
     assert len(detail) < 300
     refused(infer(served, "1." * 5000 + "1"), 422, "image:")
-    refused(requests.get(f"{served.url}/datastore/image/info", params={"image": "x" * 10_000}, timeout=30), 422, "image:")
+    answer = requests.get(f"{served.url}/datastore/image/info", params={"image": "x" * 10_000}, timeout=30)
+    refused(answer, 422, "image:")
 
 
 # ------------------------------------------------------------------------------------------------ 8. clear 4xx
@@ -185,7 +186,8 @@ def test_image_and_label_info_must_be_json_objects(served, uid):
     answer = requests.put(f"{served.url}/datastore/image/info", params={"image": uid},
                           data={"info": json.dumps({"note": "checked"})}, timeout=60)
     assert answer.status_code == 200, answer.text[:300]
-    assert requests.get(f"{served.url}/datastore/image/info", params={"image": uid}, timeout=30).json()["note"] == "checked"
+    info = requests.get(f"{served.url}/datastore/image/info", params={"image": uid}, timeout=30).json()
+    assert info["note"] == "checked"
 
 
 def test_unknown_strategy(served):
@@ -280,7 +282,8 @@ def _task_requests(served, path: str) -> list[dict]:
 
 
 def test_unknown_train_batch_and_scoring_start_nothing(served):
-    refused(requests.post(f"{served.url}/train/nosuch", json={}, timeout=60), 404, "trainer", "'nosuch'", "segmentation")
+    answer = requests.post(f"{served.url}/train/nosuch", json={}, timeout=60)
+    refused(answer, 404, "trainer", "'nosuch'", "segmentation")
     refused(requests.post(f"{served.url}{PANEL}/train/nosuch", json={}, timeout=60), 404, "'nosuch'")
     refused(requests.post(f"{served.url}/batch/infer/nosuch", timeout=60), 404, "'nosuch'", "segmentation")
     refused(requests.post(f"{served.url}/batch/infer/nosuch", json={"device": "cpu"}, timeout=60), 404, "'nosuch'")
@@ -294,10 +297,12 @@ def test_device_this_machine_lacks(served, uid):
     if device_problem("cuda:7") is None:
         pytest.skip("this machine has a GPU cuda:7")
     for prefix in ("", PANEL):
-        refused(infer(served, uid, params={"device": "cuda:7"}, prefix=prefix), 422, "device", "cuda:7", "not available")
+        answer = infer(served, uid, params={"device": "cuda:7"}, prefix=prefix)
+        refused(answer, 422, "device", "cuda:7", "not available")
     refused(infer(served, uid, params={"device": "tpu"}), 422, "device", "not a device")
     refused(requests.post(f"{served.url}/train/segmentation", json={"device": "cuda:7"}, timeout=60), 422, "cuda:7")
-    refused(requests.post(f"{served.url}/batch/infer/segmentation", json={"device": "cuda:7"}, timeout=60), 422, "cuda:7")
+    answer = requests.post(f"{served.url}/batch/infer/segmentation", json={"device": "cuda:7"}, timeout=60)
+    refused(answer, 422, "cuda:7")
     assert not [r for r in _task_requests(served, "/train/") if r.get("device") == "cuda:7"]
 
 

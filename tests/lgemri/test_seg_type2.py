@@ -8,7 +8,6 @@ are an input error naming the attribute. A SEG whose PixelData is cut short is a
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
