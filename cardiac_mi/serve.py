@@ -272,6 +272,7 @@ def _upload_samples(orthanc: Any, state: Path) -> Any:
     record = {"uploaded": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "folders": [p.name for p in folders],
               "summary": result.summary()}
     write_text(marker, json.dumps(record, indent=2) + "\n")
+    marker.chmod(0o600)  # lgemri.atomic gives the umask its import found, not the one serve set
     return result
 
 

@@ -190,3 +190,42 @@ def test_orthanc_killed_during_saves_loses_nothing(served, state, label):
     wait_for(lambda: served.orthanc_restarts > restarts and served.orthanc.running, 90, "Orthanc is started again")
     wait_for(lambda: all_in_orthanc(served, state, segs), 90, "every SEG of the run of saves reaches Orthanc")
     assert not list((state / "monailabel" / "dicom-cache" / "outbox" / "refused").glob("*.dcm"))
+
+
+def test_blocking_serve_restarts_a_killed_orthanc_instead_of_exiting(tmp_path):
+    """``cardiac-mi serve`` as a command: an Orthanc that exits is started again; SIGTERM still stops all."""
+    import subprocess
+    import sys
+
+    from test_serve import SCRIPT, _gone
+
+    from cardiac_mi.orthanc import free_port, wait_for_http
+
+    root = Path(__file__).resolve().parents[2]
+    port = free_port()
+    env = dict(os.environ, PYTHONPATH=str(root) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    cmd = [sys.executable, "-c", SCRIPT, "serve", "--state", str(tmp_path), "--port", str(port),
+           "--orthanc-port", "0", "--no-samples"]  # fmt: skip
+    output = tmp_path / "serve.out"
+    with open(output, "wb") as sink:
+        proc = subprocess.Popen(cmd, env=env, stdout=sink, stderr=subprocess.STDOUT)
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/info/", timeout=120, alive=lambda: proc.poll() is None, expect=200)
+        wait_for(lambda: "press Ctrl-C" in output.read_text(), 30, "serve blocks")
+        first = running_orthanc(tmp_path)
+        os.kill(first.pid, signal.SIGKILL)
+        again = wait_for(lambda: (o := running_orthanc(tmp_path)) is not None and o.pid != first.pid and o, 90,
+                         "serve starts Orthanc again")
+        assert again.url == first.url and proc.poll() is None
+        assert requests.get(f"{again.url}/system", auth=again.auth, timeout=10).status_code == 200
+        assert requests.get(f"http://127.0.0.1:{port}/info/", timeout=10).status_code == 200
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    out = output.read_text()
+    assert proc.returncode == 0, out[-3000:]
+    assert "Orthanc exited" in out and "Orthanc runs again" in out
+    assert _gone(again.pid) and running_orthanc(tmp_path) is None
