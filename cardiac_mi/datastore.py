@@ -28,9 +28,10 @@ server's ``output=dicom_seg`` path accepts it):
 - **A hung archive costs one time-out.** Every request to the server has time-outs
   (:class:`cardiac_mi.store.ArchiveSession`: 5 s to connect, ``$CARDIAC_MI_ARCHIVE_TIMEOUT`` (10 s) for
   an answer), and a heartbeat asks it every 2 s; once it has not answered, requests to it are refused
-  at once (503) until a probe sees it answer, and then the outbox is flushed at once. No lock is held while the server is asked: one
-  series being fetched, or a server that hangs, does not hold up listings, other series or
-  :meth:`status` (``/info/``), which answers from the last listings and refreshes them in the background.
+  at once (503) until a probe sees it answer, and then the outbox is flushed at once. No lock is held
+  while the server is asked: one series being fetched, or a server that hangs, does not hold up
+  listings, other series or :meth:`status` (``/info/``), which waits at most 1 s for fresh listings
+  and otherwise answers from the last ones.
 - **No path from a request.** Image and label ids must be series UIDs and tags match
   ``[A-Za-z0-9_-]{1,64}`` (:mod:`cardiac_mi.ids`) before they become part of a cache path or a
   request to the server; anything else is a 422 naming the argument.
