@@ -117,23 +117,28 @@ def test_hung_orthanc_gives_quick_503s_and_loses_no_save(served, state, label):
     other = uid(next(p.name for p in sorted(SAMPLE_DICOM.iterdir()) if p.is_dir() and p.name != CASE))
     pid = served.orthanc.pid
     os.kill(pid, signal.SIGSTOP)
+    paused = time.perf_counter()
     try:
         # the server finds the hang by itself (heartbeat), and /info/ answers all along
         wait_for(lambda: archive_state(served).startswith("not answering"), 30, "the hang is noticed")
+        print(f"hang noticed {time.perf_counter() - paused:.1f} s after SIGSTOP")
 
         saved, seconds = timed(_put_label, served, label, image=uid(), tag="final")
         assert saved.status_code == 200, saved.text[:300]
         answer = saved.json()
         assert answer["stored"] is False and "retried" in answer["message"] and Path(answer["pending"]).is_file()
         assert seconds < QUICK_S, f"a save took {seconds:.1f} s while Orthanc hung"
+        print(f"save while Orthanc hangs: 200 (kept) in {seconds:.2f} s")
 
         image, seconds = timed(requests.get, f"{served.url}/datastore/image", params={"image": other}, timeout=30)
         assert image.status_code == 503 and "not answering" in image.json()["detail"], image.text[:300]
         assert seconds < QUICK_S, f"a series fetch took {seconds:.1f} s to answer 503"
+        print(f"series fetch while Orthanc hangs: 503 in {seconds:.2f} s")
 
         proxied, seconds = timed(requests.get, f"{served.url}/proxy/dicom/qido/studies", timeout=30)
         assert proxied.status_code == 503 and proxied.headers.get("retry-after"), proxied.text[:300]
         assert seconds < QUICK_S, f"the proxy took {seconds:.1f} s to answer 503"
+        print(f"proxy QIDO while Orthanc hangs: 503 in {seconds:.2f} s")
 
         stats, seconds = timed(requests.get, f"{served.url}/datastore/", params={"output": "stats"}, timeout=30)
         assert stats.status_code == 200 and stats.json()["pending_uploads"] >= 1
@@ -141,9 +146,11 @@ def test_hung_orthanc_gives_quick_503s_and_loses_no_save(served, state, label):
         assert served.alive() and served.orthanc_restarts == 0  # a hang is not an exit
     finally:
         os.kill(pid, signal.SIGCONT)
+    resumed = time.perf_counter()
     # nobody asks: the gate's probe sees Orthanc again and the outbox flushes
     wait_for(lambda: all_in_orthanc(served, state, {first.json()["seg_series_uid"], answer["seg_series_uid"]}), 60,
-             "the SEG kept during the hang reaches Orthanc")
+             "the SEG kept during the hang reaches Orthanc", interval=0.1)
+    print(f"kept SEG in Orthanc {time.perf_counter() - resumed:.1f} s after SIGCONT")
     wait_for(lambda: archive_state(served) == "answering", 30, "the server sees Orthanc answer again")
     assert requests.get(f"{served.url}/proxy/dicom/qido/studies", timeout=30).status_code == 200
 
@@ -152,15 +159,20 @@ def test_killed_orthanc_is_restarted_and_the_kept_seg_sent(served, state, label)
     pid, port = served.orthanc.pid, served.orthanc.http_port
     restarts = served.orthanc_restarts
     os.kill(pid, signal.SIGKILL)
+    killed = time.perf_counter()
     saved, seconds = timed(_put_label, served, label, image=uid(), tag="final")
     assert saved.status_code == 200, saved.text[:300]  # stored, or kept if Orthanc was not back yet
     assert seconds < QUICK_S * 2, f"a save took {seconds:.1f} s with Orthanc killed"
 
-    wait_for(lambda: served.orthanc_restarts > restarts and served.orthanc.running, 90, "Orthanc is started again")
+    wait_for(lambda: served.orthanc_restarts > restarts and served.orthanc.running, 90, "Orthanc is started again",
+             interval=0.1)
+    print(f"save with Orthanc killed: 200 in {seconds:.2f} s; Orthanc runs again {time.perf_counter() - killed:.1f} s "
+          "after SIGKILL")
     assert served.orthanc.pid != pid and served.orthanc.http_port == port  # same URL for MONAI Label
     assert running_orthanc(state).pid == served.orthanc.pid  # server.json names the new process
     wait_for(lambda: all_in_orthanc(served, state, {saved.json()["seg_series_uid"]}), 60,
-             "the SEG saved while Orthanc was down reaches Orthanc")
+             "the SEG saved while Orthanc was down reaches Orthanc", interval=0.1)
+    print(f"SEG in Orthanc {time.perf_counter() - killed:.1f} s after SIGKILL")
     assert served.alive() and info(served)["datastore"]["archive"] == "answering"
 
 
