@@ -31,6 +31,7 @@ from .labels import INFARCT, LABEL_NAMES, MYOCARDIUM, NO_REFLOW, NUM_CLASSES, in
 from .nets.checkpoint import load_checkpoint
 from .nets.preprocess import LOC_FACTOR, ROI_SIZE, localization_input, localization_to_slice, normalize
 from .postprocess import clean_cavity, enforce_anatomy, remove_small_infarcts
+from .qc import Finding, quality_checks
 from .volume import Volume
 
 __all__ = ["Models", "InferenceResult", "default_models_dir", "load_models", "segment_volume", "localize"]
@@ -96,6 +97,7 @@ class InferenceResult:
     roi: dict  # centre and box of the ROI, in voxels of the 1 mm grid and in RAS mm
     timings: dict[str, float]
     warnings: list[str]
+    findings: list[Finding] = dataclasses.field(default_factory=list)  # failed plausibility checks (lgemri.qc)
 
     def summary(self) -> dict:
         """JSON-ready: ROI, class volumes (mm^3 and ml), infarct %, timings, warnings."""
@@ -113,6 +115,7 @@ class InferenceResult:
             "infarct_percent_of_myocardium": round(100.0 * infarct / myo, 2) if myo else 0.0,
             "timings_s": {k: round(v, 4) for k, v in self.timings.items()},
             "warnings": self.warnings,
+            "quality": {"doubtful": bool(self.findings), "findings": [f.as_dict() for f in self.findings]},
         }
 
 
@@ -287,14 +290,14 @@ def segment_volume(
     if float(image.array.max()) == float(image.array.min()):
         warnings.append("the image is constant: nothing to segment")
         timings["total"] = time.perf_counter() - start
-        return InferenceResult(empty, empty, {}, timings, warnings)
+        return InferenceResult(empty, empty, {}, timings, warnings, quality_checks(empty))
 
     centre, lv_1mm = localize(grid.array, models)
     lap("localization")
     if centre is None:
         warnings.append("no LV found by the localization network: empty label")
         timings["total"] = time.perf_counter() - start
-        return InferenceResult(empty, empty, {}, timings, warnings)
+        return InferenceResult(empty, empty, {}, timings, warnings, quality_checks(empty))
 
     located = centre
     full, box = _segment_at(grid.array, centre, models)
@@ -316,6 +319,8 @@ def segment_volume(
 
     if not (label > 0).any():
         warnings.append("the segmentation found no LV inside the ROI: empty label")
+    findings = quality_checks(Volume(label, image.affine))
+    warnings += [f"doubtful result: {f.message}" for f in findings if f.code != "no_lv"]
     i0, j0, i1, j1 = box
     mid = grid.shape[2] // 2
     corners = [(i0, j0), (i1, j0), (i1, j1), (i0, j1)]
@@ -329,7 +334,7 @@ def segment_volume(
         "size_mm": ROI_SIZE,
     }
     timings["total"] = time.perf_counter() - start
-    return InferenceResult(Volume(label, image.affine), Volume(lv.astype(np.uint8), image.affine), roi, timings, warnings)
+    return InferenceResult(Volume(label, image.affine), Volume(lv.astype(np.uint8), image.affine), roi, timings, warnings, findings)
 
 
 def infer_file(path: str | os.PathLike, out_dir: str | os.PathLike, models: Models, series_uid: str | None = None) -> tuple[Path, Path]:
