@@ -30,6 +30,7 @@ from test_serve import _options  # noqa: E402
 
 from cardiac_mi.serve import SAMPLE_DICOM, serve  # noqa: E402
 from lgemri.dicom import read_dicom_series  # noqa: E402
+from lgemri.errors import InputError  # noqa: E402
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 CASE = "Case_P001"
@@ -125,8 +126,19 @@ def test_a_declared_oversized_body_is_refused_before_it_is_read(served, method, 
     detail = json.loads(body)["detail"]
     assert f"{megabytes:.1f} MB" in detail and setting in detail, detail
     assert seconds < 5, f"the refusal took {seconds:.1f} s"
-    assert rss_mb(served.process.pid) - before < megabytes / 2  # the body was not held
+    grown = rss_mb(served.process.pid) - before
+    assert grown < megabytes / 2  # the body was not held
+    print(f"{method} {path.split('?')[0]} declaring {megabytes} MB: 413 in {seconds:.2f} s, server memory {grown:+.0f} MB")
     assert requests.get(f"{served.url}/info/", timeout=30).status_code == 200
+
+
+@pytest.mark.parametrize("name, value", [("CARDIAC_MI_MAX_LABEL_MB", "lots"), ("CARDIAC_MI_MAX_BODY_MB", "0"),
+                                         ("CARDIAC_MI_ARCHIVE_TIMEOUT", "-1")])
+def test_a_bad_setting_stops_serve_before_it_starts(tmp_path, monkeypatch, name, value):
+    monkeypatch.setenv(name, value)
+    with pytest.raises(InputError, match=name):
+        serve(_options(tmp_path / "state", "--no-samples"), block=False)
+    assert not (tmp_path / "state").exists()
 
 
 def test_a_streamed_body_is_cut_at_the_limit(served):
