@@ -77,6 +77,7 @@ logger = logging.getLogger(__name__)
 
 FINAL = DefaultLabelTag.FINAL.value
 _RETRY_DELAYS_S = (2.0, 5.0, 10.0, 20.0, 30.0)  # and at once when the server answers again
+SAVE_TIMEOUT_S = 3.0  # a save's own STOW of its SEG (small); later tries from the outbox wait the full time-out
 STATUS_WAIT_S = 1.0  # the longest status() waits for fresh listings before it answers from the last ones
 _QIDO_FIELDS = ["StudyInstanceUID", "SeriesInstanceUID", "Modality", "SeriesDescription", "PatientID",
                 "StudyDate", "NumberOfSeriesRelatedInstances"]  # fmt: skip
@@ -193,6 +194,8 @@ class OrthancDatastore(DICOMWebDatastore):
         self.url = url.rstrip("/")
         timeout = archive_timeout() if timeout is None else float(timeout)
         self._store = DicomStore(self.url, user, password, timeout=timeout)
+        # a save's own attempt waits less: the request waits for it, and the outbox retries anyway
+        self._quick_store = DicomStore(self.url, user, password, timeout=min(timeout, SAVE_TIMEOUT_S))
         session = ArchiveSession((min(CONNECT_TIMEOUT_S, timeout), timeout))
         session.auth = (user, password) if user is not None else None
         self._client = DICOMwebClientX(url=self.url, session=session)
@@ -643,7 +646,7 @@ class OrthancDatastore(DICOMWebDatastore):
             write_nifti(Volume(label.array, series.volume.affine), converted)
             with self._lock:
                 LocalDatastore.save_label(self, image_id, str(converted), FINAL, {**label_info, **self._seg_info(header)})
-        stored, problem = self._send(pending)
+        stored, problem = self._send(pending, quick=True)
         if not stored:
             self._start_retry()
         result = {
@@ -684,10 +687,12 @@ class OrthancDatastore(DICOMWebDatastore):
     def _pending(self) -> List[Path]:
         return sorted(self.outbox.glob("*.dcm"))
 
-    def _send(self, path: Path) -> tuple[bool, str]:
-        """STOW one outbox file; True when the server has it (the file then leaves the outbox)."""
+    def _send(self, path: Path, quick: bool = False) -> tuple[bool, str]:
+        """STOW one outbox file; True when the server has it (the file then leaves the outbox).
+
+        ``quick``: wait ``SAVE_TIMEOUT_S`` at most for each answer (a save's own attempt)."""
         try:
-            result = self._store.stow([path])
+            result = (self._quick_store if quick else self._store).stow([path])
         except InputError as exc:
             logger.warning("%s not sent: %s", path.name, exc)
             return False, str(exc)

@@ -155,6 +155,24 @@ def test_hung_orthanc_gives_quick_503s_and_loses_no_save(served, state, label):
     assert requests.get(f"{served.url}/proxy/dicom/qido/studies", timeout=30).status_code == 200
 
 
+def test_a_save_as_orthanc_hangs_waits_seconds_not_a_minute(served, state, label):
+    """Before the heartbeat has noticed the hang, a save's own try waits ``SAVE_TIMEOUT_S`` (3 s), not 60."""
+    assert requests.get(f"{served.url}/datastore/", params={"output": "stats"}, timeout=30).status_code == 200
+    wait_for(lambda: archive_state(served) == "answering", 30, "Orthanc answers")
+    pid = served.orthanc.pid
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        saved, seconds = timed(_put_label, served, label, image=uid(), tag="final")
+        print(f"save as Orthanc hangs (not noticed yet): {saved.status_code} in {seconds:.2f} s")
+        assert saved.status_code == 200 and saved.json()["stored"] is False, saved.text[:300]
+        assert seconds < 8, f"a save took {seconds:.1f} s as Orthanc hung"
+        assert info(served, timeout=8)["datastore"]["archive"].startswith("not answering")
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    wait_for(lambda: all_in_orthanc(served, state, {saved.json()["seg_series_uid"]}), 60,
+             "the SEG kept as Orthanc hung reaches Orthanc")
+
+
 def test_killed_orthanc_is_restarted_and_the_kept_seg_sent(served, state, label):
     pid, port = served.orthanc.pid, served.orthanc.http_port
     restarts = served.orthanc_restarts
