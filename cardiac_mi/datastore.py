@@ -59,7 +59,8 @@ from pydicom.dataset import Dataset
 
 from cardiac_mi.ids import tag_problem, uid_problem
 from cardiac_mi.orthanc import describe_error
-from cardiac_mi.store import CONNECT_TIMEOUT_S, HEARTBEAT_S, ArchiveDown, ArchiveSession, DicomStore, archive_gate, archive_timeout
+from cardiac_mi.store import (CONNECT_TIMEOUT_S, HEARTBEAT_S, ArchiveDown, ArchiveSession, DicomStore, archive_gate,
+                              archive_timeout)
 from lgemri.atomic import write_text
 from lgemri.dicom import DicomSeries, read_dicom_series
 from lgemri.errors import InputError
@@ -382,7 +383,8 @@ class OrthancDatastore(DICOMWebDatastore):
             except (requests.ConnectionError, requests.Timeout):
                 raise
             except Exception as exc:
-                logger.warning("SEG series %s: cannot read its metadata (%s); ignored", ref.series_uid, describe_error(exc))
+                logger.warning("SEG series %s: cannot read its metadata (%s); ignored", ref.series_uid,
+                               describe_error(exc))
                 continue
             if meta:
                 header = Dataset.from_json(meta[0], bulk_data_uri_handler=lambda *_: None)
@@ -645,7 +647,8 @@ class OrthancDatastore(DICOMWebDatastore):
             converted = Path(tmp) / f"{image_id}.nii.gz"
             write_nifti(Volume(label.array, series.volume.affine), converted)
             with self._lock:
-                LocalDatastore.save_label(self, image_id, str(converted), FINAL, {**label_info, **self._seg_info(header)})
+                LocalDatastore.save_label(self, image_id, str(converted), FINAL,
+                                          {**label_info, **self._seg_info(header)})
         stored, problem = self._send(pending, quick=True)
         if not stored:
             self._start_retry()

@@ -67,7 +67,8 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
-def raw_request(served, method: str, path: str, headers: dict[str, str], chunks=(), timeout: float = 60) -> tuple[int, bytes]:
+def raw_request(served, method: str, path: str, headers: dict[str, str], chunks=(),
+                timeout: float = 60) -> tuple[int, bytes]:
     """Send a request line, ``headers`` and the ``chunks`` as they are (a socket: no client checks the
     length), then read the answer; (status, body). A server that closes while we send is fine."""
     host, port = served.url.split("//", 1)[1].rsplit(":", 1)
@@ -128,7 +129,8 @@ def test_a_declared_oversized_body_is_refused_before_it_is_read(served, method, 
     assert seconds < 5, f"the refusal took {seconds:.1f} s"
     grown = rss_mb(served.process.pid) - before
     assert grown < megabytes / 2  # the body was not held
-    print(f"{method} {path.split('?')[0]} declaring {megabytes} MB: 413 in {seconds:.2f} s, server memory {grown:+.0f} MB")
+    print(f"{method} {path.split('?')[0]} declaring {megabytes} MB: 413 in {seconds:.2f} s, "
+          f"server memory {grown:+.0f} MB")
     assert requests.get(f"{served.url}/info/", timeout=30).status_code == 200
 
 
