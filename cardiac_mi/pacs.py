@@ -52,6 +52,7 @@ import socket
 import ssl
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -605,6 +606,7 @@ def _associate(
     tls_args = None
     if settings.tls is not None:
         tls_args = (settings.tls.client_context(), settings.host)
+    peer_end = _PeerEnd()
     ae = AE(ae_title=settings.calling_aet)
     ae.connection_timeout = settings.timeout
     ae.acse_timeout = settings.timeout
@@ -618,7 +620,7 @@ def _associate(
             settings.port,
             ae_title=settings.called_aet,
             ext_neg=list(roles) or None,
-            evt_handlers=list(handlers) or None,
+            evt_handlers=[*handlers, *peer_end.handlers()],
             tls_args=tls_args,
         )
     if not assoc.is_established:
@@ -642,6 +644,7 @@ def _associate(
                 problem = f"{settings} closed the connection during the association request"
         raise PacsError(problem)
     logger.debug("associated with %s as %s", settings, settings.calling_aet)
+    _PEER_ENDS[assoc] = peer_end
     try:
         yield assoc
     finally:
@@ -661,16 +664,61 @@ def _service_name(uid: str) -> str:
     return UID(uid).name
 
 
-def _lost(settings: PacsSettings, what: str, since: float) -> str:
-    """Why a DIMSE request got no answer: the DIMSE timeout ran out, or the PACS ended the association.
+class _PeerEnd:
+    """Records whether the PACS itself ended an association, and how.
 
-    pynetdicom aborts the association in both cases, so the time waited since ``since`` (the request or
-    the last answer, ``time.monotonic()``) tells them apart.
+    When a DIMSE request gets no answer, pynetdicom (2.1) returns an empty status in two cases: its DIMSE
+    timeout ran out (it then aborts the association itself), or the peer ended the association (A-ABORT,
+    A-RELEASE-RQ, or the connection closed). Wall-clock time cannot tell them apart on a loaded machine:
+    pynetdicom's reactor thread can take the wake-up that the peer's A-ABORT puts on the DIMSE queue, and
+    the request then waits out the whole timeout although the PACS refused at once. So the DUL's own
+    events are watched instead: they fire in the DUL thread, before the request is woken, whatever the load.
     """
-    if time.monotonic() - since >= 0.9 * settings.timeout:
+
+    def __init__(self) -> None:
+        self.how: str | None = None
+
+    def handlers(self) -> list[tuple[Any, Callable[[Any], None]]]:
+        from pynetdicom import evt
+
+        return [(evt.EVT_PDU_RECV, self._on_pdu), (evt.EVT_CONN_CLOSE, self._on_close)]
+
+    @staticmethod
+    def _ours(assoc: Any) -> bool:
+        # after our own A-ABORT (a DIMSE timeout) or release, pynetdicom has already marked the association;
+        # a peer's A-ABORT is marked only after these events, so it is never taken for ours
+        return bool(assoc.is_aborted or assoc.is_released)
+
+    def _on_pdu(self, event: Any) -> None:
+        from pynetdicom.pdu import A_ABORT_RQ, A_RELEASE_RQ
+
+        if self.how is not None or self._ours(event.assoc):
+            return
+        if isinstance(event.pdu, A_ABORT_RQ):
+            self.how = "it sent an A-ABORT"
+        elif isinstance(event.pdu, A_RELEASE_RQ):
+            self.how = "it asked to release the association"
+
+    def _on_close(self, event: Any) -> None:
+        if self.how is None and not self._ours(event.assoc):
+            self.how = "it closed the connection"
+
+
+_PEER_ENDS: weakref.WeakKeyDictionary[Any, _PeerEnd] = weakref.WeakKeyDictionary()
+
+
+def _lost(settings: PacsSettings, assoc: Any, what: str) -> str:
+    """Why a DIMSE request on ``assoc`` got no answer: the PACS ended the association, or it never answered.
+
+    Decided by what the PACS sent (see ``_PeerEnd``), never by the time waited.
+    """
+    peer_end = _PEER_ENDS.get(assoc)
+    how = peer_end.how if peer_end is not None else None
+    if how is None:
         return f"{settings} did not answer our {what} within {settings.timeout:g} s"
-    return (f"{settings} ended the association instead of answering our {what}: the PACS may not allow AE "
-            f"{settings.calling_aet!r} to do this; add our AE title to its DICOM nodes with {what} allowed "
+    logger.debug("%s ended the association during our %s: %s", settings, what, how)
+    return (f"{settings} ended the association instead of answering our {what} ({how}): the PACS may not allow "
+            f"AE {settings.calling_aet!r} to do this; add our AE title to its DICOM nodes with {what} allowed "
             "(see docs/pacs.md)")
 
 
@@ -699,11 +747,9 @@ def _c_find(settings: PacsSettings, assoc: Any, identifier: Dataset) -> list[Dat
     from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind as FIND
 
     matches = []
-    since = time.monotonic()
     for status, found in assoc.send_c_find(identifier, FIND):
         if not status:
-            raise PacsError(_lost(settings, "C-FIND", since))
-        since = time.monotonic()
+            raise PacsError(_lost(settings, assoc, "C-FIND"))
         code = int(status.Status)
         if code in (0xFF00, 0xFF01):
             if found is not None:
@@ -731,10 +777,9 @@ def echo(settings: PacsSettings) -> float:
     tick = time.perf_counter()
     with _associate(settings, [(Verification, DEFAULT_TRANSFER_SYNTAXES)]) as assoc:
         _require(settings, assoc, Verification)
-        since = time.monotonic()
         status = assoc.send_c_echo()
         if not status:
-            raise PacsError(_lost(settings, "C-ECHO", since))
+            raise PacsError(_lost(settings, assoc, "C-ECHO"))
         if int(status.Status) != 0x0000:
             raise PacsError(f"{settings}: {_status_text('C-ECHO', status)}")
     return time.perf_counter() - tick
@@ -961,21 +1006,19 @@ def _sub_operations(status: Dataset) -> tuple[int, int, int]:
                                                  "NumberOfWarningSuboperations"))  # type: ignore[return-value]
 
 
-def _run_retrieval(settings: PacsSettings, responses: Iterator[tuple[Dataset, Any]], item: Retrieved,
+def _run_retrieval(settings: PacsSettings, assoc: Any, responses: Iterator[tuple[Dataset, Any]], item: Retrieved,
                    service: str) -> None:
     final = None
-    since = time.monotonic()
     for status, _identifier in responses:
         if not status:
-            raise PacsError(_lost(settings, service, since))
-        since = time.monotonic()
+            raise PacsError(_lost(settings, assoc, service))
         code = int(status.Status)
         if code == 0xFF00:
             continue
         final = status
         break
     if final is None:
-        raise PacsError(_lost(settings, service, since))
+        raise PacsError(_lost(settings, assoc, service))
     item.completed, item.failed, item.warning = _sub_operations(final)
     code = int(final.Status)
     if code in (0x0000, 0xB000):  # success, or some sub-operations failed/warned (counted)
@@ -1123,7 +1166,7 @@ def retrieve(
                 responses = assoc.send_c_get(identifier, GET)
             else:
                 responses = assoc.send_c_move(identifier, destination, MOVE)
-            _run_retrieval(settings, responses, item, f"C-{method.upper()}")
+            _run_retrieval(settings, assoc, responses, item, f"C-{method.upper()}")
             logger.info("C-%s %s: the PACS sent %d, %d failed", method.upper(), target.series_uid or target.study_uid,
                         item.completed, item.failed)
             if uses_spool:

@@ -425,6 +425,37 @@ def test_retrieve_by_an_ae_allowed_only_to_query(settings, store, tmp_path):
     assert store.studies() == []
 
 
+def test_a_refused_c_get_is_not_taken_for_a_timeout_on_a_loaded_machine(settings, store, tmp_path, monkeypatch):
+    """Issue 16.12: the refusal is told by what the PACS sent, not by the time the C-GET waited.
+
+    Orthanc answers a C-GET from an AE without AllowGet with an A-ABORT at once. On a loaded machine
+    pynetdicom's reactor thread can take the wake-up that abort puts on the DIMSE queue (its pause
+    handshake with the requesting thread is not atomic); the C-GET then waits out the whole DIMSE timeout.
+    Here the wake-up is taken on purpose, and the clock jumps as a stalled process sees it.
+    """
+    from pynetdicom.dimse import DIMSEServiceProvider
+
+    real_get_msg = DIMSEServiceProvider.get_msg
+    taken = []
+
+    def get_msg(self, block=False):
+        item = real_get_msg(self, block=block)
+        if block and item == (None, None) and not taken:
+            taken.append(time.monotonic())  # as if the reactor had it: the C-GET waits on
+            item = real_get_msg(self, block=block)
+        return item
+
+    real_monotonic = time.monotonic
+    monkeypatch.setattr(DIMSEServiceProvider, "get_msg", get_msg)
+    monkeypatch.setattr(time, "monotonic", lambda: real_monotonic() + (60.0 if taken else 0.0))
+    find_only = PacsSettings(settings.host, settings.port, PACS_AET, "CMIFIND", timeout=2)
+    with pytest.raises(PacsError, match=r"ended the association .*\(it sent an A-ABORT\).*may not allow AE 'CMIFIND'"
+                                        ".*C-GET allowed"):
+        retrieve(find_only, store, Query(patient_id="PHANTOM-N003"), spool=Spool(tmp_path / "spool"))
+    assert taken, "the PACS's abort never reached the C-GET"
+    assert store.studies() == []
+
+
 def test_cli_errors_are_one_line(settings, capsys):
     assert main(["pacs", "echo", "--host", "127.0.0.1", "--port", str(settings.port), "--pacs-aet", "WRONG"]) == 2
     assert "Called AE title not recognised" in _one_line_error(capsys)
