@@ -673,6 +673,8 @@ class _PeerEnd:
     pynetdicom's reactor thread can take the wake-up that the peer's A-ABORT puts on the DIMSE queue, and
     the request then waits out the whole timeout although the PACS refused at once. So the DUL's own
     events are watched instead: they fire in the DUL thread, before the request is woken, whatever the load.
+    On an A-ABORT or a closed connection they also put one more wake-up on the DIMSE queue, so that the
+    waiting request returns at once even when the reactor took pynetdicom's own.
     """
 
     def __init__(self) -> None:
@@ -695,13 +697,24 @@ class _PeerEnd:
         if self.how is not None or self._ours(event.assoc):
             return
         if isinstance(event.pdu, A_ABORT_RQ):
-            self.how = "it sent an A-ABORT"
+            self._ended(event.assoc, "it sent an A-ABORT")
         elif isinstance(event.pdu, A_RELEASE_RQ):
+            # not woken: pynetdicom's reactor answers the release itself once the request gives up
             self.how = "it asked to release the association"
 
     def _on_close(self, event: Any) -> None:
         if self.how is None and not self._ours(event.assoc):
-            self.how = "it closed the connection"
+            self._ended(event.assoc, "it closed the connection")
+
+    def _ended(self, assoc: Any, how: str) -> None:
+        self.how = how
+        with contextlib.suppress(Exception):  # no request waiting: the association is over anyway
+            assoc.dimse.msg_queue.put((None, None))
+
+
+def _peer_ended(assoc: Any) -> bool:
+    peer_end = _PEER_ENDS.get(assoc)
+    return peer_end is not None and peer_end.how is not None
 
 
 _PEER_ENDS: weakref.WeakKeyDictionary[Any, _PeerEnd] = weakref.WeakKeyDictionary()
@@ -1157,7 +1170,7 @@ def retrieve(
                 expected[index] = {_text(ds, "SOPInstanceUID") for ds in images if _text(ds, "SOPInstanceUID")}
                 item.expected = len(expected[index])
             except PacsError as exc:
-                if not assoc.is_established:
+                if not assoc.is_established or _peer_ended(assoc):
                     raise
                 logger.warning("%s: cannot list the instances to expect (%s); counting what arrives", settings, exc)
                 expected[index] = None

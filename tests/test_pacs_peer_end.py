@@ -79,3 +79,14 @@ def test_a_closed_connection_is_the_peer_ending_the_association(peer):
     with pytest.raises(PacsError, match=r"ended the association instead of answering our C-FIND \(it closed the "
                                         r"connection\)"):
         find(settings, Query(patient_id="X"))
+
+
+def test_a_release_request_is_the_peer_ending_the_association(peer):
+    def on_find(event):
+        event.assoc.release()
+        yield 0x0000, None
+
+    settings = peer(on_find)
+    with pytest.raises(PacsError, match=r"ended the association instead of answering our C-FIND \(it asked to "
+                                        r"release the association\)"):
+        find(settings, Query(patient_id="X"))
