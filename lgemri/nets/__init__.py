@@ -1,7 +1,8 @@
 """The networks of cardiac_mi, found by name, and what their inputs look like (``preprocess``).
 
 ``build_network("resatt_unet", ...)`` builds the ResAtt-U-Net that segments LV crops,
-``build_network("localizer", ...)`` the small U-Net that finds the LV on a whole slice. Torch and
+``build_network("localizer", ...)`` the small U-Net that finds the LV on a whole slice,
+``build_network("ensemble", members=[spec, ...])`` the mean of several of them. Torch and
 MONAI are imported on first use, so ``lgemri.nets.preprocess`` stays a light numpy import.
 """
 
@@ -24,6 +25,7 @@ TASKS = ("localization", "segmentation", "cavity")
 NETWORKS: dict[str, str] = {
     "resatt_unet": "lgemri.nets.resatt_unet:ResAttUNet",
     "localizer": "lgemri.nets.localizer:Localizer",
+    "ensemble": "lgemri.nets.ensemble:Ensemble",
 }
 
 
@@ -43,7 +45,7 @@ def build_network(name: str, **kwargs: Any) -> nn.Module:
     """Build the network registered as ``name`` with keyword arguments ``kwargs``.
 
     Args:
-        name: One of :data:`NETWORKS` (``resatt_unet``, ``localizer``).
+        name: One of :data:`NETWORKS` (``resatt_unet``, ``localizer``, ``ensemble``).
         **kwargs: The network's constructor arguments (e.g. ``in_channels``, ``channels``).
 
     Raises:
