@@ -7,8 +7,8 @@ mounted again under the prefix:
 - ``info/``: only the viewer's tasks (:func:`viewer_tasks`, default ``segmentation``) and their labels.
   The panel offers every segmentation-type task, preselects the first (``localization``, an internal
   step of the cascade), and makes a segment for every label of every task.
-- ``infer/{task}``: runs the task like MONAI Label's handler, but in the thread pool (MONAI Label's runs
-  the model inside its ``async`` handler, which stalls the image loading of the viewer meanwhile), and
+- ``infer/{task}``: runs the task like MONAI Label's handler, but on the inference queue (MONAI Label's
+  runs the model inside its ``async`` handler, which stalls the image loading of the viewer meanwhile), and
   answers the label as the panel reads it: a raw ``uint8`` NRRD whose voxels are in the order of the
   viewer's volume (columns, rows, then slices in increasing position along the slice normal, as
   Cornerstone3D sorts them), whatever order the task's NIfTI has. The panel copies those bytes into its
@@ -20,17 +20,30 @@ And one call of our own: ``label?image=SERIES`` answers the series' final label 
 newest MANUAL SEG) as the same NRRD, with its description in the ``X-Cardiac-Mi-Label`` header (JSON),
 or 204 (no content) when the series has none. The viewer shows it when a study opens, so a correction continues
 from the last saved one.
+
+**The inference queue** (:data:`INFERENCE`). Every infer of the server (``/infer/{task}`` and this
+``infer/{task}``) runs on threads of its own: ``$CARDIAC_MI_INFER_WORKERS`` at a time (default 1), the
+others wait their turn, and beyond ``$CARDIAC_MI_INFER_QUEUE`` waiting or running (default 64) an infer
+is answered 503 with ``Retry-After``. They never run on the thread pool that serves the study list,
+the DICOMweb proxy, ``/info/`` and the labels, so a queue of infers cannot take its threads, and the
+machine's cores are not shared by many models at once. An infer whose client has gone before its turn
+is dropped.
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import contextvars
 import json
 import logging
 import os
 import shutil
 import tempfile
+import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import nrrd
 import numpy as np
@@ -45,7 +58,7 @@ from lgemri.images import read_image
 from lgemri.volume import Volume
 
 __all__ = ["router", "PANEL_PREFIX", "DEFAULT_VIEWER_TASKS", "viewer_tasks", "viewer_order", "write_viewer_nrrd",
-           "final_label_nrrd"]
+           "final_label_nrrd", "InferenceQueue", "INFERENCE", "run_panel_infer"]
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +67,86 @@ DEFAULT_VIEWER_TASKS = ("segmentation",)
 _LPS = np.diag([-1.0, -1.0, 1.0])
 
 router = APIRouter(prefix=PANEL_PREFIX, include_in_schema=False)
+
+T = TypeVar("T")
+DEFAULT_INFER_WORKERS = 1
+DEFAULT_INFER_QUEUE = 64
+
+
+def _env_count(name: str, default: int) -> int:
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        logger.error("$%s=%r is not a whole number of 1 or more: using %d", name, text, default)
+        return default
+    return value
+
+
+class InferenceQueue:
+    """Runs inferences on ``workers`` threads of their own, with at most ``limit`` waiting or running.
+
+    ``await queue.run(func, ...)`` holds no thread of the server's shared pool while it waits, so the
+    requests that pool serves (study list, DICOMweb proxy, ``/info/``) keep their threads during a queue
+    of infers.
+    """
+
+    def __init__(self, workers: int = DEFAULT_INFER_WORKERS, limit: int = DEFAULT_INFER_QUEUE) -> None:
+        if workers < 1 or limit < workers:
+            raise ValueError(f"inference queue: {workers} workers and room for {limit}: need 1 <= workers <= limit")
+        self.workers, self.limit = workers, limit
+        self._lock = threading.Lock()
+        self._pending = 0
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+
+    @classmethod
+    def from_environment(cls) -> InferenceQueue:
+        workers = _env_count("CARDIAC_MI_INFER_WORKERS", DEFAULT_INFER_WORKERS)
+        limit = max(_env_count("CARDIAC_MI_INFER_QUEUE", DEFAULT_INFER_QUEUE), workers)
+        return cls(workers, limit)
+
+    @property
+    def pending(self) -> int:
+        """Infers waiting or running."""
+        return self._pending
+
+    def _pool(self) -> concurrent.futures.ThreadPoolExecutor:
+        with self._lock:
+            if self._executor is None:
+                self._executor = concurrent.futures.ThreadPoolExecutor(self.workers,
+                                                                       thread_name_prefix="cardiac-mi-infer")
+            return self._executor
+
+    def _done(self, _future: concurrent.futures.Future) -> None:
+        with self._lock:
+            self._pending -= 1
+
+    async def run(self, func: Callable[..., T], *args: Any) -> T:
+        """``func(*args)`` on the queue's threads; 503 when the queue is full."""
+        with self._lock:
+            if self._pending >= self.limit:
+                raise HTTPException(503, f"{self._pending} infers are waiting or running, the most this server "
+                                         f"takes ($CARDIAC_MI_INFER_QUEUE={self.limit}): try again shortly",
+                                    headers={"Retry-After": "5"})
+            self._pending += 1
+        try:
+            future = self._pool().submit(contextvars.copy_context().run, func, *args)
+        except BaseException:
+            with self._lock:
+                self._pending -= 1
+            raise
+        future.add_done_callback(self._done)
+        if self._pending > self.workers:
+            logger.info("infer queued: %d waiting or running, %d at a time", self._pending, self.workers)
+        # cancelled (the client left) before its turn: the future is cancelled and never runs
+        return await asyncio.wrap_future(future)
+
+
+INFERENCE = InferenceQueue.from_environment()
 
 
 def viewer_tasks() -> tuple[str, ...]:
@@ -110,9 +203,16 @@ def panel_info(user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_USER))) 
 
 
 @router.post("/infer/{model}")
-def panel_infer(model: str, background_tasks: BackgroundTasks, image: str = "", output: str = "image",
-                params: str = Form("{}"), user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_USER))):
-    """Run ``model`` on series ``image``; the label as the panel reads it (``output=image``) or the JSON."""
+async def panel_infer(model: str, background_tasks: BackgroundTasks, image: str = "", output: str = "image",
+                      params: str = Form("{}"), user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_USER))):
+    """Run ``model`` on series ``image`` on the inference queue; see :func:`run_panel_infer`."""
+    return await INFERENCE.run(run_panel_infer, model, background_tasks, image, output, params)
+
+
+def run_panel_infer(model: str, background_tasks: BackgroundTasks, image: str, output: str, params: str):
+    """Run ``model`` on series ``image``; the label as the panel reads it (``output=image``) or the JSON.
+
+    Blocking: the routes run it on :data:`INFERENCE`."""
     if not image:
         raise HTTPException(422, "no image: give the SeriesInstanceUID as ?image=")
     try:

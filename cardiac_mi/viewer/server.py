@@ -32,7 +32,7 @@ from starlette.concurrency import run_in_threadpool
 from cardiac_mi.ids import shown
 from cardiac_mi.viewer import OHIF_DIR
 from cardiac_mi.viewer.labels import save_viewer_seg
-from cardiac_mi.viewer.panel import PANEL_PREFIX, panel_infer
+from cardiac_mi.viewer.panel import INFERENCE, PANEL_PREFIX, run_panel_infer
 from cardiac_mi.viewer.panel import router as panel_router
 from cardiac_mi.viewer.proxy import catch_all as proxy_catch_all
 from cardiac_mi.viewer.proxy import router as proxy_router
@@ -164,12 +164,15 @@ _BATCH_DEFAULTS = inspect.signature(batch_infer.api_run).parameters["params"].de
 
 
 @root_checks.post("/infer/{model}")
-def checked_infer(background_tasks: BackgroundTasks, model: str, image: str = "", session_id: str = "",
-                  params: str = Form("{}"), file: UploadFile = File(None), label: UploadFile = File(None),
-                  output: Optional[infer_endpoint.ResultType] = None,
-                  user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_USER))):
-    infer_params(model, params)
-    return infer_endpoint.run_inference(background_tasks, model, image, session_id, params, file, label, output)
+async def checked_infer(background_tasks: BackgroundTasks, model: str, image: str = "", session_id: str = "",
+                        params: str = Form("{}"), file: UploadFile = File(None), label: UploadFile = File(None),
+                        output: Optional[infer_endpoint.ResultType] = None,
+                        user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_USER))):
+    def run():
+        infer_params(model, params)
+        return infer_endpoint.run_inference(background_tasks, model, image, session_id, params, file, label, output)
+
+    return await INFERENCE.run(run)  # never on the thread pool of the study list and the proxy
 
 
 @root_checks.post("/batch/infer/{model}")
@@ -245,10 +248,14 @@ def checked_dataset(background_tasks: BackgroundTasks, limit_cases: Optional[int
 
 
 @panel_checks.post(f"{PANEL_PREFIX}/infer/{{model}}")
-def checked_panel_infer(model: str, background_tasks: BackgroundTasks, image: str = "", output: str = "image",
-                        params: str = Form("{}"), user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_USER))):
-    infer_params(model, params)
-    return panel_infer(model, background_tasks, image, output, params, user)
+async def checked_panel_infer(model: str, background_tasks: BackgroundTasks, image: str = "", output: str = "image",
+                              params: str = Form("{}"),
+                              user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_USER))):
+    def run():
+        infer_params(model, params)
+        return run_panel_infer(model, background_tasks, image, output, params)
+
+    return await INFERENCE.run(run)
 
 
 def _monailabel_proxy(route) -> bool:
