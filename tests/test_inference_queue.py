@@ -68,7 +68,7 @@ def test_a_full_queue_answers_503_and_errors_pass_through():
     assert queue.pending == 0
 
 
-def test_an_infer_whose_client_left_before_its_turn_never_runs():
+def test_an_infer_cancelled_before_its_turn_never_runs():
     queue = InferenceQueue(workers=1, limit=4)
     release, ran = threading.Event(), []
 
@@ -77,7 +77,7 @@ def test_an_infer_whose_client_left_before_its_turn_never_runs():
         await asyncio.sleep(0.05)
         waiting = asyncio.ensure_future(queue.run(ran.append, "ran"))
         await asyncio.sleep(0.05)
-        waiting.cancel()  # what the server does when the client disconnects
+        waiting.cancel()  # the request cancelled (a server shutting down, a client gone)
         await asyncio.sleep(0.05)
         release.set()
         await first

@@ -26,8 +26,8 @@ from the last saved one.
 others wait their turn, and beyond ``$CARDIAC_MI_INFER_QUEUE`` waiting or running (default 64) an infer
 is answered 503 with ``Retry-After``. They never run on the thread pool that serves the study list,
 the DICOMweb proxy, ``/info/`` and the labels, so a queue of infers cannot take its threads, and the
-machine's cores are not shared by many models at once. An infer whose client has gone before its turn
-is dropped.
+machine's cores are not shared by many models at once. An infer whose request is cancelled before its
+turn never runs. ``bench/concurrent_infer.py`` measures it (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -142,7 +142,7 @@ class InferenceQueue:
         future.add_done_callback(self._done)
         if self._pending > self.workers:
             logger.info("infer queued: %d waiting or running, %d at a time", self._pending, self.workers)
-        # cancelled (the client left) before its turn: the future is cancelled and never runs
+        # the request cancelled before its turn: the future is cancelled too and never runs
         return await asyncio.wrap_future(future)
 
 
