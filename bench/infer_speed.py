@@ -41,14 +41,18 @@ def median_time(fn, repeats: int) -> float:
 def run(device: str, models_dir: str | None, repeats: int) -> None:
     models = load_models(models_dir, device=device)
     case = ten_slice_study()
-    channels = tuple(models.meta["segmentation_network"]["kwargs"].get("channels", ()))
+    spec = models.meta["segmentation_network"]
+    specs = spec["kwargs"]["members"] if spec.get("name") == "ensemble" else [spec]  # one baseline per member
+    channels = [tuple(s["kwargs"].get("channels", ())) for s in specs]
     in_channels = 2 if models.two_stage else 1
-    baseline = AttentionUnet(2, in_channels, 5, channels=channels, strides=(2,) * (len(channels) - 1)).to(device).eval()
+    baseline = torch.nn.ModuleList(AttentionUnet(2, in_channels, 5, channels=c, strides=(2,) * (len(c) - 1))
+                                   for c in channels).to(device).eval()
     rois = torch.randn(case.image.shape[2], in_channels, 128, 128, device=device)
 
     def forward(net):
         with torch.inference_mode():
-            net(rois)
+            for member in net if isinstance(net, torch.nn.ModuleList) else [net]:
+                member(rois)
             if device == "cuda":
                 torch.cuda.synchronize()
 
@@ -60,7 +64,7 @@ def run(device: str, models_dir: str | None, repeats: int) -> None:
     split = segment_volume(case.image, models).timings
     print(f"[{device}] ResAtt-U-Net forward / MONAI AttentionUnet forward: {ours_fwd / base_fwd:.2f}x "
           f"({ours_fwd * 1000:.0f} ms vs {base_fwd * 1000:.0f} ms for {rois.shape[0]} ROIs; "
-          f"{n_ours / 1e6:.2f} M vs {n_base / 1e6:.2f} M parameters, channels {channels})")
+          f"{n_ours / 1e6:.2f} M vs {n_base / 1e6:.2f} M parameters, channels {' + '.join(map(str, channels))})")
     print(f"[{device}] whole study {case.image.shape} through the cascade: {study:.3f} s (target <= 1.0 s on 2 CPU cores)")
     print(f"[{device}] split: " + ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in split.items()))
 

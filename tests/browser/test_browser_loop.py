@@ -30,9 +30,6 @@ from cardiac_mi.serve import SAMPLE_DICOM  # noqa: E402
 from lgemri.labels import INFARCT  # noqa: E402
 from lgemri.seg import SEGMENTATION_STORAGE, SEGMENTS  # noqa: E402
 
-RUN_TARGET_S = 3.0
-FIRST_IMAGE_TARGET_S = 5.0
-
 # In-page clocks: the DOM time of the next click, and the first frame whose viewport canvas shows what we
 # wait for (image: enough non-black pixels; overlay: coloured pixels, the image itself being grey).
 ARM_CLICK_CLOCK = """() => {
@@ -341,9 +338,7 @@ def test_clinician_loop(served, page, artifacts, measure):
     assert len(posts) == 1
     assert len(seg_series(served, study_uid)) == len(before) + 3
 
-    assert page.problems.unexpected() == []
-    assert first_image <= FIRST_IMAGE_TARGET_S, f"study list to first image took {first_image:.2f} s"
-    assert first_run <= RUN_TARGET_S, f"Run to overlay took {first_run:.2f} s"
+    assert page.problems.unexpected() == []  # the times are targets of bench/viewer_speed.py, not asserted here
 
 
 def test_reopened_study_shows_its_final_label(served, page, tmp_path):
