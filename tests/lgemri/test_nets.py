@@ -93,13 +93,13 @@ def test_mc_dropout_varies_only_in_mc_mode():
 
 
 def test_build_network_registry():
-    assert set(NETWORKS) == {"resatt_unet", "localizer"}
+    assert set(NETWORKS) == {"resatt_unet", "localizer", "ensemble"}
     assert isinstance(build_network("resatt_unet", channels=TINY), ResAttUNet)
     loc = build_network("localizer")
     assert isinstance(loc, Localizer)
     with torch.no_grad():
         assert loc.eval()(torch.zeros(3, 1, 128, 128)).shape == (3, 2, 128, 128)
-    with pytest.raises(InputError, match="choose from localizer, resatt_unet"):
+    with pytest.raises(InputError, match="choose from ensemble, localizer, resatt_unet"):
         build_network("unet3000")
     with pytest.raises(InputError, match="bad arguments"):
         build_network("localizer", colour="red")
