@@ -252,12 +252,13 @@ def _init_network(config: TrainConfig, in_channels: int, out_channels: int) -> t
         raise InputError(
             f"{config.init}: a {'two' if two_stage else 'one'}-stage model; set two_stage={two_stage} to fine-tune it"
         )
-    kwargs = spec["kwargs"]
-    if (kwargs.get("in_channels"), kwargs.get("out_channels")) != (in_channels, out_channels):
-        raise InputError(
-            f"{config.init}: network has {kwargs.get('in_channels')} input and {kwargs.get('out_channels')} output "
-            f"channels, the {config.task} data {in_channels} and {out_channels}"
-        )
+    members = spec["kwargs"]["members"] if spec["name"] == "ensemble" else [spec]
+    for kwargs in (m["kwargs"] for m in members):
+        if (kwargs.get("in_channels"), kwargs.get("out_channels")) != (in_channels, out_channels):
+            raise InputError(
+                f"{config.init}: network has {kwargs.get('in_channels')} input and {kwargs.get('out_channels')} output "
+                f"channels, the {config.task} data {in_channels} and {out_channels}"
+            )
     return model, spec
 
 
