@@ -10,8 +10,8 @@ or a sliver of chest wall and reports a confident infarct size. These checks loo
 * ``myocardium_ml``: the myocardial volume is outside what hearts have;
 * ``cavity_ratio``: blood pool / myocardium volume ratio outside what hearts have;
 * ``infarct_percent``: infarct over an implausible share of the myocardium;
-* ``lv_jump_mm``: the LV centre jumps between neighbouring slices (different structures on different
-  slices);
+* ``lv_jump_mm``: the LV centre jumps between neighbouring slices with a substantial LV (different
+  structures on different slices);
 * ``no_lv``: nothing of the LV was segmented.
 
 The limits were chosen on data with ``experiments/qc_thresholds.py``: the range of each measure over
@@ -58,6 +58,7 @@ _MESSAGES = {
 }
 
 BORDER_VOXELS = 2
+SUBSTANTIAL_LV = 0.3  # slices whose LV area is below this fraction of the largest do not count for the jump
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,7 +119,10 @@ def measure(label: Volume) -> dict[str, float]:
     values["cavity_ratio"] = float(cavity.sum()) * voxel_ml / myo_ml
     values["infarct_percent"] = 100.0 * float(infarct_mask(arr).sum()) / float(myo.sum())
 
-    centres = [ndimage.center_of_mass(lv[:, :, k]) for k in range(arr.shape[2]) if lv[:, :, k].any()]
+    # apical and basal slices with little LV have unsteady centres: only substantial slices count
+    areas = lv.sum(axis=(0, 1))
+    substantial = [k for k in range(arr.shape[2]) if areas[k] >= SUBSTANTIAL_LV * areas.max()]
+    centres = [ndimage.center_of_mass(lv[:, :, k]) for k in substantial]
     jumps = [math.hypot((a[0] - c[0]) * si, (a[1] - c[1]) * sj) for a, c in zip(centres, centres[1:])]
     values["lv_jump_mm"] = max(jumps) if jumps else 0.0
     return values
