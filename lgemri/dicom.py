@@ -65,6 +65,20 @@ _REQUIRED_GEOMETRY = {
     "ImagePositionPatient": 3,
 }
 
+# Type 2 attributes of the Patient and General Study modules that a SEG or report copies from its images:
+# they must be present but may be empty, and anonymised images from real sites often lack them
+TYPE2_PATIENT_STUDY = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyDate",
+    "StudyTime",
+    "ReferringPhysicianName",
+    "StudyID",
+    "AccessionNumber",
+)
+
 
 @dataclass
 class DicomSeries:

@@ -50,7 +50,7 @@ from pydicom.sr.coding import Code
 from pydicom.uid import generate_uid
 
 from .atomic import atomic_path
-from .dicom import DicomSeries
+from .dicom import TYPE2_PATIENT_STUDY, DicomSeries
 from .errors import InputError
 from .labels import CAVITY, INFARCT, LABEL_NAMES, MYOCARDIUM, NO_REFLOW, as_label
 from .preview import OUTLINE_COLOURS
@@ -82,19 +82,6 @@ MYOCARDIUM_CODE = Code("74281007", "SCT", "Myocardium")
 INFARCT_CODE = Code("55641003", "SCT", "Infarct")
 MVO_CODE = Code("MVO", PRIVATE_SCHEME, "Microvascular obstruction")
 
-# Type 2 attributes of the Patient and General Study modules that a SEG copies from its images: they
-# must be present but may be empty, and anonymised images from real sites often lack them
-TYPE2_PATIENT_STUDY = (
-    "PatientName",
-    "PatientID",
-    "PatientBirthDate",
-    "PatientSex",
-    "StudyDate",
-    "StudyTime",
-    "ReferringPhysicianName",
-    "StudyID",
-    "AccessionNumber",
-)
 # Type 1 attributes a SEG takes from its images: without them there is no SEG to write
 _TYPE1_SOURCE = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID", "FrameOfReferenceUID")
 

@@ -29,7 +29,7 @@ from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, gene
 
 from .. import __version__
 from ..atomic import atomic_path
-from ..dicom import DicomSeries
+from ..dicom import TYPE2_PATIENT_STUDY, DicomSeries
 from ..errors import InputError
 
 __all__ = [
@@ -63,17 +63,6 @@ _PATIENT_STUDY = (
     "AccessionNumber",
     "ReferringPhysicianName",
     "StudyDescription",
-)
-_TYPE2 = (
-    "PatientName",
-    "PatientID",
-    "PatientBirthDate",
-    "PatientSex",
-    "StudyDate",
-    "StudyTime",
-    "StudyID",
-    "AccessionNumber",
-    "ReferringPhysicianName",
 )
 
 
@@ -160,7 +149,7 @@ def encapsulated_pdf(
     ds.SpecificCharacterSet = _character_set(study, title)
     ds.SOPClassUID = ENCAPSULATED_PDF_STORAGE
     ds.SOPInstanceUID = sop_instance_uid
-    for keyword in _TYPE2:  # Type 2: present, possibly empty
+    for keyword in TYPE2_PATIENT_STUDY:  # Type 2: present, possibly empty
         setattr(ds, keyword, "")
     for keyword, value in study.attributes.items():
         if keyword != "SpecificCharacterSet":
