@@ -59,8 +59,8 @@ from pydicom.dataset import Dataset
 
 from cardiac_mi.ids import tag_problem, uid_problem
 from cardiac_mi.orthanc import describe_error
-from cardiac_mi.store import (CONNECT_TIMEOUT_S, HEARTBEAT_S, ArchiveDown, ArchiveSession, DicomStore, archive_gate,
-                              archive_timeout)
+from cardiac_mi.store import (CONNECT_TIMEOUT_S, HEARTBEAT_S, ArchiveDown, ArchiveSession, DicomStore, StowResult,
+                              archive_gate, archive_timeout)
 from lgemri.atomic import write_text
 from lgemri.dicom import DicomSeries, read_dicom_series
 from lgemri.errors import InputError
@@ -499,6 +499,18 @@ class OrthancDatastore(DICOMWebDatastore):
         if image_id not in self._datastore.objects:
             self.get_image_uri(image_id)
         LocalDatastore.update_image_info(self, image_id, info)
+
+    def series_folder(self, image_id: str) -> Path:
+        """The folder of the series' DICOM files (fetched on first use); 404/422/503 otherwise."""
+        self.get_image_uri(image_id)
+        return self._series_dir(image_id)
+
+    def store_instances(self, paths: List[str | os.PathLike]) -> StowResult:
+        """STOW-RS DICOM files (e.g. a report) to the archive; each is stored, skipped or refused.
+
+        Raises:
+            InputError: The archive is unreachable or refused the request."""
+        return self._store.stow(paths)
 
     def add_image(self, image_id: str, image_filename: str, image_info: Dict[str, Any]) -> str:
         raise DatastoreError(405, f"images are added to {self.url} as DICOM (cardiac-mi upload, or STOW-RS), not through this datastore")

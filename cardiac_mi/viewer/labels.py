@@ -35,6 +35,7 @@ from monailabel.interfaces.utils.app import app_instance
 
 from cardiac_mi.ids import uid_problem
 from cardiac_mi.viewer.proxy import archive_session
+from cardiac_mi.viewer.results import measure_final_label, panel_view
 from lgemri.errors import InputError
 from lgemri.seg import SEGMENTATION_STORAGE
 
@@ -178,4 +179,16 @@ def save_viewer_seg(content_type: str, body: bytes, user: str = "") -> dict[str,
         except InputError as exc:
             raise HTTPException(422, str(exc)) from None
     result = dict(instance.on_save_label(series_uid, label_id) or {})
-    return {"image": series_uid, "study": study_uid, "segments": kept, "archive_checked": present is True, **result}
+    return {"image": series_uid, "study": study_uid, "segments": kept, "archive_checked": present is True, **result,
+            "results": _measured(series_uid)}
+
+
+def _measured(series_uid: str) -> dict[str, Any] | None:
+    """The saved label's checks and figures for the results panel; None (and a log line) when they fail:
+    the label is saved either way."""
+    try:
+        entry = measure_final_label(series_uid)
+    except Exception:  # noqa: BLE001 - the save succeeded; the panel asks again and says what failed
+        logger.exception("the saved label of series %s could not be measured", series_uid)
+        return None
+    return panel_view(entry) if entry else None

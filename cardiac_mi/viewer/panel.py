@@ -53,6 +53,7 @@ from monailabel.config import settings
 from monailabel.endpoints.user.auth import RBAC, User
 from monailabel.interfaces.utils.app import app_instance
 
+from cardiac_mi.viewer.results import remember_inference
 from lgemri.errors import InputError
 from lgemri.images import read_image
 from lgemri.volume import Volume
@@ -224,6 +225,7 @@ def run_panel_infer(model: str, background_tasks: BackgroundTasks, image: str, o
     result = instance.infer(request)
     if result is None:
         raise HTTPException(500, f"{model} returned nothing for series {image}")
+    remember_inference(image, model, result.get("params") or {})
     label = result.get("file") or result.get("label")
     if label and os.path.exists(label):
         background_tasks.add_task(_remove, label)

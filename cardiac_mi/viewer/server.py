@@ -36,6 +36,7 @@ from cardiac_mi.viewer.panel import INFERENCE, PANEL_PREFIX, run_panel_infer
 from cardiac_mi.viewer.panel import router as panel_router
 from cardiac_mi.viewer.proxy import catch_all as proxy_catch_all
 from cardiac_mi.viewer.proxy import router as proxy_router
+from cardiac_mi.viewer.results import router as results_router
 from cardiac_mi.viewer.security import secure
 
 __all__ = ["app", "install", "bundle_dir", "segment_table"]
@@ -280,6 +281,7 @@ def install(target) -> None:
     target.include_router(proxy_router)
     target.include_router(proxy_catch_all)
     target.include_router(panel_router)
+    target.include_router(results_router)
     for module in (activelearning, datastore, train, logs):
         target.include_router(module.router, prefix=PANEL_PREFIX, include_in_schema=False)
     added = target.router.routes[before:]
