@@ -65,18 +65,33 @@ __all__ = [
     "sampling_weights",
     "training_sources",
     "publish",
+    "publish_problem",
+    "publish_reviewed",
+    "rollback",
+    "PublishRefused",
+    "file_sha256",
+    "served_entry",
+    "MIN_VALIDATION_CASES",
     "retrain",
     "read_stats",
+    "read_progress",
+    "read_published",
 ]
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_SYNTHETIC_RATIO = 0.5
-PUBLISH_POLICIES = ("if_better", "always", "never")
+PUBLISH_POLICIES = ("review", "if_better", "always", "never")
 SYNTHETIC_MODES = ("synthetic", "hybrid")
 STATS_FILE = "train_stats.json"
+PROGRESS_FILE = "train_progress.json"
+PUBLISHED_FILE = "published.json"
 CHECKPOINT = "segmentation.pt"
 PREVIOUS = "segmentation.prev.pt"
+# Publishing needs at least this many labelled cases held out for validation (never trained on): with one,
+# the before/after Dice is one patient's and says little; two is the least that is not one case's luck, and
+# keeps the loop usable with the few labels of a first session (3 labelled series: 1 trains, 2 validate).
+MIN_VALIDATION_CASES = 2
 _SAFE_ID = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -117,21 +132,35 @@ def _case_id(image_id: str, taken: set[str]) -> str:
     return case_id
 
 
-def _split_train_val(categories: dict[str, str], val_fraction: float, seed: int) -> tuple[dict[str, str], bool]:
-    """``({case_id: "train" | "val"}, validated_on_training)``; one case is both (returned True)."""
+def _split_train_val(categories: dict[str, str], val_fraction: float, seed: int,
+                     min_val: int = 1, fixed: Mapping[str, str] | None = None) -> tuple[dict[str, str], bool]:
+    """``({case_id: "train" | "val"}, validated_on_training)``; one case is both (returned True).
+
+    ``fixed`` cases keep their split (``train`` or ``val``: the served model's training cases and the
+    earlier runs' validation cases); the others are split by ``val_fraction``, stratified, and then
+    training cases are moved to validation until ``min(min_val, cases - 1)`` are held out."""
     if len(categories) == 1:
         return {next(iter(categories)): "train"}, True
-    split = split_cases(categories.items(), (1.0 - val_fraction, val_fraction, 0.0), seed)
-    if "val" not in split.values():
-        # few cases: split_cases rounds the val share to 0; hold out one case of the largest category
-        rng = np.random.default_rng([seed, 0x7A1])
+    fixed = {c: s for c, s in (fixed or {}).items() if c in categories and s in ("train", "val")}
+    free = {c: g for c, g in categories.items() if c not in fixed}
+    split = dict(fixed)
+    if free:
+        split.update(split_cases(free.items(), (1.0 - val_fraction, val_fraction, 0.0), seed))
+    wanted = max(1, min(min_val, len(categories) - 1))
+    rng = np.random.default_rng([seed, 0x7A1])
+    while sum(s == "val" for s in split.values()) < wanted:
+        # hold out one more free training case, of the largest category among them
         by_category: dict[str, list[str]] = {}
-        for case_id, category in sorted(categories.items()):
-            by_category.setdefault(category, []).append(case_id)
+        for case_id in sorted(free):
+            if split[case_id] == "train":
+                by_category.setdefault(free[case_id], []).append(case_id)
+        if not by_category:
+            break
         largest = max(sorted(by_category), key=lambda c: len(by_category[c]))
         split[by_category[largest][int(rng.integers(len(by_category[largest])))]] = "val"
     if "train" not in split.values():
-        split[min(split)] = "train"
+        movable = sorted(c for c in split if c in free) or sorted(split)
+        split[movable[0]] = "train"
     return split, False
 
 
@@ -143,6 +172,8 @@ def prepare_pairs(
     seed: int = 0,
     spacing: float = 1.0,
     roi_size: int = 128,
+    min_val_cases: int = 1,
+    fixed_split: Mapping[str, str] | None = None,
 ) -> dict:
     """Turn ``(image, label)`` pairs into a prepared folder split by case into train and val.
 
@@ -163,6 +194,11 @@ def prepare_pairs(
         seed: Seed of the split.
         spacing: In-plane voxel size in mm.
         roi_size: Side of the LV crop in voxels.
+        min_val_cases: Hold out at least this many cases (at most all but one) for validation;
+            the retraining asks for :data:`MIN_VALIDATION_CASES`, the publish gate's minimum.
+        fixed_split: ``{image_id: "train" | "val"}`` of cases whose split is already decided
+            (labels the served model learned from stay in training; earlier validation cases
+            stay in validation, so they are never trained on).
 
     Returns:
         ``{"out", "manifest", "cases": {case_id: {"image_id", "image", "label", "split",
@@ -200,7 +236,9 @@ def prepare_pairs(
     if not infos:
         raise InputError(f"none of the {len(pairs)} labels holds myocardium: nothing to train on")
 
-    split, on_training = _split_train_val({c: i["category"] for c, i in infos.items()}, val_fraction, seed)
+    fixed = {c: (fixed_split or {}).get(sources[c][2]) for c in infos}
+    split, on_training = _split_train_val({c: i["category"] for c, i in infos.items()}, val_fraction, seed,
+                                          min_val_cases, {c: s for c, s in fixed.items() if s})
     rows: list[dict] = []
     for case_id, case_rows in rows_by_case.items():
         infos[case_id]["split"] = "train+val" if on_training else split[case_id]
@@ -387,6 +425,11 @@ def _sha256(path: Path) -> str | None:
     return digest.hexdigest()
 
 
+def file_sha256(path: str | os.PathLike) -> str | None:
+    """SHA-256 of a file (a checkpoint), None when there is none."""
+    return _sha256(Path(path))
+
+
 def _copy_atomic(source: Path, target: Path) -> None:
     with atomic_path(target) as tmp:
         shutil.copyfile(source, tmp)
@@ -397,6 +440,8 @@ def _copy_atomic(source: Path, target: Path) -> None:
 def _decide(policy: str, new_score: float | None, current_score: float | None, current_exists: bool) -> tuple[bool, str]:
     if policy == "never":
         return False, "policy 'never': trained and scored only"
+    if policy == "review":
+        return False, "policy 'review': the new model waits for a person to publish it"
     if new_score is None or not math.isfinite(new_score):
         return False, "the new model has no validation score"
     if policy == "always":
@@ -471,6 +516,220 @@ def publish(
 
 
 # --------------------------------------------------------------------------------------------
+# review: the publish gate, a person's publish, rollback, the progress a viewer shows
+
+
+class PublishRefused(InputError):
+    """A publish or rollback that is refused; the message says why and what to do (HTTP 409)."""
+
+
+def _local_now() -> str:
+    """Local time as MONAI Label stamps its tasks (``start_ts``), to tell which run a progress file is of."""
+    return datetime.datetime.now().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _write_json(path: Path, data: Any) -> None:
+    write_text(path, json.dumps(_plain(data), indent=2, allow_nan=False) + "\n")
+
+
+def _read_json(path: Path, default: Any) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return default
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        logger.warning("%s: unreadable (%s)", path, exc)
+        return default
+
+
+def write_progress(models_dir: str | os.PathLike, progress: Mapping[str, Any]) -> None:
+    """Write ``<models>/train_progress.json`` (atomically): what the running or last retraining is doing."""
+    _write_json(Path(models_dir) / PROGRESS_FILE, {**progress, "updated": _now()})
+
+
+def read_progress(models_dir: str | os.PathLike) -> dict:
+    """The last ``train_progress.json`` ({} when there is none or it is unreadable)."""
+    found = _read_json(Path(models_dir) / PROGRESS_FILE, {})
+    return found if isinstance(found, dict) else {}
+
+
+def read_published(models_dir: str | os.PathLike) -> list[dict]:
+    """``<models>/published.json``: every publish and rollback of the served model, oldest first."""
+    found = _read_json(Path(models_dir) / PUBLISHED_FILE, [])
+    return [e for e in found if isinstance(e, dict)] if isinstance(found, list) else []
+
+
+def _log_published(models_dir: Path, entry: Mapping[str, Any]) -> None:
+    _write_json(models_dir / PUBLISHED_FILE, [*read_published(models_dir), {"at": _now(), **entry}])
+
+
+def served_entry(models_dir: str | os.PathLike) -> dict | None:
+    """The publish record of the model served now (the newest with its SHA-256); None for a model this
+    server did not publish (the shipped one)."""
+    sha = _sha256(Path(models_dir) / CHECKPOINT)
+    for entry in reversed(read_published(models_dir)):
+        if entry.get("action") == "publish" and sha is not None and entry.get("sha256") == sha:
+            return entry
+    return None
+
+
+def _fixed_split(models_dir: Path) -> dict[str, str]:
+    """Image ids whose split is decided: the served model's training labels stay in training, and earlier
+    validation labels stay in validation (never trained on, so every later comparison stays fair)."""
+    fixed: dict[str, str] = {}
+    earlier = [read_stats(models_dir), *read_published(models_dir)]
+    for record in earlier:
+        for image_id in record.get("val_image_ids") or []:
+            fixed[str(image_id)] = "val"
+    served = served_entry(models_dir)
+    for image_id in (served or {}).get("train_image_ids") or []:
+        fixed[str(image_id)] = "train"
+    return fixed
+
+
+def _series(count: int) -> str:
+    return f"{count} labelled series" if count != 1 else "1 labelled series"
+
+
+def publish_problem(stats: Mapping[str, Any], models_dir: str | os.PathLike,
+                    min_val_cases: int = MIN_VALIDATION_CASES) -> str | None:
+    """Why the run of ``stats`` may not replace the served model (a message for the clinician), or None.
+
+    A new model is publishable only when it was validated on at least ``min_val_cases`` labelled cases
+    held out of its training, none of which the served model learned from; when both models have a
+    validation score on those cases; when its checkpoint is still there; and when the served model is
+    still the one it was compared with (its SHA-256 when the run started)."""
+    models_dir = Path(models_dir)
+    cases = stats.get("cases") or {}
+    n_val, n_train = int(cases.get("val") or 0), int(cases.get("train") or 0)
+    if cases.get("validation") == "training_case":
+        return (f"Not published: the new model was checked only on the series it was trained on ({_series(n_train)}), "
+                f"which says nothing about new patients. Publishing needs at least {min_val_cases} labelled series "
+                f"held out of training for validation: label {max(1, min_val_cases + 1 - n_train)} more series, "
+                "then press Update Model again.")
+    if n_val < min_val_cases:
+        return (f"Not published: only {_series(n_val)} was held out of training for validation; publishing needs at "
+                f"least {min_val_cases}. Label {min_val_cases - n_val} more series, then press Update Model again.")
+    served = served_entry(models_dir)
+    overlap = sorted(set(stats.get("val_image_ids") or []) & set((served or {}).get("train_image_ids") or []))
+    if overlap:
+        return (f"Not published: the served model was trained on validation series {', '.join(overlap)}, so the "
+                "comparison is not fair. Press Update Model again: those series now stay in training.")
+    if stats.get("val_dice_after") is None or (stats.get("init") and stats.get("val_dice_before") is None):
+        return "Not published: the new model has no validation score (see the server log), so it cannot be compared."
+    candidate = Path(str(stats.get("best_checkpoint") or ""))
+    if not candidate.is_file():
+        return (f"Not published: the new model's file {candidate} is gone (its run folder was removed). Press "
+                "Update Model again.")
+    if stats.get("init_sha256", _sha256(models_dir / CHECKPOINT)) != _sha256(models_dir / CHECKPOINT):
+        return ("Not published: the served model changed after this run compared against it (another model was "
+                "published or rolled back), so its before/after figures no longer hold. Press Update Model again.")
+    return None
+
+
+def _figures(stats: Mapping[str, Any]) -> str:
+    before, after = stats.get("val_dice_before"), stats.get("val_dice_after")
+    n_val = int((stats.get("cases") or {}).get("val") or 0)
+    shown = "none" if before is None else f"{before:.3f}"
+    return f"validation Dice {shown} -> {after:.3f} on {_series(n_val)} held out of training"
+
+
+def _save_stats(models_dir: Path, stats: Mapping[str, Any]) -> None:
+    run_stats = Path(str(stats.get("run_dir") or "")) / "stats.json"
+    if run_stats.parent.is_dir():
+        _write_json(run_stats, stats)
+    _write_json(models_dir / STATS_FILE, stats)
+
+
+def publish_reviewed(models_dir: str | os.PathLike, run: str | None = None, user: str = "",
+                     min_val_cases: int = MIN_VALIDATION_CASES) -> dict:
+    """Publish the last run's model after a person looked at its figures (``run``: the run folder's name they
+    saw; a newer run is refused). The served model is kept as ``segmentation.prev.pt`` (:func:`rollback`).
+
+    Returns:
+        ``{"published": True, "run", "val_dice_before", "val_dice_after", "val_cases", "val_image_ids",
+        "previous", "message"}``.
+
+    Raises:
+        PublishRefused: No finished run, a newer run than ``run``, a model served already, or a
+            :func:`publish_problem`.
+    """
+    models_dir = Path(models_dir)
+    stats = read_stats(models_dir)
+    if not stats.get("best_checkpoint"):
+        raise PublishRefused("Nothing to publish: no training run has finished on this server yet. Press Update "
+                             "Model first.")
+    name = Path(str(stats.get("run_dir") or "")).name
+    if run is not None and run != name:
+        raise PublishRefused("Not published: another training run finished after these figures were shown. Look at "
+                             "its figures, then publish again.")
+    target = models_dir / CHECKPOINT
+    if _sha256(Path(stats["best_checkpoint"])) == _sha256(target):
+        raise PublishRefused("This model is already the served model.")
+    problem = publish_problem(stats, models_dir, min_val_cases)
+    if problem:
+        raise PublishRefused(problem)
+    previous_sha = _sha256(target)
+    outcome = publish(stats["best_checkpoint"], models_dir, policy="always", new_score=stats["val_dice_after"],
+                      current_score=stats.get("val_dice_before"))
+    reason = f"published after review by {user or 'a user'}: {_figures(stats)}"
+    stats = {**stats, "published": True, "reason": reason, "review": "published", "published_at": _now(),
+             "published_by": user, "previous": outcome["previous"]}
+    _save_stats(models_dir, stats)
+    _log_published(models_dir, {
+        "action": "publish", "by": user, "sha256": _sha256(target), "replaced_sha256": previous_sha,
+        "run_dir": stats.get("run_dir"), "train_image_ids": stats.get("train_image_ids") or [],
+        "val_image_ids": stats.get("val_image_ids") or [], "val_dice_before": stats.get("val_dice_before"),
+        "val_dice_after": stats.get("val_dice_after"),
+    })  # fmt: skip
+    logger.info("%s", reason)
+    return {"published": True, "run": name, "val_dice_before": stats.get("val_dice_before"),
+            "val_dice_after": stats["val_dice_after"], "val_cases": stats["cases"]["val"],
+            "val_image_ids": stats.get("val_image_ids") or [], "previous": outcome["previous"] is not None,
+            "message": f"The new model is served now ({_figures(stats)}). The previous model is kept: Roll back "
+                       "returns to it."}  # fmt: skip
+
+
+def rollback(models_dir: str | os.PathLike, user: str = "") -> dict:
+    """Serve ``segmentation.prev.pt`` again, byte for byte; the model it replaces becomes the previous one, so a
+    second rollback returns to it. Each file is copied in under a temporary name and renamed.
+
+    Returns:
+        ``{"rolled_back": True, "sha256", "replaced_sha256", "message"}``.
+
+    Raises:
+        PublishRefused: No previous model, or a previous file that is not a segmentation checkpoint.
+    """
+    from lgemri.nets.checkpoint import load_checkpoint
+
+    models_dir = Path(models_dir)
+    target, previous = models_dir / CHECKPOINT, models_dir / PREVIOUS
+    if not previous.is_file():
+        raise PublishRefused("No previous model to go back to: no model has been published on this server yet.")
+    try:
+        load_checkpoint(previous, task="segmentation")
+    except InputError as exc:
+        raise PublishRefused(f"The previous model cannot be served: {exc}") from None
+    restored, replaced = _sha256(previous), _sha256(target)
+    if target.is_file():
+        spare = models_dir / "segmentation.next.pt"
+        _copy_atomic(target, spare)
+        _copy_atomic(previous, target)
+        os.replace(spare, previous)
+    else:
+        _copy_atomic(previous, target)
+    _log_published(models_dir, {"action": "rollback", "by": user, "sha256": restored, "replaced_sha256": replaced})
+    stats = read_stats(models_dir)
+    if stats.get("published") and stats.get("best_checkpoint") and _sha256(Path(stats["best_checkpoint"])) == replaced:
+        _save_stats(models_dir, {**stats, "review": "rolled_back", "rolled_back_at": _now(), "rolled_back_by": user})
+    logger.info("rolled back %s to the previous model (%s, replacing %s) by %s", target, restored, replaced,
+                user or "a user")  # fmt: skip
+    return {"rolled_back": True, "sha256": restored, "replaced_sha256": replaced,
+            "message": "The previous model is served again. The model it replaced is kept: Roll back again returns "
+                       "to it."}  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------------
 # the whole retraining
 
 
@@ -507,7 +766,7 @@ class RetrainConfig:
     lr: float = 5e-5
     val_fraction: float = 0.2
     seed: int = 0
-    publish: str = "if_better"
+    publish: str = "review"
     device: str = "auto"
 
     def validate(self) -> None:
@@ -598,7 +857,23 @@ def retrain(
     models_dir, run_dir = Path(models_dir), Path(run_dir)
     if run_dir.exists() and any(run_dir.iterdir()):
         raise InputError(f"{run_dir}: run folder already in use; choose a new one")
-    started, tick = _now(), time.perf_counter()
+    progress = {"state": "running", "phase": "preparing", "started": _now(), "started_local": _local_now(),
+                "pid": os.getpid(), "run_dir": str(run_dir), "train_dir": str(run_dir / "train"),
+                "epochs": config.max_epochs, "min_validation_cases": MIN_VALIDATION_CASES}  # fmt: skip
+    write_progress(models_dir, progress)
+    try:
+        stats = _retrain(pairs, models_dir, run_dir, config, progress, TrainConfig, train)
+    except Exception as exc:
+        message = str(exc) if isinstance(exc, InputError) else f"unexpected error ({type(exc).__name__}: {exc})"
+        write_progress(models_dir, {**progress, "state": "failed", "finished": _now(), "message": message})
+        raise
+    write_progress(models_dir, {**progress, "state": "done", "phase": "done", "finished": stats["finished"],
+                                "published": stats["published"], "reason": stats["reason"]})  # fmt: skip
+    return stats
+
+
+def _retrain(pairs, models_dir: Path, run_dir: Path, config: RetrainConfig, progress: dict, TrainConfig, train) -> dict:
+    started, tick = progress["started"], time.perf_counter()
     current = models_dir / CHECKPOINT
     init = current if current.is_file() else None
     if init is None:
@@ -606,11 +881,15 @@ def retrain(
     current_sha = _sha256(current)
     timings: dict[str, float] = {}
 
-    real = prepare_pairs(pairs, run_dir / "real", val_fraction=config.val_fraction, seed=config.seed)
+    real = prepare_pairs(pairs, run_dir / "real", val_fraction=config.val_fraction, seed=config.seed,
+                         min_val_cases=MIN_VALIDATION_CASES, fixed_split=_fixed_split(models_dir))  # fmt: skip
     timings["prepare"] = time.perf_counter() - tick
+    progress["cases"] = {"train": len(real["train_cases"]), "val": len(real["val_cases"]),
+                         "validation": real["validation"]}  # fmt: skip
     synthetic = None
     n_syn = 0
     if config.synthetic_ratio > 0:
+        write_progress(models_dir, {**progress, "phase": "synthesizing"})
         wanted = config.synthetic_slices or synthetic_count(real["slices"]["train"], config.synthetic_ratio)
         recipients = [real["cases"][c]["label"] for c in real["train_cases"]]
         synthetic = synthesize_slices(
@@ -629,21 +908,16 @@ def retrain(
         init=None if init is None else str(init), max_steps_per_epoch=config.max_steps_per_epoch,
         device=config.device, progress=False, **settings,
     )  # fmt: skip
+    write_progress(models_dir, {**progress, "phase": "training"})
     summary = train(train_config)
     timings["train"] = time.perf_counter() - tick - sum(timings.values())
+    write_progress(models_dir, {**progress, "phase": "publishing"})
     before, after = _score(summary["init_metrics"]), _score(summary["best_metrics"])
-    outcome = publish(
-        summary["best_checkpoint"], models_dir, policy=config.publish, new_score=after,
-        current_score=before, expected_sha256=current_sha,
-    )  # fmt: skip
-    timings["publish"] = time.perf_counter() - tick - sum(timings.values())
+    image_id = {c: info["image_id"] for c, info in real["cases"].items()}
 
     stats = {
         "task": "segmentation",
         "started": started,
-        "finished": _now(),
-        "duration_s": round(time.perf_counter() - tick, 1),
-        "timings_s": {k: round(v, 2) for k, v in timings.items()},
         "cases": {
             "train": len(real["train_cases"]),
             "val": len(real["val_cases"]),
@@ -653,6 +927,8 @@ def retrain(
             "skipped": real["skipped"],
         },
         "image_ids": sorted(c["image_id"] for c in real["cases"].values()),
+        "train_image_ids": sorted(image_id[c] for c in real["train_cases"]),
+        "val_image_ids": [] if real["validation"] == "training_case" else sorted(image_id[c] for c in real["val_cases"]),
         "slices": {"real_train": real["slices"]["train"], "real_val": real["slices"]["val"], "synthetic": n_syn},
         "synthetic_ratio": config.synthetic_ratio,
         "sampling_weights": {"real": weights[0], "synthetic": weights[1]},
@@ -665,25 +941,56 @@ def retrain(
         "val_dice_after": after,
         "val_dice_by_class": {"before": _dice_by_class(summary["init_metrics"]),
                               "after": _dice_by_class(summary["best_metrics"])},  # fmt: skip
+        "init": None if init is None else str(init),
+        "init_sha256": current_sha,
+        "run_dir": str(run_dir),
+        "best_checkpoint": summary["best_checkpoint"],
+        "min_validation_cases": MIN_VALIDATION_CASES,
+    }
+    problem = publish_problem(stats, models_dir)
+    if problem is not None and config.publish in ("if_better", "always"):
+        from lgemri.nets.checkpoint import load_checkpoint
+
+        load_checkpoint(summary["best_checkpoint"], task="segmentation")
+        outcome = {"published": False, "reason": problem, "path": str(current), "previous": None}
+        logger.info("not publishing %s: %s", summary["best_checkpoint"], problem)
+    else:
+        outcome = publish(
+            summary["best_checkpoint"], models_dir, policy=config.publish, new_score=after,
+            current_score=before, expected_sha256=current_sha,
+        )  # fmt: skip
+    if config.publish == "review":
+        outcome["reason"] = problem or (f"waiting for review: {_figures(stats)}; publish it from the viewer's Active "
+                                        "Learning tab (or POST /viewer/training/publish)")
+    timings["publish"] = time.perf_counter() - tick - sum(timings.values())
+    stats.update({
+        "finished": _now(),
+        "duration_s": round(time.perf_counter() - tick, 1),
+        "timings_s": {k: round(v, 2) for k, v in timings.items()},
         "published": outcome["published"],
         "reason": outcome["reason"],
+        "review": "published" if outcome["published"] else ("pending" if problem is None and config.publish == "review"
+                                                             else "not_publishable" if problem else None),
+        "publishable": problem is None,
+        "problem": problem,
         "policy": config.publish,
         "checkpoint": outcome["path"],
         "previous": outcome["previous"],
-        "init": None if init is None else str(init),
-        "run_dir": str(run_dir),
-        "best_checkpoint": summary["best_checkpoint"],
         "config": dataclasses.asdict(config),
-    }
-    text = json.dumps(_plain(stats), indent=2, allow_nan=False) + "\n"
-    write_text(run_dir / "stats.json", text)
-    write_text(models_dir / STATS_FILE, text)
+    })  # fmt: skip
+    if outcome["published"]:
+        _log_published(models_dir, {
+            "action": "publish", "by": f"policy {config.publish}", "sha256": _sha256(current),
+            "replaced_sha256": current_sha, "run_dir": str(run_dir), "train_image_ids": stats["train_image_ids"],
+            "val_image_ids": stats["val_image_ids"], "val_dice_before": before, "val_dice_after": after,
+        })  # fmt: skip
+    _save_stats(models_dir, stats)
     logger.info(
         "retrained on %d cases + %d synthetic slices: val Dice %s -> %s; %s (%s)",
         len(real["cases"]), n_syn, before, after, "published" if outcome["published"] else "not published",
         outcome["reason"],
     )  # fmt: skip
-    return stats
+    return _plain(stats)
 
 
 def _steps(train_dir: Path) -> int | None:

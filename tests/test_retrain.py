@@ -332,8 +332,9 @@ def test_retrain_real_only_if_better(phantom_dir, tmp_path):
     assert stats["synthetic"] is None and stats["slices"]["synthetic"] == 0
     assert not (tmp_path / "run" / "synthetic").exists()
     assert stats["cases"]["validation"] == "training_case"
-    assert stats["published"] == (stats["val_dice_after"] > stats["val_dice_before"])
-    assert (_sha(folder / "segmentation.pt") != shipped) == stats["published"]
+    # validated on its own training case: never published, whatever the scores (the publish gate)
+    assert not stats["published"] and "held out of training" in stats["reason"] and not stats["publishable"]
+    assert _sha(folder / "segmentation.pt") == shipped
     with pytest.raises(InputError, match="already in use"):
         retrain(_pairs(phantom_dir, ["Case_P001"]), folder, tmp_path / "run", config)
     with pytest.raises(InputError, match="synthetic_ratio"):

@@ -38,6 +38,7 @@ from cardiac_mi.viewer.proxy import catch_all as proxy_catch_all
 from cardiac_mi.viewer.proxy import router as proxy_router
 from cardiac_mi.viewer.results import router as results_router
 from cardiac_mi.viewer.security import secure
+from cardiac_mi.viewer.training import router as training_router
 
 __all__ = ["app", "install", "bundle_dir", "segment_table"]
 
@@ -282,6 +283,7 @@ def install(target) -> None:
     target.include_router(proxy_catch_all)
     target.include_router(panel_router)
     target.include_router(results_router)
+    target.include_router(training_router)
     for module in (activelearning, datastore, train, logs):
         target.include_router(module.router, prefix=PANEL_PREFIX, include_in_schema=False)
     added = target.router.routes[before:]

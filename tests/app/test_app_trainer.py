@@ -56,7 +56,7 @@ def test_info_lists_the_trainer_with_its_options(app):
     info = app.info()
     trainer = info["trainers"]["segmentation"]
     assert trainer["config"]["synthetic_ratio"] == 0.5 and trainer["config"]["max_epochs"] == 1
-    assert trainer["config"]["publish"] == "if_better" and trainer["config"]["max_steps_per_epoch"] == 2
+    assert trainer["config"]["publish"] == "review" and trainer["config"]["max_steps_per_epoch"] == 2
     assert trainer["auto_retrain_after"] == 3
     assert app._trainers["segmentation"].auto_retrain_after == 3
     assert "localization" not in info["trainers"]

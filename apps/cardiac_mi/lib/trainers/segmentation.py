@@ -5,8 +5,9 @@ images with a final, clinician-corrected label), reads its options, runs the ret
 new run folder and returns the run's statistics. A published checkpoint replaces
 ``<models>/segmentation.pt``, which the infer tasks reload on their next request.
 
-Options come from the ``/train/segmentation`` request body, then the app's ``--conf`` (strings),
-then the defaults below (what ``/info`` shows under ``trainers.segmentation.config``):
+Options come from the ``/train/segmentation`` request body, then ``$CARDIAC_MI_TRAIN_OPTIONS`` (a JSON
+object of these keys: the defaults of ``cardiac-mi serve``, which has no ``--conf``), then the app's
+``--conf`` (strings), then the defaults below (what ``/info`` shows under ``trainers.segmentation.config``):
 
 - ``synthetic_ratio``: share of GAN-synthesized training draws, in [0, 1) (0.5);
 - ``synthetic_slices``: synthetic slices to make (0: as many as the ratio asks for);
@@ -18,7 +19,11 @@ then the defaults below (what ``/info`` shows under ``trainers.segmentation.conf
 - ``learning_rate``: initial Adam learning rate;
 - ``val_split``: share of the labelled cases held out for validation;
 - ``seed``: seed of the split, the simulator, batch order and augmentation;
-- ``publish``: ``if_better``, ``always`` or ``never``;
+- ``publish``: ``review`` (the default: train and score; a person publishes the new model from the
+  viewer's Active Learning tab after seeing its figures, see :mod:`cardiac_mi.viewer.training`),
+  ``if_better``, ``always`` or ``never``. Whatever the policy, a model is published only when it was
+  validated on at least :data:`cardiac_mi.retrain.MIN_VALIDATION_CASES` labelled series held out of
+  its training (:func:`cardiac_mi.retrain.publish_problem`);
 - ``device``: ``auto``, ``cpu`` or ``cuda``.
 
 App-level ``--conf`` keys only: ``train_dir`` (run folders; default ``<models>/runs/segmentation``),
@@ -31,8 +36,10 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import json
 import logging
 import math
+import os
 import re
 import shutil
 import uuid
@@ -48,6 +55,7 @@ logger = logging.getLogger(__name__)
 
 RUN_NAME = re.compile(r"\d{8}-\d{6}-[0-9a-f]{6}")
 DEFAULT_KEEP_RUNS = 5
+OPTIONS_ENV = "CARDIAC_MI_TRAIN_OPTIONS"
 
 
 def _int(key: str, value: Any) -> int:
@@ -106,6 +114,27 @@ OPTIONS: Dict[str, tuple[str, Callable[[str, Any], Any]]] = {
 }
 
 
+def environment_options() -> Dict[str, Any]:
+    """The trainer options of ``$CARDIAC_MI_TRAIN_OPTIONS`` (a JSON object; {} when unset).
+
+    Raises:
+        InputError: Not a JSON object, or a key that is no trainer option.
+    """
+    text = os.environ.get(OPTIONS_ENV, "").strip()
+    if not text:
+        return {}
+    try:
+        options = json.loads(text)
+    except ValueError as exc:
+        raise InputError(f"${OPTIONS_ENV}: not JSON ({exc}): {text[:200]!r}") from None
+    if not isinstance(options, dict):
+        raise InputError(f"${OPTIONS_ENV}: expected a JSON object of trainer options, got {text[:200]!r}")
+    unknown = sorted(set(options) - set(OPTIONS))
+    if unknown:
+        raise InputError(f"${OPTIONS_ENV}: {', '.join(unknown)}: no such trainer option (options: {', '.join(OPTIONS)})")
+    return options
+
+
 def retrain_config(*layers: Optional[Mapping[str, Any]]) -> RetrainConfig:
     """A checked :class:`RetrainConfig` from option layers, later layers winning (unknown keys,
     such as MONAI Label's own ``model`` or ``gpus``, are ignored)."""
@@ -148,7 +177,7 @@ class Segmentation(TrainTask):
         self.auto_retrain_after = _int("auto_retrain_after", conf.get("auto_retrain_after", 0))
         if self.auto_retrain_after < 0:
             raise InputError(f"auto_retrain_after: expected 0 (off) or a positive count, got {self.auto_retrain_after}")
-        self.conf = {k: v for k, v in conf.items() if k in OPTIONS}
+        self.conf = {**{k: v for k, v in conf.items() if k in OPTIONS}, **environment_options()}
         self.defaults = retrain_config(self.conf)  # bad --conf values fail at start, not at the first /train
 
     def config(self) -> Dict[str, Any]:
