@@ -20,6 +20,7 @@ __all__ = [
     "INFARCT",
     "NO_REFLOW",
     "LABEL_NAMES",
+    "DISPLAY_NAMES",
     "NUM_CLASSES",
     "myocardium_mask",
     "infarct_mask",
@@ -40,6 +41,13 @@ LABEL_NAMES: dict[int, str] = {
     NO_REFLOW: "no_reflow",
 }
 NUM_CLASSES = len(LABEL_NAMES)
+#: The names a clinician reads (viewer, reports); LABEL_NAMES are the identifiers.
+DISPLAY_NAMES: dict[int, str] = {
+    CAVITY: "LV blood pool",
+    MYOCARDIUM: "Myocardium",
+    INFARCT: "Infarct",
+    NO_REFLOW: "MVO",
+}
 
 
 def myocardium_mask(label: np.ndarray) -> np.ndarray:

@@ -56,6 +56,7 @@ from monailabel.interfaces.utils.app import app_instance
 from cardiac_mi.viewer.results import remember_inference
 from lgemri.errors import InputError
 from lgemri.images import read_image
+from lgemri.labels import DISPLAY_NAMES, LABEL_NAMES
 from lgemri.volume import Volume
 
 __all__ = ["router", "PANEL_PREFIX", "DEFAULT_VIEWER_TASKS", "viewer_tasks", "viewer_order", "write_viewer_nrrd",
@@ -189,17 +190,25 @@ def write_viewer_nrrd(volume: Volume, path: str | os.PathLike) -> Path:
     return Path(path)
 
 
+def display_labels(labels: dict[str, int] | list[str]) -> dict[str, int]:
+    """A task's labels (names -> values, or names in value order from 1) under the names a clinician
+    reads (:data:`lgemri.labels.DISPLAY_NAMES`: "LV blood pool", "Myocardium", "Infarct", "MVO")."""
+    values = dict(labels) if isinstance(labels, dict) else {name: i + 1 for i, name in enumerate(labels)}
+    display = {LABEL_NAMES[value]: DISPLAY_NAMES[value] for value in DISPLAY_NAMES}
+    return {display.get(name, name): value for name, value in sorted(values.items(), key=lambda item: item[1])}
+
+
 @router.get("/info/")
 def panel_info(user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_USER))) -> dict[str, Any]:
-    """``/info/`` with only the viewer's tasks and their labels."""
+    """``/info/`` with only the viewer's tasks, their labels under their display names (the panel names its
+    segments so; the viewer's extension puts them in class order)."""
     info = app_instance().info()
     tasks = viewer_tasks()
-    models = {name: model for name, model in info.get("models", {}).items() if name in tasks}
+    models = {name: {**model, "labels": display_labels(model.get("labels", []))}
+              for name, model in info.get("models", {}).items() if name in tasks}
     labels: list[str] = []
     for model in models.values():
-        names = model.get("labels", [])
-        names = sorted(names, key=names.get) if isinstance(names, dict) else list(names)
-        labels += [name for name in names if name not in labels]
+        labels += [name for name in model["labels"] if name not in labels]
     return {**info, "models": models, "labels": labels}
 
 

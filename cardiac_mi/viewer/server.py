@@ -67,13 +67,15 @@ def _offline(name: str) -> str:
 
 def segment_table() -> list[dict]:
     """The EMIDEC classes as the viewer codes them in a SEG (from :data:`lgemri.seg.SEGMENTS`)."""
+    from lgemri.labels import DISPLAY_NAMES
     from lgemri.seg import PRIVATE_SCHEME, SEGMENTS
 
     def code(c) -> dict:
         return {"CodeValue": c.value, "CodingSchemeDesignator": c.scheme_designator, "CodeMeaning": c.meaning}
 
     return [
-        {"label": label, "name": spec.name, "colour": [int(spec.colour[i:i + 2], 16) for i in (1, 3, 5)],
+        {"label": label, "name": spec.name, "display": DISPLAY_NAMES[label],
+         "colour": [int(spec.colour[i:i + 2], 16) for i in (1, 3, 5)],
          "cielab": [round(v, 4) for v in spec.cielab], "category": code(spec.category), "type": code(spec.type),
          "privateScheme": spec.type.scheme_designator == PRIVATE_SCHEME}
         for label, spec in SEGMENTS.items()
@@ -282,8 +284,8 @@ def install(target) -> None:
     target.include_router(proxy_router)
     target.include_router(proxy_catch_all)
     target.include_router(panel_router)
-    target.include_router(results_router)
     target.include_router(training_router)
+    target.include_router(results_router)
     for module in (activelearning, datastore, train, logs):
         target.include_router(module.router, prefix=PANEL_PREFIX, include_in_schema=False)
     added = target.router.routes[before:]

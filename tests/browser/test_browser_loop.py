@@ -191,7 +191,7 @@ def click_save(page):
 def brush_stroke(page) -> None:
     """Paint an infarct stroke across the middle slice, left of the heart."""
     page.locator('[data-cy="panelSegmentationWithTools-btn"]').click()
-    page.locator('[data-cy="data-row"]').filter(has_text="infarct").first.click()
+    page.locator('[data-cy="data-row"]').filter(has_text="Infarct").first.click()
     page.locator('[data-cy="Brush"]').click()
     box = page.locator('[data-cy="viewport-pane"] canvas').first.bounding_box()
     x, y = box["x"] + box["width"] * 0.35, box["y"] + box["height"] * 0.56
@@ -241,7 +241,9 @@ def test_viewer_is_served_with_our_configuration(served):
     assert "fonts.googleapis.com" not in css and len(css) > 1000
     info = requests.get(f"{served.url}/viewer/monailabel/info/", timeout=30).json()
     assert list(info["models"]) == ["segmentation"]
-    assert set(info["labels"]) == {spec.name for spec in SEGMENTS.values()}
+    # the panel names its segments by these: the display names, in class order
+    assert info["labels"] == ["LV blood pool", "Myocardium", "Infarct", "MVO"]
+    assert info["models"]["segmentation"]["labels"] == {"LV blood pool": 1, "Myocardium": 2, "Infarct": 3, "MVO": 4}
     assert requests.get(f"{served.url}/viewer/monailabel/train/", params={"check_if_running": "true"},
                         timeout=10).status_code == 200
     # the proxy answers QIDO with the archive's studies, without the browser knowing its credentials

@@ -20,6 +20,7 @@ const ohif = {
   seg: '@ohif/extension-cornerstone-dicom-seg.sopClassHandlerModule.dicom-seg',
   segViewport: '@ohif/extension-cornerstone-dicom-seg.viewportModule.dicom-seg',
   monaiLabelPanel: '@ohif/extension-monai-label.panelModule.monailabel',
+  resultsPanel: '@cardiac-mi/extension-viewer.panelModule.cardiacMiResults',
 };
 
 // Loaded in this order when the mode opens; ours last, so that its commands win over OHIF's.
@@ -67,11 +68,23 @@ function brush(id, icon, label, toolName) {
   };
 }
 
+function action(id, icon, label, tooltip, commands) {
+  return { id, uiType: 'ohif.radioGroup', props: { icon, label, tooltip, commands, evaluate: 'evaluate.action' } };
+}
+
 const toolbarButtons = [
   tool('WindowLevel', 'tool-window-level', 'Window Level'),
   tool('Pan', 'tool-move', 'Pan'),
   tool('Zoom', 'tool-zoom', 'Zoom'),
   tool('StackScroll', 'tool-stack-scroll', 'Scroll slices'),
+  // measurements on the image (cornerstone draws each with its value: mm, degrees, area with mean and SD)
+  tool('Length', 'tool-length', 'Length (mm)'),
+  tool('Angle', 'tool-angle', 'Angle'),
+  tool('EllipticalROI', 'tool-ellipse', 'Ellipse ROI (mean, SD)'),
+  tool('RectangleROI', 'tool-rectangle', 'Rectangle ROI (mean, SD)'),
+  action('CardiacMiUndo', 'prev-arrow', 'Undo', 'Undo the last change of the segmentation (Ctrl+Z)', 'cardiacMiUndo'),
+  action('CardiacMiRedo', 'next-arrow', 'Redo', 'Redo (Ctrl+Y)', 'cardiacMiRedo'),
+  action('CardiacMiOutline', 'tool-freehand-polygon', 'Outline', 'Overlay filled or as outlines (O)', 'cardiacMiToggleOutline'),
   {
     id: 'Capture',
     uiType: 'ohif.radioGroup',
@@ -106,6 +119,9 @@ const hotkeys = [
   { commandName: 'previousImage', label: 'Previous slice', keys: ['up'] },
   { commandName: 'resetViewport', label: 'Reset', keys: ['space'] },
   { commandName: 'cardiacMiSaveLabel', label: 'Save label', keys: ['ctrl+shift+s'] },
+  { commandName: 'cardiacMiUndo', label: 'Undo', keys: ['ctrl+z'] },
+  { commandName: 'cardiacMiRedo', label: 'Redo', keys: ['ctrl+y'] },
+  { commandName: 'cardiacMiToggleOutline', label: 'Outline overlay', keys: ['o'] },
 ];
 
 function initToolGroup(extensionManager, toolGroupService) {
@@ -123,6 +139,10 @@ function initToolGroup(extensionManager, toolGroupService) {
       { toolName: 'CircularEraser', parentTool: 'Brush', configuration: { activeStrategy: 'ERASE_INSIDE_CIRCLE' } },
       // the point-prompt tab of MONAI Label's panel uses this tool
       { toolName: 'ProbeMONAILabel' },
+      { toolName: toolNames.Length },
+      { toolName: toolNames.Angle },
+      { toolName: toolNames.EllipticalROI },
+      { toolName: toolNames.RectangleROI },
     ],
   });
 }
@@ -139,7 +159,8 @@ function modeFactory() {
       measurementService.clearMeasurements();
       initToolGroup(extensionManager, toolGroupService);
       toolbarService.addButtons(toolbarButtons);
-      toolbarService.createButtonSection('primary', ['WindowLevel', 'Pan', 'Zoom', 'StackScroll', 'Capture', 'CardiacMiSave']);
+      toolbarService.createButtonSection('primary', ['WindowLevel', 'Pan', 'Zoom', 'StackScroll', 'Length', 'Angle',
+        'EllipticalROI', 'RectangleROI', 'CardiacMiUndo', 'CardiacMiRedo', 'CardiacMiOutline', 'Capture', 'CardiacMiSave']);
       toolbarService.createButtonSection('segmentationToolbox', ['BrushTools']);
       disconnectPanel = commandsManager.runCommand('cardiacMiConnectPanel', {}, 'CARDIAC_MI');
     },
@@ -169,7 +190,7 @@ function modeFactory() {
           id: ohif.layout,
           props: {
             leftPanels: [ohif.seriesList],
-            rightPanels: [ohif.monaiLabelPanel, ohif.segmentationPanel],
+            rightPanels: [ohif.monaiLabelPanel, ohif.resultsPanel, ohif.segmentationPanel],
             rightPanelClosed: false,
             viewports: [
               { namespace: ohif.viewport, displaySetsToDisplay: [ohif.stack] },
