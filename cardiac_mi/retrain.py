@@ -5,8 +5,10 @@ The MONAI Label trainer (``apps/cardiac_mi/lib/trainers/segmentation.py``) is a 
 
 1. :func:`prepare_pairs`: the datastore's final labels, ``(image, label)`` pairs on the same grid,
    become a prepared folder (:func:`lgemri.emidec.write_case_slices`, the code path of
-   ``cardiac-mi prepare``), split by case into train and val. Validation uses real labels only;
-   with a single case the model is validated on its own training case, and the result says so.
+   ``cardiac-mi prepare``), split by case into train and val (at least :data:`MIN_VALIDATION_CASES`
+   held out when there are more cases; earlier validation cases stay in validation and the served
+   model's training cases in training). Validation uses real labels only; with a single case the
+   model is validated on its own training case, and the result says so (and it is never published).
 2. :func:`synthesize_slices`: infarct masks from the simulator (seeded) are painted into LGE
    images by the GAN (:func:`gan.synthesize.synthesize`), a prepared folder of training slices.
 3. :func:`training_sources`: both folders become weighted sources so that a fraction
@@ -18,11 +20,16 @@ The MONAI Label trainer (``apps/cardiac_mi/lib/trainers/segmentation.py``) is a 
 4. :func:`lgemri.training.train` fine-tunes the current checkpoint (``init``) and scores it on
    the same validation slices before the first epoch. Without a current checkpoint it trains
    the shipped network's architecture from scratch.
-5. :func:`publish` copies the run's best checkpoint over ``<models>/segmentation.pt``
-   atomically (the previous one kept as ``segmentation.prev.pt``) when the policy allows:
-   ``if_better`` (mean real-validation Dice above the current model's), ``always`` or
-   ``never``. The infer tasks reload a checkpoint whose mtime or size changed, so the server
-   serves the new model without a restart.
+5. Publishing: with the default policy ``review`` nothing is published; a person publishes the
+   run's model after seeing its figures (:func:`publish_reviewed`, the viewer's Active Learning
+   tab). ``if_better`` (mean real-validation Dice above the current model's) and ``always``
+   publish by themselves, ``never`` does not. Whatever the policy, :func:`publish_problem`
+   refuses a model validated on fewer than :data:`MIN_VALIDATION_CASES` labelled cases held out
+   of its training. :func:`publish` copies the checkpoint over ``<models>/segmentation.pt``
+   atomically (the previous one kept as ``segmentation.prev.pt``, which :func:`rollback` serves
+   again); the infer tasks reload a checkpoint whose mtime or size changed, so the server serves
+   the new model without a restart. ``published.json`` records every publish and rollback, and
+   ``train_progress.json`` what a running retraining is doing.
 6. ``<models>/train_stats.json`` records the run (:func:`read_stats`).
 
 Layering: :mod:`lgemri` imports neither the simulator nor the GAN at import time;
@@ -182,7 +189,7 @@ def prepare_pairs(
     ``spacing`` mm and written as ``prepare`` writes them (``slices/``, ``roi/`` crops around
     the labelled LV, ``cases.json``, ``manifest.csv`` last). A label without any myocardium is
     skipped with a warning (it cannot place the ROI). The split is stratified by category
-    (normal, infarct, no-reflow) with at least one validation case when there are two or more;
+    (normal, infarct, no-reflow) with at least ``min_val_cases`` validation cases (one with two cases);
     a single case is listed under both train and val.
 
     Args:
@@ -631,7 +638,7 @@ def _figures(stats: Mapping[str, Any]) -> str:
     before, after = stats.get("val_dice_before"), stats.get("val_dice_after")
     n_val = int((stats.get("cases") or {}).get("val") or 0)
     shown = "none" if before is None else f"{before:.3f}"
-    return f"validation Dice {shown} -> {after:.3f} on {_series(n_val)} held out of training"
+    return f"validation Dice {shown} → {after:.3f} on {_series(n_val)} held out of training"
 
 
 def _save_stats(models_dir: Path, stats: Mapping[str, Any]) -> None:
@@ -928,7 +935,8 @@ def _retrain(pairs, models_dir: Path, run_dir: Path, config: RetrainConfig, prog
         },
         "image_ids": sorted(c["image_id"] for c in real["cases"].values()),
         "train_image_ids": sorted(image_id[c] for c in real["train_cases"]),
-        "val_image_ids": [] if real["validation"] == "training_case" else sorted(image_id[c] for c in real["val_cases"]),
+        "val_image_ids": ([] if real["validation"] == "training_case"
+                          else sorted(image_id[c] for c in real["val_cases"])),
         "slices": {"real_train": real["slices"]["train"], "real_val": real["slices"]["val"], "synthetic": n_syn},
         "synthetic_ratio": config.synthetic_ratio,
         "sampling_weights": {"real": weights[0], "synthetic": weights[1]},

@@ -161,12 +161,11 @@ def _candidate(models_dir: Path, stats: Mapping[str, Any], served_sha: Optional[
 def _served(models_dir: Path, served_sha: Optional[str]) -> dict:
     entry = served_entry(models_dir)
     if entry:
-        run = Path(str(entry.get("run_dir") or "")).name
-        source = f"retrained here (run {run}), published {entry.get('at')}"
+        source = f"retrained here (run {Path(str(entry.get('run_dir') or '')).name})"
     else:
         source = "the model the server started with"
-    return {"sha256": served_sha, "source": source, "previous": (models_dir / PREVIOUS).is_file(),
-            "val_dice": (entry or {}).get("val_dice_after")}
+    return {"sha256": served_sha, "source": source, "published_at": (entry or {}).get("at"),
+            "previous": (models_dir / PREVIOUS).is_file(), "val_dice": (entry or {}).get("val_dice_after")}
 
 
 def training_status(models_dir: str | Path, task: Optional[Mapping[str, Any]] = None,
@@ -181,7 +180,7 @@ def training_status(models_dir: str | Path, task: Optional[Mapping[str, Any]] = 
     Returns:
         ``{"annotated": {"labelled", "total"}, "training": {"state", "phase", "message", "epoch", "epochs",
         "val_dice", "val_dice_before", "history", "started", "finished", "cases"}, "candidate": {...} or None,
-        "served": {"sha256", "source", "previous", "val_dice"}, "min_validation_cases"}``.
+        "served": {"sha256", "source", "published_at", "previous", "val_dice"}, "min_validation_cases"}``.
     """
     models_dir = Path(models_dir)
     joined = task_state(task, read_progress(models_dir))

@@ -225,6 +225,14 @@ def test_short_training_run_publishes_a_checkpoint_infer_picks_up(server, tmp_pa
     checkpoint = server.models / "segmentation.pt"
     before = hashlib.sha256(checkpoint.read_bytes()).hexdigest()
     loads = _infer(server, "segmentation", _uid(CASE), output="json").json()["models"]["loads"]
+    # publishing needs 2 labelled series held out of training (cardiac_mi.retrain.MIN_VALIDATION_CASES)
+    for case in ("Case_P001", "Case_P002", "Case_N003"):
+        path = tmp_path / f"{case}.nii.gz"
+        write_nifti(Volume(_truth(case).astype(np.uint8), read_dicom_series(SAMPLE_DICOM / case).volume.affine), path)
+        with open(path, "rb") as fh:
+            saved = requests.put(f"{server.url}/datastore/label", params={"image": _uid(case), "tag": "final"},
+                                 files={"label": (path.name, fh)}, timeout=120)
+        assert saved.status_code == 200, saved.text[:500]
     params = {"max_epochs": 1, "max_steps_per_epoch": 2, "train_batch_size": 4, "synthetic_slices": 8,
               "publish": "always", "seed": 3}  # fmt: skip
     response = requests.post(f"{server.url}/train/segmentation", json=params, timeout=60)
@@ -240,7 +248,7 @@ def test_short_training_run_publishes_a_checkpoint_infer_picks_up(server, tmp_pa
     assert hashlib.sha256(checkpoint.read_bytes()).hexdigest() != before
     assert (server.models / "segmentation.prev.pt").is_file()
     stats = requests.get(f"{server.url}/info/", timeout=30).json()["train_stats"]["segmentation"]
-    assert stats["published"] is True
+    assert stats["published"] is True and stats["cases"]["val"] >= 2 and stats["cases"]["validation"] == "held_out"
 
     # the running server serves the new checkpoint without a restart
     answer = _infer(server, "segmentation", _uid(CASE), output="json").json()

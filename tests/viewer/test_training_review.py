@@ -163,7 +163,8 @@ def test_reviewed_publish_then_rollback_byte_for_byte(reviewed):
     with pytest.raises(PublishRefused, match="already the served model"):
         publish_reviewed(models, run=reviewed["run"])
     status = training_status(models)
-    assert status["candidate"]["served"] and status["served"]["previous"] and "retrained here" in status["served"]["source"]
+    assert status["candidate"]["served"] and status["served"]["previous"]
+    assert "retrained here" in status["served"]["source"] and status["served"]["published_at"]
 
     back = rollback(models, user="dr.a")
     assert _sha(served) == old
@@ -236,8 +237,8 @@ def test_a_review_run_writes_progress_and_waits_for_a_person(phantom_dir, tmp_pa
     candidate = status["candidate"]
     assert candidate["publishable"] and not candidate["served"] and candidate["val_cases"] == 2
     assert candidate["val_dice_after"] == stats["val_dice_after"]
-    assert status["served"] == {"sha256": shipped, "source": "the model the server started with", "previous": False,
-                                "val_dice": None}
+    assert status["served"] == {"sha256": shipped, "source": "the model the server started with", "published_at": None,
+                                "previous": False, "val_dice": None}
     # a running task whose run has not written its progress yet is "starting", not the old run's state
     running = {"id": "t2", "status": "RUNNING", "start_ts": "2999-01-01 00:00:00"}
     now = training_status(models, running)["training"]

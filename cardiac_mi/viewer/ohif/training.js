@@ -55,6 +55,11 @@ function dice(value) {
   return typeof value === 'number' ? value.toFixed(3) : '–';
 }
 
+function when(iso) {
+  const date = iso ? new Date(iso) : null;
+  return date && !isNaN(date) ? date.toLocaleString() : 'earlier';
+}
+
 function series(count) {
   return `${count} series`;
 }
@@ -149,7 +154,7 @@ function diceLine(candidate) {
   const held = candidate.validation === 'training_case'
     ? `on the ${series(candidate.train_cases)} it was trained on (no series held out)`
     : `on the same ${series(candidate.val_cases)} held out of training`;
-  return `Served model ${dice(candidate.val_dice_before)} → new model ${dice(candidate.val_dice_after)}${change}, ${held}`;
+  return `served model ${dice(candidate.val_dice_before)} → new model ${dice(candidate.val_dice_after)}${change}, ${held}`;
 }
 
 /** The Active Learning tab's content element of MONAI Label's panel, if it is on the page. */
@@ -294,15 +299,46 @@ export function watchTraining({ servicesManager }) {
     if (training.state === 'failed' || training.state === 'stopped') {
       box.lastChild.querySelector('[data-cmi-text]').style.color = COLOURS.bad;
     }
+    // the buttons first: notifications pop up over the bottom of the panel
     const buttons = el('div', { 'data-cmi': 'actions' });
     const isRunning = training.state === 'running';
     buttons.append(isRunning
       ? button('stop', 'Stop Training', stopTraining, false)
       : button('start', 'Update Model', startTraining, true));
-
+    if (candidate && !isRunning && !candidate.served) {
+      buttons.append(button('publish', 'Publish new model…', () => {
+        if (candidate.publishable) {
+          confirming = true;
+          render();
+        } else {
+          publish(); // the server says why not, in words
+        }
+      }, false));
+    }
+    if (served.previous && !isRunning) {
+      buttons.append(button('rollback', 'Roll back to the previous model', rollBack, false));
+    }
+    box.append(buttons);
+    if (confirming && candidate && candidate.publishable && !isRunning) {
+      box.append(el('div', {
+        'data-cmi': 'confirm',
+        style: { marginTop: '8px', padding: '6px', border: `1px solid ${COLOURS.warn}`, borderRadius: '4px' },
+      },
+        el('div', { style: { fontWeight: 'bold' } }, 'Replace the served model with the new one?'),
+        el('div', { 'data-cmi-text': 'figures' }, `Validation Dice: ${diceLine(candidate)}.`),
+        candidate.val_dice_after < candidate.val_dice_before
+          ? el('div', { 'data-cmi-text': 'worse', style: { color: COLOURS.warn } },
+            'The new model scores lower than the served one on these series.')
+          : null,
+        el('div', { style: { color: COLOURS.muted } }, 'The served model is kept: Roll back returns to it.'),
+        button('confirm-publish', 'Publish', publish, true),
+        button('cancel', 'Cancel', () => { confirming = false; render(); }, false)
+      ));
+    }
     if (candidate && !isRunning) {
       const review = el('div', { 'data-cmi': 'review', style: { marginTop: '6px' } });
-      review.append(el('div', { 'data-cmi-text': 'dice' }, `Validation Dice: ${diceLine(candidate)}.`));
+      review.append(el('div', { 'data-cmi-text': 'dice' },
+        `New model (trained ${when(candidate.finished)}). Validation Dice: ${diceLine(candidate)}.`));
       if (candidate.served) {
         review.append(el('div', { 'data-cmi-text': 'verdict', style: { color: COLOURS.good } },
           'This new model is the served model.'));
@@ -314,34 +350,11 @@ export function watchTraining({ servicesManager }) {
           'Not served yet: it waits for your review.'));
       }
       box.append(review);
-      if (!candidate.served) {
-        buttons.append(button('publish', 'Publish new model…', () => {
-          if (candidate.publishable) {
-            confirming = true;
-            render();
-          } else {
-            publish(); // the server says why not, in words
-          }
-        }, false));
-      }
-    }
-    if (served.previous && !isRunning) {
-      buttons.append(button('rollback', 'Roll back to the previous model', rollBack, false));
     }
     box.append(el('div', { 'data-cmi-text': 'served', style: { color: COLOURS.muted, marginTop: '4px' } },
-      `Served now: ${served.source}.`));
-    box.append(buttons);
-    if (confirming && candidate && candidate.publishable) {
-      box.append(el('div', {
-        'data-cmi': 'confirm',
-        style: { marginTop: '8px', padding: '6px', border: `1px solid ${COLOURS.warn}`, borderRadius: '4px' },
-      },
-        el('div', null, 'Replace the served model with the new one?'),
-        el('div', { 'data-cmi-text': 'figures' }, `${diceLine(candidate)}.`),
-        el('div', { style: { color: COLOURS.muted } }, 'The served model is kept: Roll back returns to it.'),
-        button('confirm-publish', 'Publish', publish, true),
-        button('cancel', 'Cancel', () => { confirming = false; render(); }, false)
-      ));
+      `Served now: ${served.source}${served.published_at ? `, published ${when(served.published_at)}` : ''}.`));
+    if (box.parentElement) {
+      hideBundleParts(box.parentElement); // in the same task as this box's buttons appear
     }
     if (busy) {
       for (const b of box.querySelectorAll('button')) {
@@ -362,11 +375,11 @@ export function watchTraining({ servicesManager }) {
     if (training.state === 'done' && candidate) {
       const figures = diceLine(candidate);
       if (candidate.publishable) {
-        notify('success', `Training finished. ${figures}. The new model is not used until you publish it (Active Learning tab).`, 20000);
+        notify('success', `Training finished. Validation Dice: ${figures}. The new model is not used until you publish it (Active Learning tab).`, 20000);
       } else if (candidate.served) {
-        notify('success', `Training finished and the new model is served. ${figures}.`, 20000);
+        notify('success', `Training finished and the new model is served. Validation Dice: ${figures}.`, 20000);
       } else {
-        notify('warning', `Training finished. ${figures}. ${candidate.problem || ''}`, 20000);
+        notify('warning', `Training finished. Validation Dice: ${figures}. ${candidate.problem || ''}`, 20000);
       }
     } else if (training.state === 'done') {
       notify('success', 'Training finished.', 20000);
@@ -412,9 +425,11 @@ export function watchTraining({ servicesManager }) {
     if (!tab) {
       return;
     }
-    hideBundleParts(tab);
     if (box.parentElement !== tab) {
       tab.append(box);
+    }
+    if (status) {
+      hideBundleParts(tab); // only once this box has the real figures and buttons to show instead
     }
   }, MOUNT_MS);
 

@@ -131,7 +131,8 @@ def environment_options() -> Dict[str, Any]:
         raise InputError(f"${OPTIONS_ENV}: expected a JSON object of trainer options, got {text[:200]!r}")
     unknown = sorted(set(options) - set(OPTIONS))
     if unknown:
-        raise InputError(f"${OPTIONS_ENV}: {', '.join(unknown)}: no such trainer option (options: {', '.join(OPTIONS)})")
+        raise InputError(f"${OPTIONS_ENV}: {', '.join(unknown)}: no such trainer option "
+                         f"(options: {', '.join(OPTIONS)})")
     return options
 
 
