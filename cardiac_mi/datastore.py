@@ -556,7 +556,24 @@ class OrthancDatastore(DICOMWebDatastore):
             return str(self._label_nifti(image_id))
 
     def get_label_info(self, label_id: str, label_tag: str) -> Dict[str, Any]:
-        return LocalDatastore.get_label_info(self, _uid(label_id, "label"), _tag(label_tag))
+        """The label's info; for a final label, ``pending_upload`` says whether its SEG still waits in the
+        outbox now (it is True when saved, until the archive takes the SEG)."""
+        info = LocalDatastore.get_label_info(self, _uid(label_id, "label"), _tag(label_tag))
+        if label_tag == FINAL and info.get("pending_upload"):
+            info = {**info, "pending_upload": self._in_outbox(label_id, str(info.get("seg_series_uid", "")))}
+        return info
+
+    def _in_outbox(self, image_id: str, seg_series_uid: str) -> bool:
+        for path in self._pending():
+            if not path.name.endswith(f"_{image_id}.dcm"):
+                continue
+            try:
+                header = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SeriesInstanceUID"])
+            except Exception:  # noqa: BLE001 - being written or damaged: the retry loop deals with it
+                continue
+            if str(header.get("SeriesInstanceUID", "")) == seg_series_uid:
+                return True
+        return False
 
     def update_label_info(self, label_id: str, label_tag: str, info: Dict[str, Any]) -> None:
         return LocalDatastore.update_label_info(self, _uid(label_id, "label"), _tag(label_tag), info)

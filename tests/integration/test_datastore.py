@@ -164,8 +164,9 @@ def test_label_is_kept_and_retried_while_orthanc_is_down(orthanc, phantom_dir, t
         assert saved["stored"] is False and "retried" in saved["message"]
         pending = list(store.outbox.glob("*.dcm"))
         assert len(pending) == 1
-        # the pending SEG already is the image's label
+        # the pending SEG already is the image's label, and says it waits
         np.testing.assert_array_equal(read_nifti(store.get_label_uri(uid, "final")).array, truth)
+        assert store.get_label_info(uid, "final")["pending_upload"] is True
     finally:
         orthanc.start()
     deadline = time.monotonic() + 30
@@ -173,6 +174,7 @@ def test_label_is_kept_and_retried_while_orthanc_is_down(orthanc, phantom_dir, t
         store._retry_wake.set()
         time.sleep(0.2)
     assert not list(store.outbox.glob("*.dcm"))
+    assert store.get_label_info(uid, "final")["pending_upload"] is False  # sent: it waits no more
     fresh = _datastore(orthanc, tmp_path / "fresh")
     np.testing.assert_array_equal(read_nifti(fresh.get_label_uri(uid, "final")).array, truth)
 

@@ -114,6 +114,10 @@ def test_saved_label_replaces_the_model_result_and_makes_the_report(server, tmp_
     _save_final(server, case, truth, tmp_path)
     view = _results(server, uid).json()
     assert view["source"] == "final label"
+    # the SEG is in the archive: the label the viewer shows on opening does not say it waits for it
+    shown = requests.get(f"{server.url}/viewer/monailabel/label", params={"image": uid}, timeout=60)
+    assert shown.status_code == 200 and json.loads(shown.headers["X-Cardiac-Mi-Label"])["pending_upload"] is False
+    assert view["label"]["pending_upload"] is False
     expected = quantify(series.volume, Volume(truth.astype(np.uint8), series.volume.affine))
     assert view["figures"]["infarct_percent_lv"] == round(expected["infarct"]["percent_lv"], 1)
     assert view["figures"]["infarct_volume_ml"] == round(expected["infarct"]["volume_ml"], 1)
