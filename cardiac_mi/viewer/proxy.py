@@ -48,7 +48,7 @@ from monailabel.endpoints.user.auth import RBAC, User
 from cardiac_mi.ids import is_uid
 from cardiac_mi.store import CONNECT_TIMEOUT_S, ArchiveDown, ArchiveSession, archive_timeout
 
-__all__ = ["router", "catch_all", "forward", "archive_session", "dicomweb_resource"]
+__all__ = ["router", "catch_all", "forward", "archive_session", "dicomweb_resource", "split_include_fields"]
 
 logger = logging.getLogger(__name__)
 
@@ -151,6 +151,21 @@ def _raw_rest(request: Request, op: str, path: str) -> str:
     return raw[position + len(prefix):]
 
 
+def split_include_fields(query: str) -> str:
+    """``includefield=A,B`` (a comma-separated list, as OHIF sends it and PS3.18 allows) as
+    ``includefield=A&includefield=B``: Orthanc's DICOMweb plugin 1.7 ignores a list, and the study list's
+    Description column stayed empty."""
+    parts = []
+    for part in query.split("&") if query else []:
+        name, equals, value = part.partition("=")
+        if equals and name.lower() == "includefield" and ("," in value or "%2c" in value.lower()):
+            fields = re.split(r",|%2[cC]", value)
+            parts += [f"{name}={field}" for field in fields if field]
+        else:
+            parts.append(part)
+    return "&".join(parts)
+
+
 def forward(method: str, op: str, path: str, query: bytes, headers: dict[str, str], body: bytes | None) -> Response:
     """Send one DICOMweb request to the archive and return its answer (or a 502/504 JSON error).
 
@@ -166,6 +181,7 @@ def forward(method: str, op: str, path: str, query: bytes, headers: dict[str, st
     if not root.startswith(("http://", "https://")):
         return JSONResponse({"detail": "this server has no DICOMweb archive (--studies is a folder)"}, 404)
     url = f"{root}/{_prefix(op, path)}{path}"
+    text = split_include_fields(text)
     if text:
         url = f"{url}?{text}"
     sent = {name: headers[name] for name in REQUEST_HEADERS if name in headers}

@@ -245,3 +245,17 @@ def test_panel_switch_colours_order_and_length_tool(served, page, artifacts):
     lengths = page.evaluate(LENGTHS)
     assert lengths and lengths[0]["unit"] == "mm" and lengths[0]["length"] > 1, lengths
     page.screenshot(path=str(artifacts / "15-length.png"))
+
+
+def test_study_list_description_and_modes(served, page, artifacts):
+    study_uid, _ = sample_series()["Case_P001"]
+    open_study_list(page, served)
+    row = page.locator(f'[data-cy="studyRow-{study_uid}"]')
+    row.get_by_text("Cardiac MRI LGE (cardiac_mi phantom)").first.wait_for(timeout=30_000)  # the Description column
+    row.click()
+    page.locator(f'[data-cy="mode-cardiac-mi-{study_uid}"]').wait_for(timeout=30_000)
+    modes = page.locator('[data-cy^="mode-"]').all_inner_texts()
+    assert modes[0] == "Cardiac MI"
+    assert not {"Total Metabolic Tumor Volume", "Microscopy", "Preclinical 4D"} & set(modes), modes
+    page.screenshot(path=str(artifacts / "16-study-list.png"))
+    assert not page.problems.unexpected()

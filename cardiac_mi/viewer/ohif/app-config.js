@@ -30,12 +30,18 @@ const archive = {
   bulkDataURI: { enabled: true },
 };
 
+// Modes of the bundle that a cardiac LGE study has no use for (PET/CT, slide microscopy, preclinical 4D and
+// OHIF's test modes): OHIF keeps the first mode of each id and lists only modes with a name, so a nameless
+// mode of the same id, listed first, hides each from the study list.
+const hiddenModes = ['@ohif/mode-tmtv', '@ohif/mode-microscopy', '@ohif/mode-preclinical-4d', '@ohif/mode-test',
+  '@ohif/mode-basic-dev-mode'].map(id => ({ id, routes: [], extensions: {}, isValidMode: () => ({ valid: false }) }));
+
 window.config = {
   routerBasename: '/ohif/',
   showStudyList: true,
   // Our mode (which loads our extension) comes first and takes the id of MONAI Label's mode.
   extensions: [],
-  modes: ['/ohif/cardiac-mi/mode.js'],
+  modes: ['/ohif/cardiac-mi/mode.js', ...hiddenModes],
   groupEnabledModesFirst: true,
   showWarningMessageForCrossOrigin: false,
   showCPUFallbackMessage: true,

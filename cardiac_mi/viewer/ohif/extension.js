@@ -24,6 +24,8 @@
  * - Command "cardiacMiToggleOutline": filled overlay or outlines only.
  */
 
+import { watchTraining } from './training.js';
+
 const EXTENSION_ID = '@cardiac-mi/extension-viewer';
 const LABELS_SOURCE = 'cardiac_mi_labels'; // app-config.js: its STOW goes to the server's /viewer/labels
 const SEGMENTS_URL = '/viewer/segments';
@@ -806,11 +808,13 @@ function getCommandsModule({ servicesManager, extensionManager, commandsManager 
       }
     }, PANEL_CHECK_MS);
     const pointer = event => history.pointer(event);
+    const stopTraining = watchTraining({ servicesManager, extensionManager, commandsManager });
     window.addEventListener('click', guardRun, true);
     for (const type of ['pointerdown', 'pointerup', 'pointercancel']) {
       window.addEventListener(type, pointer, true);
     }
     return () => {
+      stopTraining();
       clearInterval(timer);
       window.removeEventListener('click', guardRun, true);
       for (const type of ['pointerdown', 'pointerup', 'pointercancel']) {
