@@ -11,7 +11,8 @@ The panel (``ohif/extension.js``) shows, for the series on screen, the latest of
 Routes:
 
 - ``GET /viewer/results?image=SERIES``: that result as JSON (:func:`panel_view`), or 204 when the series
-  has neither;
+  has neither; with the AHA level of each slice in the viewer's order (``slice_levels``: the base/apex cue
+  beside the slice number);
 - ``GET /viewer/results/bullseye.png?image=SERIES``: the AHA-17 bullseyes of that result;
 - ``POST /viewer/results/report?image=SERIES[&rv_insertion_deg=A]``: the report of the series' final
   label (:func:`lgemri.report.make_report`, as ``cardiac-mi report`` makes it). Its DICOM Encapsulated
@@ -32,6 +33,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from fastapi import APIRouter, BackgroundTasks, Depends, HTTPException
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse, Response
@@ -87,6 +89,29 @@ def _watch_saves() -> None:
     listeners.append(lambda image_id, _outcome: forget(image_id))
 
 
+def slice_levels(image: Any, quantification: dict[str, Any]) -> list[str | None]:
+    """The AHA level of each slice (basal, mid, apical, or None without myocardium) in the viewer's slice
+    order (along the slice normal, :func:`cardiac_mi.viewer.panel.viewer_order`)."""
+    slices = int(image.shape[2])
+    levels: list[str | None] = [None] * slices
+    for row in quantification.get("slices") or []:
+        if 0 <= int(row["k"]) < slices:
+            levels[int(row["k"])] = row.get("level")
+    affine = np.asarray(image.affine, dtype=float)
+    if float(np.cross(affine[:3, 0], affine[:3, 1]) @ affine[:3, 2]) < 0:
+        levels.reverse()
+    return levels
+
+
+def _image_levels(series_uid: str, quantification: dict[str, Any]) -> list[str | None] | None:
+    try:
+        image = read_image(app_instance().datastore().get_image_uri(series_uid))
+    except Exception:  # noqa: BLE001 - the levels are a cue on screen; the result stands without them
+        logger.warning("slice levels of series %s not known", series_uid, exc_info=True)
+        return None
+    return slice_levels(image, quantification)
+
+
 def remember_inference(series_uid: str, model: str, params: dict[str, Any]) -> dict[str, Any] | None:
     """Keep the model's result JSON for ``series_uid`` (what a task's ``result_json`` answered).
 
@@ -102,6 +127,7 @@ def remember_inference(series_uid: str, model: str, params: dict[str, Any]) -> d
         "quality": params["quality"],
         "quantification": params["quantification"],
         "warnings": list(params.get("warnings") or []),
+        "slice_levels": _image_levels(series_uid, params["quantification"]),
     }
     return _keep(series_uid, entry)
 
@@ -152,6 +178,7 @@ def measure_final_label(series_uid: str) -> dict[str, Any] | None:
         "quality": {"doubtful": bool(findings), "findings": [f.as_dict() for f in findings]},
         "quantification": quantification,
         "warnings": [f"doubtful result: {f.message}" for f in findings],
+        "slice_levels": slice_levels(image, quantification),
     }
     return _keep(series_uid, entry)
 
@@ -164,7 +191,8 @@ def panel_view(entry: dict[str, Any]) -> dict[str, Any]:
     """The result as the panel shows it: the quality verdict, the headline figures and the 17 segments
     (with the whole quantification, for whoever wants more)."""
     quantification = entry.get("quantification") or {}
-    view = {key: entry.get(key) for key in ("image", "source", "model", "created", "label", "quality", "warnings")}
+    view = {key: entry.get(key) for key in ("image", "source", "model", "created", "label", "quality", "warnings",
+                                            "slice_levels")}
     if "error" in quantification or "lv" not in quantification:
         view.update(figures=None, segments=[], error=quantification.get("error", "no quantification"))
         return {**view, "quantification": quantification}

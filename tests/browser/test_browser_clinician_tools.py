@@ -22,7 +22,7 @@ requests = pytest.importorskip("requests")
 import pydicom  # noqa: E402
 from pydicom.uid import generate_uid  # noqa: E402
 from test_browser_loop import (SEGMENTATION_VOXELS, brush_stroke, click_save, notification,  # noqa: E402
-                               open_in_viewer, open_study_list, run_segmentation, sample_series)
+                               open_in_viewer, open_study_list, run_segmentation, sample_series, shown_slice)
 
 from cardiac_mi.serve import SAMPLE_DICOM  # noqa: E402
 from lgemri.emidec import load_case  # noqa: E402
@@ -117,6 +117,19 @@ def test_results_panel_report_and_banner(served, page, artifacts):
     page.wait_for_function("() => { const i = document.querySelector('[data-cy=\"cardiac-mi-bullseye\"]');"
                            " return i && i.complete && i.naturalWidth > 100; }", timeout=30_000)
     page.screenshot(path=str(artifacts / "10-results-model.png"))
+
+    # the base/apex cue beside the slice number follows the slice on screen
+    levels = shown["slice_levels"]
+    for key in (None, "ArrowDown", "ArrowDown", "ArrowUp"):
+        if key:
+            page.locator('[data-cy="viewport-pane"]').first.hover()
+            page.keyboard.press(key)
+            page.wait_for_timeout(400)
+        index, count = shown_slice(page)
+        assert len(levels) == count
+        page.wait_for_function("v => document.getElementById('cardiac-mi-slice-level').dataset.level === v",
+                               arg=levels[index] or "", timeout=10_000)
+    assert {"basal", "mid", "apical"} <= set(levels)
 
     # a report before any save: refused with the reason, nothing stored
     page.locator('[data-cy="cardiac-mi-report"]').click()
@@ -259,3 +272,24 @@ def test_study_list_description_and_modes(served, page, artifacts):
     assert not {"Total Metabolic Tumor Volume", "Microscopy", "Preclinical 4D"} & set(modes), modes
     page.screenshot(path=str(artifacts / "16-study-list.png"))
     assert not page.problems.unexpected()
+
+
+def test_capture_downloads_the_slice_on_screen(served, page, artifacts):
+    from PIL import Image
+
+    study_uid, _ = sample_series()["Case_P001"]
+    open_study_list(page, served)
+    open_in_viewer(page, served, study_uid)
+    run_segmentation(page)
+    index, _ = shown_slice(page)
+    size = page.evaluate("() => { const c = document.querySelector('[data-cy=\"viewport-pane\"] canvas');"
+                         " return [c.width, c.height]; }")
+    with page.expect_download(timeout=30_000) as download:
+        page.locator('[data-cy="Capture"]').click()
+    assert download.value.suggested_filename == f"cardiac-mi-PHANTOM-P001-slice-{index + 1}.png"
+    picture = np.asarray(Image.open(download.value.path()).convert("RGB")).astype(int)
+    assert list(picture.shape[1::-1]) == size  # the viewport as it is, not a reformat of another size
+    grey = (np.abs(picture[..., 0] - picture[..., 1]) < 10) & (np.abs(picture[..., 1] - picture[..., 2]) < 10)
+    assert (picture.sum(axis=2) > 60).sum() > 2000  # the image
+    assert (~grey).sum() > 50  # and the overlay on it
+    Image.fromarray(picture.astype(np.uint8)).save(artifacts / "17-capture.png")

@@ -212,8 +212,11 @@ ZOOM = """(factor) => {
 
 
 def docs_screenshot(page, path) -> None:
-    """The README's picture: the overlay zoomed on the heart, the label classes in the Segmentation panel."""
-    page.locator('[data-cy="panelSegmentationWithTools-btn"]').click()
+    """The README's picture: the overlay zoomed on the heart, the quality verdict on the image and the
+    Results panel (figures, bullseye)."""
+    page.locator('[data-cy="cardiacMiResults-btn"]').click()
+    page.wait_for_function("() => { const i = document.querySelector('[data-cy=\"cardiac-mi-bullseye\"]');"
+                           " return i && i.complete && i.naturalWidth > 100; }", timeout=30_000)
     page.evaluate(ZOOM, 1.8)
     page.wait_for_timeout(500)
     # without the notifications, which cover the picture

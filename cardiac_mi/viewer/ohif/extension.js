@@ -535,6 +535,32 @@ function getCommandsModule({ servicesManager, extensionManager, commandsManager 
     history.awaitingRun = true;
   }
 
+  /** Capture: the slice as it is on screen (image, overlay and window/level), as a PNG download.
+   * (OHIF's own Capture renders the volume again in its default orientation: an oblique reformat.) */
+  function capture() {
+    const { viewportGridService, cornerstoneViewportService } = services;
+    const viewportId = viewportGridService.getActiveViewportId();
+    const viewport = viewportId && cornerstoneViewportService.getCornerstoneViewport(viewportId);
+    const canvas = viewport && (viewport.canvas || viewport.element.querySelector('canvas'));
+    if (!canvas) {
+      notify(services, 'warning', 'Nothing to capture: no image on screen.', 4000, 'Capture');
+      return;
+    }
+    const displaySet = shownSeries();
+    const index = typeof viewport.getSliceIndex === 'function' ? viewport.getSliceIndex() : viewport.getCurrentImageIdIndex();
+    const patient = displaySet && displaySet.instances && displaySet.instances[0] ? displaySet.instances[0].PatientID : '';
+    const name = `cardiac-mi-${String(patient || 'study').replace(/[^A-Za-z0-9_-]+/g, '_')}-slice-${index + 1}.png`;
+    canvas.toBlob(blob => {
+      const link = document.createElement('a');
+      link.href = URL.createObjectURL(blob);
+      link.download = name;
+      document.body.appendChild(link);
+      link.click();
+      link.remove();
+      setTimeout(() => URL.revokeObjectURL(link.href), 60000);
+    }, 'image/png');
+  }
+
   let outlines = false;
   function toggleOutline() {
     outlines = !outlines;
@@ -642,8 +668,46 @@ function getCommandsModule({ servicesManager, extensionManager, commandsManager 
       this.banner.innerHTML = `<b>${escapeHtml(title)}</b> (${source})` +
         (reasons.length ? `<ul style="margin:2px 0 0 16px;list-style:disc">${reasons.map(r => `<li>${escapeHtml(r)}</li>`).join('')}</ul>` : '');
     },
+    /** "basal" / "mid" / "apical" beside the slice number, from the result's AHA levels. */
+    renderCue() {
+      const { viewportGridService, cornerstoneViewportService } = services;
+      const viewportId = viewportGridService.getActiveViewportId();
+      const viewport = viewportId && cornerstoneViewportService.getCornerstoneViewport(viewportId);
+      const pane = document.querySelector('[data-cy="viewport-pane"]');
+      const host = pane && pane.parentElement;
+      if (!viewport || !host) {
+        return;
+      }
+      if (!this.cue || !host.contains(this.cue)) {
+        this.cue = document.createElement('div');
+        this.cue.id = 'cardiac-mi-slice-level';
+        Object.assign(this.cue.style, {
+          position: 'absolute', right: '120px', bottom: '8px', zIndex: 10, fontSize: '13px', color: '#93c5fd',
+          pointerEvents: 'none', textShadow: '0 0 3px black',
+        });
+        host.appendChild(this.cue);
+      }
+      if (viewport.element && viewport.element !== this.watched) {
+        this.watched = viewport.element;
+        const { cornerstone } = cornerstoneLibraries();
+        const again = () => this.renderCue();
+        for (const name of [cornerstone.Enums.Events.CAMERA_MODIFIED, cornerstone.Enums.Events.VOLUME_NEW_IMAGE]) {
+          if (name) {
+            viewport.element.addEventListener(name, again);
+          }
+        }
+      }
+      const levels = (this.view && this.view.slice_levels) || null;
+      const index = typeof viewport.getSliceIndex === 'function' ? viewport.getSliceIndex() : viewport.getCurrentImageIdIndex();
+      const count = typeof viewport.getNumberOfSlices === 'function' ? viewport.getNumberOfSlices() : null;
+      const level = levels && levels.length === count ? levels[index] : undefined;
+      const names = { basal: 'basal slice (towards the base)', mid: 'mid-ventricular slice', apical: 'apical slice (towards the apex)' };
+      this.cue.dataset.level = level || '';
+      this.cue.textContent = level ? names[level] || level : levels && level === null ? 'no LV myocardium on this slice' : '';
+    },
     render() {
       this.renderBanner();
+      this.renderCue();
       if (!this.node) {
         return;
       }
@@ -825,6 +889,11 @@ function getCommandsModule({ servicesManager, extensionManager, commandsManager 
         results.banner.remove();
       }
       results.banner = null;
+      if (results.cue) {
+        results.cue.remove();
+      }
+      results.cue = null;
+      results.watched = null;
       results.series = null;
       results.view = null;
       history.segmentationId = null;
@@ -840,6 +909,7 @@ function getCommandsModule({ servicesManager, extensionManager, commandsManager 
       cardiacMiUndo: { commandFn: undo },
       cardiacMiRedo: { commandFn: redo },
       cardiacMiToggleOutline: { commandFn: toggleOutline },
+      cardiacMiCapture: { commandFn: capture },
       cardiacMiAttachResults: { commandFn: ({ node }) => results.attach(node) },
     },
     defaultContext: 'CARDIAC_MI',

@@ -88,7 +88,7 @@ const toolbarButtons = [
   {
     id: 'Capture',
     uiType: 'ohif.radioGroup',
-    props: { icon: 'tool-capture', label: 'Capture', commands: 'showDownloadViewportModal', evaluate: 'evaluate.action' },
+    props: { icon: 'tool-capture', label: 'Capture', tooltip: 'Download the slice on screen as a PNG', commands: 'cardiacMiCapture', evaluate: 'evaluate.action' },
   },
   {
     id: 'CardiacMiSave',
