@@ -293,3 +293,27 @@ def test_capture_downloads_the_slice_on_screen(served, page, artifacts):
     assert (picture.sum(axis=2) > 60).sum() > 2000  # the image
     assert (~grey).sum() > 50  # and the overlay on it
     Image.fromarray(picture.astype(np.uint8)).save(artifacts / "17-capture.png")
+
+
+def test_saved_label_thumbnail_explains_itself(served, page, artifacts, tmp_path):
+    import nibabel as nib
+
+    study_uid, series_uid = sample_series()["Case_N003"]
+    label = requests.post(f"{served.url}/infer/segmentation", params={"image": series_uid, "output": "image"},
+                          files={"params": (None, "{}")}, timeout=120)
+    assert label.status_code == 200, label.text[:300]
+    path = tmp_path / "label.nii.gz"
+    path.write_bytes(label.content)
+    nib.load(path)  # a NIfTI, as the datastore takes it
+    with open(path, "rb") as fh:
+        saved = requests.put(f"{served.url}/datastore/label", params={"image": series_uid, "tag": "final"},
+                             files={"label": (path.name, fh)}, timeout=120)
+    assert saved.status_code == 200, saved.text[:300]
+    open_study_list(page, served)
+    open_in_viewer(page, served, study_uid)
+    page.get_by_text("Showing the final label of this series").wait_for(timeout=30_000)
+    page.get_by_text("SEG", exact=True).first.dblclick()
+    notification(page, "This is a saved label of the series")
+    page.wait_for_timeout(1000)
+    assert page.get_by_text("could not be added to the viewport").count() == 0
+    page.screenshot(path=str(artifacts / "18-seg-thumbnail.png"))

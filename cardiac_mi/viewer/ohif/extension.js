@@ -561,6 +561,21 @@ function getCommandsModule({ servicesManager, extensionManager, commandsManager 
     }, 'image/png');
   }
 
+  /** A saved label's thumbnail (a DICOM SEG series) double-clicked or dragged onto the image: OHIF cannot
+   * show a SEG in this viewport and answers with a red error. The newest one is on the image already. */
+  function guardSegThumbnail(event) {
+    const thumbnail = event.target && event.target.closest && event.target.closest('[id^="thumbnail-"]');
+    const displaySet = thumbnail && services.displaySetService.getDisplaySetByUID(thumbnail.id.slice('thumbnail-'.length));
+    if (!displaySet || displaySet.Modality !== 'SEG') {
+      return;
+    }
+    event.preventDefault();
+    event.stopPropagation();
+    if (event.type === 'dblclick') {
+      notify(services, 'info', 'This is a saved label of the series (a DICOM SEG in the archive). The newest one is the final label, and it is shown on the images when the study opens; older ones stay in the archive as the record of earlier saves.', 9000, 'Saved label');
+    }
+  }
+
   let outlines = false;
   function toggleOutline() {
     outlines = !outlines;
@@ -682,7 +697,7 @@ function getCommandsModule({ servicesManager, extensionManager, commandsManager 
         this.cue = document.createElement('div');
         this.cue.id = 'cardiac-mi-slice-level';
         Object.assign(this.cue.style, {
-          position: 'absolute', right: '120px', bottom: '8px', zIndex: 10, fontSize: '13px', color: '#93c5fd',
+          position: 'absolute', right: '12px', bottom: '28px', zIndex: 10, fontSize: '13px', color: '#93c5fd',
           pointerEvents: 'none', textShadow: '0 0 3px black',
         });
         host.appendChild(this.cue);
@@ -877,12 +892,18 @@ function getCommandsModule({ servicesManager, extensionManager, commandsManager 
     for (const type of ['pointerdown', 'pointerup', 'pointercancel']) {
       window.addEventListener(type, pointer, true);
     }
+    for (const type of ['dblclick', 'dragstart']) {
+      window.addEventListener(type, guardSegThumbnail, true);
+    }
     return () => {
       stopTraining();
       clearInterval(timer);
       window.removeEventListener('click', guardRun, true);
       for (const type of ['pointerdown', 'pointerup', 'pointercancel']) {
         window.removeEventListener(type, pointer, true);
+      }
+      for (const type of ['dblclick', 'dragstart']) {
+        window.removeEventListener(type, guardSegThumbnail, true);
       }
       subscriptions.forEach(s => s.unsubscribe());
       if (results.banner) {
