@@ -171,6 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     from lgemri.training.cli import register as register_train
     from cardiac_mi.serve import register as register_serve
     from cardiac_mi.upload import register as register_upload
+    from cardiac_mi.users import register as register_users
     from cardiac_mi.pacs import register as register_pacs
     from gan.cli import register as register_gan
     from lgemri.report.cli import register as register_report
@@ -180,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_evaluate(sub)
     register_simulate(sub)
     register_serve(sub)
+    register_users(sub)
     register_upload(sub)
     register_pacs(sub)
     register_gan(sub)

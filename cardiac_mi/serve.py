@@ -20,6 +20,15 @@ started again on the same ports after a back-off (``RESTART_DELAYS_S``), and MON
 meanwhile (archive requests answer 503, saves wait in the outbox and are sent once Orthanc is back).
 Only MONAI Label exiting ends ``serve``.
 
+Authentication (``--auth``, ``$CARDIAC_MI_AUTH``; see :mod:`cardiac_mi.auth` and
+:mod:`cardiac_mi.viewer.login`): ``embedded`` (the default) keeps accounts with roles in ``STATE/auth/``;
+the first start creates the account ``admin`` with a generated password, written to
+``STATE/auth/admin-password`` (0600) and logged once with that path; ``cardiac-mi users`` manages the
+accounts. ``oidc`` uses MONAI Label's OpenID (Keycloak) settings, ``MONAI_LABEL_AUTH_REALM_URI`` and
+friends, from the environment. ``off`` needs no login (everyone has every role): for tests and for a
+server reachable only by its one user. MONAI Label logs to ``STATE/logs/app.log`` (shown to admins at
+``/logs/``), not to the install tree that every server on the machine shares.
+
 Patient data stay private to the server's user: ``serve`` sets the umask to 077 before it writes or
 starts anything (its children inherit it), so new files are 0600 and folders 0700, and it tightens the
 state folder of an older version the same way (see :func:`make_private`).
@@ -81,7 +90,11 @@ ENVIRONMENT = {
     "CARDIAC_MI_MAX_LABEL_MB": "largest label upload (/datastore/label, viewer saves) in MB (default 64)",
     "CARDIAC_MI_MAX_STOW_MB": "largest STOW-RS upload through the viewer's DICOMweb proxy in MB (default 256)",
     "CARDIAC_MI_MAX_MODEL_MB": "largest model upload (PUT /model/NAME) in MB (default 256)",
+    "CARDIAC_MI_AUTH": "authentication: embedded (default: accounts of STATE/auth, `cardiac-mi users`), oidc "
+                       "(MONAI_LABEL_AUTH_REALM_URI, a Keycloak realm) or off",
+    "CARDIAC_MI_SESSION_MINUTES": "a browser session ends after this long without a request (default 480)",
 }
+AUTH_MODES = ("embedded", "oidc", "off")
 
 
 def _setting(options: Any, name: str, env: str, default: Any = None, kind: type = str) -> Any:
@@ -146,6 +159,8 @@ class ServeHandle:
     log_path: Path | None = None
     uploaded: Any = None  # the StowResult of the sample upload of this start, or None
     origins: list[str] = field(default_factory=list)  # browser origins allowed to use the server
+    auth: str = "embedded"  # embedded, oidc or off (see the module docstring)
+    admin_password: str | None = None  # the password of 'admin' when this start created the account
     ready_seconds: float = 0.0
     orthanc_restarts: int = 0  # how many times the supervisor started the embedded Orthanc again
     _log_file: Any = field(default=None, repr=False)
@@ -156,6 +171,17 @@ class ServeHandle:
     @property
     def ohif_url(self) -> str:
         return f"{self.url}/ohif/"
+
+    @property
+    def login_url(self) -> str:
+        return f"{self.url}/login"
+
+    @property
+    def auth_store(self) -> Any:
+        """The accounts of the state folder (:class:`cardiac_mi.auth.AuthStore`)."""
+        from cardiac_mi.auth import AuthStore
+
+        return AuthStore.of_state(self.state)
 
     @property
     def orthanc_explorer_url(self) -> str | None:
@@ -277,7 +303,9 @@ def _upload_samples(orthanc: Any, state: Path) -> Any:
 
 
 def _monailabel_env(user: str | None, password: str | None, cache: Path,
-                    origins: list[str] | None = None) -> dict[str, str]:
+                    origins: list[str] | None = None, auth: str = "off", state: Path | None = None,
+                    port: int = DEFAULT_PORT) -> dict[str, str]:
+    from cardiac_mi.viewer.login import AUTH_DIR_ENV, LOG_FILE_ENV, MODE_ENV
     from cardiac_mi.viewer.security import ORIGINS_ENV
 
     env = dict(os.environ)
@@ -296,7 +324,33 @@ def _monailabel_env(user: str | None, password: str | None, cache: Path,
     env["MONAI_LABEL_DICOMWEB_SEARCH_FILTER"] = json.dumps({"Modality": "MR"})
     env["MONAI_LABEL_DICOMWEB_CACHE_EXPIRY"] = str(CACHE_EXPIRY_S)
     env["MONAI_LABEL_DICOMWEB_CACHE_PATH"] = str(cache)
+    env[MODE_ENV] = auth
+    env["MONAI_LABEL_AUTH_ENABLE"] = "false" if auth == "off" else "true"
+    env.pop(AUTH_DIR_ENV, None)
+    if auth == "embedded" and state is not None:
+        env[AUTH_DIR_ENV] = str(state / "auth")
+        # where MONAI Label's settings name the realm: its key is served there (cardiac_mi.viewer.login)
+        env["MONAI_LABEL_AUTH_REALM_URI"] = f"http://127.0.0.1:{port}/auth/realm"
+    if state is not None:
+        env[LOG_FILE_ENV] = str(state / "logs" / "app.log")
     return env
+
+
+def _log_config(state: Path) -> Path:
+    """MONAI Label's logging configuration with its file in ``STATE/logs/app.log`` (not the install tree)."""
+    import monailabel
+
+    template = Path(monailabel.__file__).resolve().parent / "logging.json"
+    folder = state / "logs"
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    config = json.loads(template.read_text(encoding="utf-8"))
+    for handler in config.get("handlers", {}).values():
+        if "filename" in handler:
+            handler["filename"] = str(folder / "app.log")
+    path = state / "monailabel" / "logging.json"
+    write_text(path, json.dumps(config, indent=2) + "\n")
+    path.chmod(0o600)
+    return path
 
 
 def _state_models(state: Path, shipped: Path) -> Path:
@@ -327,11 +381,11 @@ def _start_monailabel(handle: ServeHandle, *, host: str, port: int, models: Path
     work.mkdir(parents=True, exist_ok=True, mode=0o700)
     if (work / ".env").exists():
         raise InputError(f"{work / '.env'}: MONAI Label would read it and override the settings of serve; remove it")
-    env = _monailabel_env(user, password, work / "dicom-cache", handle.origins)
+    env = _monailabel_env(user, password, work / "dicom-cache", handle.origins, handle.auth, handle.state, port)
     command = [sys.executable, "-m", "monailabel.main", "start_server", "--app", str(APP_DIR),
                "--studies", handle.studies_url, "--conf", "models", str(models),
                "--conf", "train_dir", str(handle.state / "train"),
-               "--host", host, "--port", str(port)]  # fmt: skip
+               "--host", host, "--port", str(port), "--log_config", str(_log_config(handle.state))]  # fmt: skip
     # the viewer (cardiac_mi/viewer): MONAI Label's app with our OHIF configuration, proxy and save in front
     from cardiac_mi.viewer import UVICORN_APP
 
@@ -348,8 +402,9 @@ def _start_monailabel(handle: ServeHandle, *, host: str, port: int, models: Path
     process = handle.process
     local = host if host not in ("0.0.0.0", "::", "") else "127.0.0.1"
     try:
+        # with a login, /info/ answers 401 to a request without one: that answer means the app is up too
         wait_for_http(f"http://{local}:{port}/info/", timeout=timeout, alive=lambda: process.poll() is None,
-                      expect=200, interval=0.25)
+                      expect=200 if handle.auth == "off" else 401, interval=0.25)
     except ConnectionError:
         process.wait()
         raise InputError(f"MONAI Label exited early (status {process.returncode}); last lines of "
@@ -382,6 +437,12 @@ def serve(options: Any, *, block: bool = True, start_timeout: float = START_TIME
     models_setting = _setting(options, "models", "CARDIAC_MI_MODELS", None, str)
     models = Path(models_setting or default_models_dir())
     no_samples = bool(getattr(options, "no_samples", False))
+    auth = (_setting(options, "auth", "CARDIAC_MI_AUTH", "embedded", str) or "embedded").strip().lower()
+    if auth not in AUTH_MODES:
+        raise InputError(f"--auth {auth!r}: expected one of {', '.join(AUTH_MODES)}")
+    if auth == "oidc" and not os.environ.get("MONAI_LABEL_AUTH_REALM_URI"):
+        raise InputError("--auth oidc needs $MONAI_LABEL_AUTH_REALM_URI, the realm of the OpenID provider "
+                         "(e.g. https://keycloak.hospital.org/realms/monailabel); see docs/deploy.md")
     if not 0 < port < 65536:
         raise InputError(f"--port {port} is not a TCP port (1-65535)")
     origins = _origins(options, host, port)
@@ -402,7 +463,8 @@ def serve(options: Any, *, block: bool = True, start_timeout: float = START_TIME
         previous = {sig: signal.signal(sig, _raise_interrupt) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         handle = _start(options, state=state, port=port, host=host, studies=studies, user=user, password=password,
-                        models=models, no_samples=no_samples, start_timeout=start_timeout, origins=origins)
+                        models=models, no_samples=no_samples, start_timeout=start_timeout, origins=origins,
+                        auth=auth)
         if not block:
             return handle
         _block(handle)
@@ -448,7 +510,7 @@ def _no_interrupts() -> Any:
 
 def _start(options: Any, *, state: Path, port: int, host: str, studies: str | None, user: str | None,
            password: str | None, models: Path, no_samples: bool, start_timeout: float,
-           origins: list[str] | None = None) -> ServeHandle:
+           origins: list[str] | None = None, auth: str = "embedded") -> ServeHandle:
     from cardiac_mi.orthanc import EmbeddedOrthanc, port_in_use
 
     if port_in_use(port):
@@ -456,7 +518,14 @@ def _start(options: Any, *, state: Path, port: int, host: str, studies: str | No
     tick = time.perf_counter()
     display_host = host if host not in ("0.0.0.0", "::", "") else "127.0.0.1"
     handle = ServeHandle(state=state, url=f"http://{display_host}:{port}", studies_url=studies or "",
-                         origins=list(origins or []))
+                         origins=list(origins or []), auth=auth)
+    if auth == "embedded":
+        from cardiac_mi.auth import AuthError
+
+        try:
+            handle.admin_password = handle.auth_store.ensure()
+        except AuthError as exc:
+            raise InputError(str(exc)) from None
     try:
         if studies:
             if (user is None) != (password is None):
@@ -495,6 +564,17 @@ def _start(options: Any, *, state: Path, port: int, host: str, studies: str | No
                     handle.orthanc.user, handle.orthanc.credentials_path)
     logger.info("DICOMweb studies:   %s", handle.studies_url)
     logger.info("allowed origins:    %s (more with --allow-origin)", ", ".join(handle.origins))
+    if auth == "embedded":
+        logger.info("log in at:          %s (accounts: cardiac-mi users list --state %s)", handle.login_url, state)
+        if handle.admin_password is not None:
+            logger.warning("first start of this state folder: created the account 'admin' with the password %s "
+                           "(kept in %s, readable only by you; change it with `cardiac-mi users passwd admin`)",
+                           handle.admin_password, handle.auth_store.admin_password_path)
+    elif auth == "oidc":
+        logger.info("log in at:          %s (OpenID provider %s)", handle.login_url,
+                    os.environ.get("MONAI_LABEL_AUTH_REALM_URI"))
+    else:
+        logger.warning("authentication is off (--auth off): whoever reaches %s has every role", handle.url)
     return handle
 
 
@@ -557,5 +637,10 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="a browser origin (scheme://host[:port], e.g. https://viewer.hospital.org) allowed to use the "
                         "server besides its own (http://127.0.0.1:PORT, http://localhost:PORT, the --host address); "
                         "repeat for more; also $CARDIAC_MI_ALLOWED_ORIGINS (comma-separated)")
+    p.add_argument("--auth", choices=AUTH_MODES,
+                   help="who may use the server: embedded (default: accounts with roles in STATE/auth, managed with "
+                        "`cardiac-mi users`; the first start creates 'admin'), oidc (an OpenID provider, Keycloak: "
+                        "MONAI_LABEL_AUTH_REALM_URI and friends) or off (no login; everyone has every role); "
+                        "default $CARDIAC_MI_AUTH or embedded")
     p.set_defaults(func=cmd_serve)
     return p

@@ -32,6 +32,7 @@ from starlette.concurrency import run_in_threadpool
 from cardiac_mi.ids import shown
 from cardiac_mi.viewer import OHIF_DIR
 from cardiac_mi.viewer.labels import save_viewer_seg
+from cardiac_mi.viewer.login import install as install_login
 from cardiac_mi.viewer.panel import INFERENCE, PANEL_PREFIX, run_panel_infer
 from cardiac_mi.viewer.panel import router as panel_router
 from cardiac_mi.viewer.proxy import catch_all as proxy_catch_all
@@ -298,6 +299,7 @@ def install(target) -> None:
     logger.info("cardiac_mi viewer: %d routes in front of MONAI Label's (/ohif/, /proxy/dicom/, /viewer/); "
                 "MONAI Label's %d proxy routes removed", len(added), removed)
     secure(target)
+    install_login(target)  # the login (cardiac_mi.viewer.login): who the user is, for the routes' RBAC
 
 
 install(app)
