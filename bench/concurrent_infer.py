@@ -100,7 +100,7 @@ def main() -> None:
         register(sub.add_subparsers())
         port = free_port()
         options = sub.parse_args(["serve", "--state", str(Path(tmp) / "state"), "--port", str(port),
-                                  "--orthanc-port", str(free_port(exclude=(port,)))])  # fmt: skip
+                                  "--orthanc-port", str(free_port(exclude=(port,))), "--auth", "off"])  # fmt: skip
         handle = serve(options, block=False)
         try:
             url = handle.url

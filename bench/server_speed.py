@@ -71,7 +71,7 @@ def main() -> None:
         register(sub.add_subparsers())
         port = free_port()
         options = sub.parse_args(["serve", "--state", str(tmp / "state"), "--port", str(port), "--no-samples",
-                                  "--orthanc-port", str(free_port(exclude=(port,)))])  # fmt: skip
+                                  "--orthanc-port", str(free_port(exclude=(port,))), "--auth", "off"])  # fmt: skip
         tick = time.perf_counter()
         handle = serve(options, block=False)
         ready = time.perf_counter() - tick

@@ -68,7 +68,8 @@ def serve_options(state: Path, port: int, orthanc_port: int) -> argparse.Namespa
 
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers())
-    return parser.parse_args(["serve", "--state", str(state), "--port", str(port), "--orthanc-port", str(orthanc_port)])
+    return parser.parse_args(["serve", "--state", str(state), "--port", str(port), "--orthanc-port", str(orthanc_port),
+                              "--auth", "off"])  # the login has its own test: test_browser_login.py
 
 
 class Served:

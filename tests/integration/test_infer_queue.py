@@ -38,7 +38,7 @@ def served(tmp_path_factory, monkeypatch_module):
     register(parser.add_subparsers())
     port = free_port()
     options = parser.parse_args(["serve", "--state", str(tmp_path_factory.mktemp("queue") / "state"), "--port",
-                                 str(port), "--orthanc-port", str(free_port(exclude=(port,)))])  # fmt: skip
+                                 str(port), "--orthanc-port", str(free_port(exclude=(port,))), "--auth", "off"])  # fmt: skip
     handle = serve(options, block=False)
     yield handle
     handle.stop()

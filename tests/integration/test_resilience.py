@@ -235,7 +235,7 @@ def test_blocking_serve_restarts_a_killed_orthanc_instead_of_exiting(tmp_path):
     port = free_port()
     env = dict(os.environ, PYTHONPATH=str(root) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     cmd = [sys.executable, "-c", SCRIPT, "serve", "--state", str(tmp_path), "--port", str(port),
-           "--orthanc-port", "0", "--no-samples"]  # fmt: skip
+           "--orthanc-port", "0", "--no-samples", "--auth", "off"]  # fmt: skip
     output = tmp_path / "serve.out"
     with open(output, "wb") as sink:
         proc = subprocess.Popen(cmd, env=env, stdout=sink, stderr=subprocess.STDOUT)

@@ -34,7 +34,8 @@ def _options(state: Path, *extra: str) -> argparse.Namespace:
     register(parser.add_subparsers())
     port = free_port()
     return parser.parse_args(["serve", "--state", str(state), "--port", str(port),
-                              "--orthanc-port", str(free_port(exclude=(port,))), *extra])  # fmt: skip
+                              "--orthanc-port", str(free_port(exclude=(port,))), "--auth", "off",
+                              *extra])  # fmt: skip  (the login: test_auth.py)
 
 
 def _sample_series() -> set[str]:
@@ -163,7 +164,7 @@ def test_blocking_serve_stops_on_signal_with_status_0(tmp_path, sig):
     port = free_port()
     env = dict(os.environ, PYTHONPATH=str(root) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     cmd = [sys.executable, "-c", SCRIPT, "serve", "--state", str(tmp_path), "--port", str(port),
-           "--orthanc-port", "0", "--no-samples"]  # fmt: skip
+           "--orthanc-port", "0", "--no-samples", "--auth", "off"]  # fmt: skip
     output = tmp_path / "serve.out"
     with open(output, "wb") as sink:
         proc = subprocess.Popen(cmd, env=env, stdout=sink, stderr=subprocess.STDOUT)

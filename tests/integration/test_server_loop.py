@@ -51,7 +51,7 @@ def server(tmp_path_factory):
     register(parser.add_subparsers())
     port = free_port()
     options = parser.parse_args(["serve", "--state", str(state), "--port", str(port), "--models", str(models),
-                                 "--orthanc-port", str(free_port(exclude=(port,)))])  # fmt: skip
+                                 "--orthanc-port", str(free_port(exclude=(port,))), "--auth", "off"])  # fmt: skip
     handle = serve(options, block=False)
     handle.models = models
     yield handle
