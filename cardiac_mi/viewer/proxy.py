@@ -210,8 +210,8 @@ def _handler(op: str):
         return forward("GET", op, _raw_rest(request, op, path), request.url.query.encode("latin-1"),
                        dict(request.headers), None)
 
-    async def post(path: str, request: Request,
-                   user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_USER))) -> Response:
+    async def post(path: str, request: Request,  # STOW-RS: an upload of studies, an annotator's
+                   user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_ANNOTATOR))) -> Response:
         raw = _raw_rest(request, op, path)
         if dicomweb_resource("POST", raw) is None:  # refused before the body is read
             return _refused("POST", raw)

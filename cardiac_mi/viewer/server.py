@@ -24,6 +24,7 @@ from monailabel.app import app
 from monailabel.config import settings
 from monailabel.endpoints import activelearning, batch_infer, datastore, logs, scoring, train
 from monailabel.endpoints import infer as infer_endpoint
+from monailabel.endpoints import model as model_endpoint
 from monailabel.endpoints.user.auth import RBAC, User
 from monailabel.interfaces.tasks.batch_infer import BatchInferImageType
 from monailabel.interfaces.utils.app import app_instance
@@ -194,6 +195,36 @@ def checked_scoring(method: str, params: Optional[dict] = None, run_sync: Option
                     user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_ANNOTATOR))):
     app_instance().check_request("scoring", {**(params or {}), "method": method})
     return scoring.run_method(method, params, run_sync)
+
+
+@root_checks.put("/model/{model}")
+def checked_put_model(background_tasks: BackgroundTasks, model: str, file: UploadFile = File(...),
+                      user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_ADMIN))):
+    """MONAI Label's model upload for admins only (0.8.5 lets an annotator replace the model), and only a
+    checkpoint of the model's task (garbage made every infer a 500)."""
+    from lgemri.errors import InputError
+    from lgemri.nets.checkpoint import TASKS, load_checkpoint
+
+    app_instance().model_file(model, validate=False)  # 404 for an unknown model
+    with tempfile.TemporaryDirectory(prefix="model-upload-") as folder:
+        path = Path(folder) / "upload.pt"
+        with open(path, "wb") as sink:
+            while chunk := file.file.read(1 << 20):
+                sink.write(chunk)
+        try:
+            load_checkpoint(path, task=model if model in TASKS else None)
+        except InputError as exc:
+            raise HTTPException(422, f"not a {model} model: {str(exc).replace(str(path), file.filename or 'the file')}"
+                                ) from None
+    file.file.seek(0)
+    logger.info("model %s replaced by %s", model, getattr(user, "username", "") or "a user")
+    return model_endpoint.update_model(background_tasks, model, file)
+
+
+@root_checks.delete("/model/{model}")
+def checked_delete_model(model: str, user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_ADMIN))):
+    """MONAI Label's model deletion for admins only (0.8.5 lets an annotator delete the model)."""
+    return model_endpoint.delete_model(model)
 
 
 @both_checks.post("/train/{model}")
