@@ -19,9 +19,9 @@ Roles (:data:`ROLES`) and what they allow, as MONAI Label's role names in the to
 - ``admin``: also train, publish and roll back models, upload, replace and delete models, read the logs
   (its *admin* role).
 
-A token holds the user name (``preferred_username``), the roles and its expiry; it is checked with the
-public key alone, so removing an account or a role takes effect when the account's tokens expire (a
-browser session is renewed only while the account still exists, with its current roles).
+A token holds the user name (``preferred_username``), the roles and its expiry. The server
+(:mod:`cardiac_mi.viewer.login`) also reads the account at every request (``users.json``, cached by its
+time stamp), so removing an account or changing its roles takes effect at the next request.
 """
 
 from __future__ import annotations

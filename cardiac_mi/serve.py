@@ -570,6 +570,8 @@ def _start(options: Any, *, state: Path, port: int, host: str, studies: str | No
             logger.warning("first start of this state folder: created the account 'admin' with the password %s "
                            "(kept in %s, readable only by you; change it with `cardiac-mi users passwd admin`)",
                            handle.admin_password, handle.auth_store.admin_password_path)
+        elif handle.auth_store.admin_password_path.exists():
+            logger.info("the generated password of 'admin' is in %s", handle.auth_store.admin_password_path)
     elif auth == "oidc":
         logger.info("log in at:          %s (OpenID provider %s)", handle.login_url,
                     os.environ.get("MONAI_LABEL_AUTH_REALM_URI"))
