@@ -344,12 +344,29 @@ class ArchiveSession(requests.Session):
         gate = archive_gate(url)
         gate.admit()
         try:
-            response = super().request(method, url, *args, **kwargs)
+            try:
+                response = super().request(method, url, *args, **kwargs)
+            except requests.ConnectionError as exc:
+                if method.upper() not in ("GET", "HEAD") or not _dropped(exc):
+                    raise
+                # a pooled keep-alive connection that the archive closed as it was reused (Orthanc closes
+                # idle ones after a second): a GET is asked again once, on a new connection
+                logger.debug("%s %s: connection dropped (%s); asking again", method, url, exc)
+                response = super().request(method, url, *args, **kwargs)
         except (requests.ConnectionError, requests.Timeout) as exc:
             gate.failed(exc)
             raise
         gate.answered()
         return response
+
+
+def _dropped(exc: requests.ConnectionError) -> bool:
+    """Whether a connection error is an open connection closed by the peer (not a refused or timed-out one)."""
+    if isinstance(exc, requests.Timeout):
+        return False
+    text = repr(exc)
+    return any(marker in text for marker in ("RemoteDisconnected", "Connection aborted", "Connection reset",
+                                              "BadStatusLine"))
 
 
 # --------------------------------------------------------------------------------------------- local checks
