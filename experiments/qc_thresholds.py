@@ -9,7 +9,13 @@
    with their truth. A result is *failed* when its myocardium Dice is below 0.5 or its infarct % of
    the myocardium is over 20 points off, *good* when its myocardium Dice is at least 0.7 and its
    infarct % within 10 points; printed per set: how many of each were flagged (sensitivity and
-   false-alarm rate) and which check fired.
+   false-alarm rate), by the plausibility checks of the label and by the model's uncertainty (the
+   ``uncertainty`` of ``<case>.json``, which ``infer`` writes next to the label), and which check
+   fired; then the uncertainty of good and of failed results per set.
+3. ``--uncertainty-from NAME ...``: the ``--results`` sets the uncertainty limit is chosen on
+   (the real validation split and held-out phantom studies, never the training cases): the
+   largest uncertainty of a good result there, times :data:`lgemri.qc.MARGIN`.
+   ``--uncertainty-limit`` evaluates another limit.
 
     .venv/bin/python experiments/qc_thresholds.py \\
         --reference data/real-prep/nifti:data/real-prep:train data/phantom-cal/emidec \\
@@ -20,6 +26,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections import Counter
 from pathlib import Path
@@ -32,12 +39,23 @@ sys.path.insert(0, str(ROOT))
 from experiments.real_eval import infarct_percent, select_cases  # noqa: E402
 from lgemri.labels import myocardium_mask  # noqa: E402
 from lgemri.metrics import dice  # noqa: E402
-from lgemri.qc import LIMITS, MARGIN, measure, quality_checks  # noqa: E402
+from lgemri.qc import LIMITS, MARGIN, UNCERTAINTY_LIMIT, measure, quality_checks, uncertainty_check  # noqa: E402
 from lgemri.volume import read_nifti  # noqa: E402
 
 FAILED_BELOW, FAILED_INFARCT_ERROR = 0.5, 20.0
 GOOD_FROM, GOOD_INFARCT_ERROR = 0.7, 10.0
 JUMP_MARGIN = 2.0  # the slice-to-slice jump grows with slice thickness (5-23 mm between sites)
+
+
+def outcome(pred: np.ndarray, truth: np.ndarray) -> str:
+    """``"failed"``, ``"good"`` or ``"neither"``: the definitions of docs/quality.md."""
+    d = dice(myocardium_mask(pred), myocardium_mask(truth))
+    error = abs(infarct_percent(pred) - infarct_percent(truth))
+    if d < FAILED_BELOW or error > FAILED_INFARCT_ERROR:
+        return "failed"
+    if d >= GOOD_FROM and error <= GOOD_INFARCT_ERROR:
+        return "good"
+    return "neither"
 
 
 def suggested(code: str, v: np.ndarray) -> tuple[float | None, float | None]:
@@ -78,41 +96,84 @@ def reference_table(specs: list[str]) -> None:
               f"| {fmt(rule[0])} – {fmt(rule[1])} | {fmt(limits[0])} – {fmt(limits[1])} |")
 
 
-def results_table(specs: list[str]) -> None:
-    print("\n| results | cases | failed | flagged | good | flagged | checks fired |")
+def _uncertainty(pred_dir: Path, case: str) -> float | None:
+    """The model's uncertainty ``infer`` wrote into ``<case>.json`` (None: not measured)."""
+    path = pred_dir / f"{case}.json"
+    if not path.is_file():
+        return None
+    return (json.loads(path.read_text()).get("uncertainty") or {}).get("mutual_information")
+
+
+def _results(spec: str) -> tuple[str, list[dict]]:
+    """NAME and per case: outcome, plausibility findings (label only), uncertainty."""
+    name, rest = spec.split("=", 1)
+    pred_dir, rest = rest.split(":", 1)
+    folder, cases = _cases(rest)
+    rows = []
+    for case in cases:
+        pred = read_nifti(Path(pred_dir) / f"{case}.nii.gz")
+        truth = read_nifti(folder / case / "Contours" / f"{case}.nii.gz").array
+        rows.append({"case": case, "outcome": outcome(pred.array, truth), "findings": [f.code for f in quality_checks(pred)],
+                     "uncertainty": _uncertainty(Path(pred_dir), case)})  # fmt: skip
+    return name, rows
+
+
+def suggested_uncertainty_limit(rows: list[dict]) -> float | None:
+    """The rule of :data:`lgemri.qc.UNCERTAINTY_LIMIT`: the largest uncertainty of a good result x MARGIN."""
+    good = [r["uncertainty"] for r in rows if r["outcome"] == "good" and r["uncertainty"] is not None]
+    return max(good) * MARGIN if good else None
+
+
+def uncertainty_table(sets: dict[str, list[dict]], choose_from: list[str], limit: float) -> None:
+    print("\n| results | good: min | median | max | failed: min | median | max |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
-    for spec in specs:
-        name, rest = spec.split("=", 1)
-        pred_dir, rest = rest.split(":", 1)
-        folder, cases = _cases(rest)
-        failed = good = failed_flagged = good_flagged = 0
+    fmt = lambda v: f"{np.min(v):.4f} | {np.median(v):.4f} | {np.max(v):.4f}" if v else "— | — | —"  # noqa: E731
+    for name, rows in sets.items():
+        good = [r["uncertainty"] for r in rows if r["outcome"] == "good" and r["uncertainty"] is not None]
+        failed = [r["uncertainty"] for r in rows if r["outcome"] == "failed" and r["uncertainty"] is not None]
+        print(f"| {name} | {fmt(good)} | {fmt(failed)} |")
+    if choose_from:
+        chosen = suggested_uncertainty_limit([r for n in choose_from for r in sets[n]])
+        print(f"\nuncertainty limit by the rule (largest good result of {', '.join(choose_from)} x {MARGIN}): "
+              f"{'—' if chosen is None else f'{chosen:.4f}'}; lgemri.qc.UNCERTAINTY_LIMIT {UNCERTAINTY_LIMIT}; evaluated with {limit}")  # fmt: skip
+
+
+def results_table(specs: list[str], choose_from: list[str], limit: float | None) -> None:
+    sets = dict(_results(spec) for spec in specs)
+    limit = UNCERTAINTY_LIMIT if limit is None else limit
+    print("\n| results | cases | failed | flagged | by the plausibility checks | by the uncertainty | good | flagged "
+          "| by the plausibility checks | by the uncertainty | checks fired |")  # fmt: skip
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for name, rows in sets.items():
+        counts = {}
         fired: Counter[str] = Counter()
-        for case in cases:
-            pred = read_nifti(Path(pred_dir) / f"{case}.nii.gz")
-            truth = read_nifti(folder / case / "Contours" / f"{case}.nii.gz").array
-            d = dice(myocardium_mask(pred.array), myocardium_mask(truth))
-            error = abs(infarct_percent(pred.array) - infarct_percent(truth))
-            findings = quality_checks(pred)
-            flagged = bool(findings)
-            fired.update(f.code for f in findings)
-            if d < FAILED_BELOW or error > FAILED_INFARCT_ERROR:
-                failed += 1
-                failed_flagged += flagged
-            elif d >= GOOD_FROM and error <= GOOD_INFARCT_ERROR:
-                good += 1
-                good_flagged += flagged
+        for r in rows:
+            uncertain = uncertainty_check(r["uncertainty"], limit) is not None and "no_lv" not in r["findings"]
+            codes = r["findings"] + (["uncertain"] * uncertain)
+            fired.update(codes)
+            c = counts.setdefault(r["outcome"], [0, 0, 0, 0])
+            c[0] += 1
+            c[1] += bool(codes)
+            c[2] += bool(r["findings"])
+            c[3] += uncertain
+        cell = lambda o: " | ".join(str(v) for v in counts.get(o, [0, 0, 0, 0]))  # noqa: E731
         checks = ", ".join(f"{k} {v}" for k, v in fired.most_common()) or "—"
-        print(f"| {name} | {len(cases)} | {failed} | {failed_flagged} | {good} | {good_flagged} | {checks} |")
+        print(f"| {name} | {len(rows)} | {cell('failed')} | {cell('good')} | {checks} |")
+    uncertainty_table(sets, choose_from, limit)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--reference", nargs="+", required=True)
+    parser.add_argument("--reference", nargs="*", default=[])
     parser.add_argument("--results", nargs="*", default=[])
+    parser.add_argument("--uncertainty-from", nargs="*", default=[], metavar="NAME",
+                        help="--results sets the uncertainty limit is chosen on (largest good result x MARGIN)")
+    parser.add_argument("--uncertainty-limit", type=float, help="evaluate with this limit (default lgemri.qc.UNCERTAINTY_LIMIT)")
     args = parser.parse_args()
-    reference_table(args.reference)
+    if args.reference:
+        reference_table(args.reference)
     if args.results:
-        results_table(args.results)
+        results_table(args.results, args.uncertainty_from, args.uncertainty_limit)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,11 @@ One code path for ``cardiac-mi infer`` and the MONAI Label infer tasks:
    cleaned cavity of the first stage as a second channel for two-stage models); when the LV it
    segments is centred more than 1.5 mm away, the ROI is re-centred on it and segmented again;
 4. class probabilities are pasted back into the 1 mm grid, interpolated linearly onto the input's
-   own grid and turned into a label, which is then made anatomically consistent.
+   own grid and turned into a label, which is then made anatomically consistent;
+5. the model's uncertainty: :data:`MC_PASSES` Monte-Carlo dropout passes of the segmentation
+   network on the final ROI crops give the mutual information over the predicted LV
+   (:func:`lgemri.uncertainty.estimate`), and the plausibility checks (:mod:`lgemri.qc`) judge the
+   label and that uncertainty.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from .nets.checkpoint import load_checkpoint
 from .nets.preprocess import LOC_FACTOR, ROI_SIZE, localization_input, localization_to_slice, normalize
 from .postprocess import clean_cavity, enforce_anatomy, remove_small_infarcts
 from .qc import Finding, quality_checks
+from .uncertainty import Uncertainty, check_passes, estimate
 from .volume import Volume
 
 __all__ = ["Models", "InferenceResult", "default_models_dir", "load_models", "segment_volume", "localize"]
@@ -41,6 +46,8 @@ logger = logging.getLogger(__name__)
 MIN_LV_FRACTION = 0.3  # slices whose LV area is below this fraction of the largest do not vote
 REFINE_MM = 1.5  # re-centre the ROI on the segmented LV when it lies further than this
 MIN_INFARCT_ML = 1.0  # infarct specks below this volume are noise (experiments/min_infarct_tuning.py)
+MC_PASSES = 2  # Monte-Carlo dropout passes per member (x 2 members: 4 samples) for the uncertainty check (docs/quality.md); 0: none
+MC_PASSES_ENV = "CARDIAC_MI_MC_PASSES"  # overrides MC_PASSES for segment_volume's callers (infer, the server)
 
 
 def default_models_dir() -> Path:
@@ -98,9 +105,16 @@ class InferenceResult:
     timings: dict[str, float]
     warnings: list[str]
     findings: list[Finding] = dataclasses.field(default_factory=list)  # failed plausibility checks (lgemri.qc)
+    uncertainty: Uncertainty | None = None  # the Monte-Carlo dropout figures; None: no passes ran
+
+    def uncertainty_summary(self) -> dict:
+        """The JSON's ``uncertainty``: ``{"mutual_information": nats or None, "passes": n, ...}``."""
+        if self.uncertainty is None:
+            return {"mutual_information": None, "passes": 0}
+        return self.uncertainty.summary()
 
     def summary(self) -> dict:
-        """JSON-ready: ROI, class volumes (mm^3 and ml), infarct %, timings, warnings."""
+        """JSON-ready: ROI, class volumes (mm^3 and ml), infarct %, timings, warnings, quality, uncertainty."""
         voxel = float(np.prod(self.label.spacing))
         arr = self.label.array
         volumes = {LABEL_NAMES[c]: float((arr == c).sum() * voxel) for c in range(1, NUM_CLASSES)}
@@ -116,6 +130,7 @@ class InferenceResult:
             "timings_s": {k: round(v, 4) for k, v in self.timings.items()},
             "warnings": self.warnings,
             "quality": {"doubtful": bool(self.findings), "findings": [f.as_dict() for f in self.findings]},
+            "uncertainty": self.uncertainty_summary(),
         }
 
 
@@ -183,27 +198,53 @@ def _coarse_to_slice(coarse: np.ndarray, offset: tuple[int, int], shape: tuple[i
     return out
 
 
-def _segment_rois(rois: np.ndarray, models: Models) -> np.ndarray:
-    """Class probabilities (K, 5, 128, 128) for normalised ROI crops (K, 128, 128)."""
+def _segment_rois(rois: np.ndarray, models: Models) -> tuple[np.ndarray, np.ndarray]:
+    """Class probabilities (K, 5, 128, 128) for normalised ROI crops (K, 128, 128), and the network inputs."""
     inputs = rois[:, None]
     if models.two_stage:
         cavity = _predict_models(models.cavity, inputs, models)[:, 1] > 0.5
         cleaned = np.stack([clean_cavity(c) for c in cavity]).astype(np.float32)
         inputs = np.concatenate([inputs, cleaned[:, None]], axis=1)
-    return _predict_models(models.segmenter, inputs, models)
+    return _predict_models(models.segmenter, inputs, models), inputs
 
 
-def _segment_at(slices_1mm: np.ndarray, centre: tuple[float, float], models: Models) -> tuple[np.ndarray, tuple]:
-    """Class probabilities (5, I, J, K) on the 1 mm grid from the ROI around ``centre``, and the box."""
+@dataclasses.dataclass
+class _RoiPass:
+    """One segmentation pass over the ROI: probabilities on the 1 mm grid and what the network saw."""
+
+    full: np.ndarray  # (5, I, J, K) on the 1 mm grid
+    box: tuple  # (i0, j0, i1, j1) on the 1 mm grid
+    inputs: np.ndarray  # (K, C_in, 128, 128) network inputs
+    probs: np.ndarray  # (K, 5, 128, 128) on the crops
+    valid: np.ndarray  # (128, 128): crop pixels inside the image
+
+
+def _segment_at(slices_1mm: np.ndarray, centre: tuple[float, float], models: Models) -> _RoiPass:
+    """Class probabilities on the 1 mm grid from the ROI around ``centre``, the box and the crops."""
     crops, boxes = zip(*(crop_roi(slices_1mm[:, :, k], centre, ROI_SIZE, fill=0) for k in range(slices_1mm.shape[2])))
-    probs = _segment_rois(np.stack([normalize(c) for c in crops]), models)
+    probs, inputs = _segment_rois(np.stack([normalize(c) for c in crops]), models)
     i0, j0, i1, j1 = boxes[0]
     full = np.zeros((NUM_CLASSES,) + slices_1mm.shape, dtype=np.float32)
     full[0] = 1.0
     si, sj = slice(max(i0, 0), min(i1, slices_1mm.shape[0])), slice(max(j0, 0), min(j1, slices_1mm.shape[1]))
     ci, cj = slice(si.start - i0, si.stop - i0), slice(sj.start - j0, sj.stop - j0)
     full[:, si, sj, :] = probs[:, :, ci, cj].transpose(1, 2, 3, 0)
-    return full, boxes[0]
+    valid = np.zeros((ROI_SIZE, ROI_SIZE), dtype=bool)
+    valid[ci, cj] = True
+    return _RoiPass(full, boxes[0], inputs, probs, valid)
+
+
+def _mc_passes(mc_passes: int | None) -> int:
+    """The Monte-Carlo passes to run: ``mc_passes``, else ``$CARDIAC_MI_MC_PASSES``, else :data:`MC_PASSES`."""
+    if mc_passes is None:
+        env = os.environ.get(MC_PASSES_ENV, "").strip()
+        if not env:
+            return MC_PASSES
+        try:
+            mc_passes = int(env)
+        except ValueError:
+            raise InputError(f"${MC_PASSES_ENV} must be an integer (0: no uncertainty), got {env!r}") from None
+    return check_passes(mc_passes, allow_zero=True)
 
 
 def _to_input_grid(values_1mm: np.ndarray, grid_1mm: Volume, target: Volume, order: int, fill: float, box=None) -> np.ndarray:
@@ -259,7 +300,13 @@ def recentred(probabilities: np.ndarray, centre) -> tuple[float, float] | None:
 
 
 def segment_volume(
-    image: Volume, models: Models, min_infarct_ml: float | None = None, infarct_min_probability: float | None = None
+    image: Volume,
+    models: Models,
+    min_infarct_ml: float | None = None,
+    infarct_min_probability: float | None = None,
+    mc_passes: int | None = None,
+    mc_seed: int = 0,
+    uncertainty_map: bool = False,
 ) -> InferenceResult:
     """Run the cascade on a short-axis LGE volume; the label is on ``image``'s own grid.
 
@@ -269,7 +316,15 @@ def segment_volume(
     ``min_infarct_ml`` are then relabelled healthy myocardium too
     (:func:`lgemri.postprocess.remove_small_infarcts`; 0 keeps them; None: the checkpoint's
     ``min_infarct_ml``, else :data:`MIN_INFARCT_ML`).
+
+    The model's uncertainty: ``mc_passes`` Monte-Carlo dropout passes per network member, seeded
+    by ``mc_seed`` (the same seed, the same figure; the label itself never depends on them), give
+    ``result.uncertainty`` and, above :data:`lgemri.qc.UNCERTAINTY_LIMIT`, the ``uncertain``
+    finding. None: ``$CARDIAC_MI_MC_PASSES``, else :data:`MC_PASSES`; 0: no passes (no
+    uncertainty, no such finding). ``uncertainty_map`` also pastes the per-voxel MI back onto the
+    input grid (``result.uncertainty.map``).
     """
+    mc_passes = _mc_passes(mc_passes)
     if min_infarct_ml is None:
         min_infarct_ml = float(models.meta.get("segmentation", {}).get("min_infarct_ml", MIN_INFARCT_ML))
     if infarct_min_probability is None:
@@ -300,12 +355,19 @@ def segment_volume(
         return InferenceResult(empty, empty, {}, timings, warnings, quality_checks(empty))
 
     located = centre
-    full, box = _segment_at(grid.array, centre, models)
-    refined = recentred(full, centre)
+    roi_pass = _segment_at(grid.array, centre, models)
+    refined = recentred(roi_pass.full, centre)
     if refined is not None:
         centre = refined
-        full, box = _segment_at(grid.array, centre, models)
+        roi_pass = _segment_at(grid.array, centre, models)
+    full, box = roi_pass.full, roi_pass.box
     lap("segmentation")
+
+    uncertainty = None
+    if mc_passes:
+        uncertainty = estimate(models.segmenter, roi_pass.inputs, roi_pass.probs, roi_pass.valid, mc_passes, mc_seed, models.device)
+        warnings += uncertainty.warnings
+        lap("uncertainty")
 
     on_input = np.stack([_to_input_grid(full[c], grid, image, 1, float(c == 0), box) for c in range(NUM_CLASSES)])
     label = np.argmax(on_input, axis=0).astype(np.uint8)
@@ -315,11 +377,13 @@ def segment_volume(
     label = enforce_anatomy(label)
     label = remove_small_infarcts(label, abs(float(np.linalg.det(image.affine[:3, :3]))) / 1000.0, min_infarct_ml)
     lv = _to_input_grid(lv_1mm.astype(np.float32), grid, image, order=0, fill=0.0) > 0.5
+    if uncertainty_map and uncertainty is not None and uncertainty.mi_roi is not None:
+        uncertainty.map = Volume(_roi_to_input(uncertainty.mi_roi, box, grid, image), image.affine)
     lap("paste_back")
 
     if not (label > 0).any():
         warnings.append("the segmentation found no LV inside the ROI: empty label")
-    findings = quality_checks(Volume(label, image.affine))
+    findings = quality_checks(Volume(label, image.affine), None if uncertainty is None else uncertainty.score)
     warnings += [f"doubtful result: {f.message}" for f in findings if f.code != "no_lv"]
     i0, j0, i1, j1 = box
     mid = grid.shape[2] // 2
@@ -334,7 +398,17 @@ def segment_volume(
         "size_mm": ROI_SIZE,
     }
     timings["total"] = time.perf_counter() - start
-    return InferenceResult(Volume(label, image.affine), Volume(lv.astype(np.uint8), image.affine), roi, timings, warnings, findings)
+    return InferenceResult(Volume(label, image.affine), Volume(lv.astype(np.uint8), image.affine), roi, timings, warnings, findings, uncertainty)
+
+
+def _roi_to_input(values_roi: np.ndarray, box: tuple, grid: Volume, image: Volume) -> np.ndarray:
+    """A per-crop array (K, 128, 128) pasted into the 1 mm grid and interpolated onto ``image``'s grid (0 outside)."""
+    i0, j0, i1, j1 = box
+    out = np.zeros(grid.shape, dtype=np.float32)
+    si, sj = slice(max(i0, 0), min(i1, grid.shape[0])), slice(max(j0, 0), min(j1, grid.shape[1]))
+    ci, cj = slice(si.start - i0, si.stop - i0), slice(sj.start - j0, sj.stop - j0)
+    out[si, sj, :] = values_roi[:, ci, cj].transpose(1, 2, 0)
+    return _to_input_grid(out, grid, image, 1, 0.0, box)
 
 
 def infer_file(path: str | os.PathLike, out_dir: str | os.PathLike, models: Models, series_uid: str | None = None) -> tuple[Path, Path]:

@@ -12,13 +12,17 @@ or a sliver of chest wall and reports a confident infarct size. These checks loo
 * ``infarct_percent``: infarct over an implausible share of the myocardium;
 * ``lv_jump_mm``: the LV centre jumps between neighbouring slices with a substantial LV (different
   structures on different slices);
-* ``no_lv``: nothing of the LV was segmented.
+* ``no_lv``: nothing of the LV was segmented;
+* ``uncertain``: the model's own uncertainty, the Monte-Carlo dropout mutual information over the
+  predicted LV (:mod:`lgemri.uncertainty`), is above :data:`UNCERTAINTY_LIMIT`.
 
 The limits were chosen on data with ``experiments/qc_thresholds.py``: the range of each measure over
 the reference labels of the real EMIDEC training split and the phantom calibration studies (158
 cases), widened by :data:`MARGIN` (x 2 for the slice-to-slice jump, which grows with slice thickness
 and sites use 5-23 mm slices); the shape measures are 0 on every reference label. How often a flag
-is raised on good and on failed results is in docs/quality.md.
+is raised on good and on failed results is in docs/quality.md. The uncertainty limit was chosen on
+results, not labels: the real validation split's and held-out phantom studies' results (see
+:data:`UNCERTAINTY_LIMIT` and docs/quality.md).
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from scipy import ndimage
 from .labels import CAVITY, infarct_mask, myocardium_mask
 from .volume import Volume
 
-__all__ = ["LIMITS", "MARGIN", "Finding", "measure", "quality_checks"]
+__all__ = ["LIMITS", "MARGIN", "UNCERTAINTY_LIMIT", "Finding", "measure", "quality_checks", "uncertainty_check"]
 
 MARGIN = 1.5  # limits: reference minimum / MARGIN and maximum * MARGIN
 # (low, high) per measure; None: no limit on that side (experiments/qc_thresholds.py)
@@ -46,6 +50,10 @@ LIMITS: dict[str, tuple[float | None, float | None]] = {
     "lv_jump_mm": (None, 11.9),  # reference up to 5.96 mm, x 2
 }
 
+# mean MC-dropout mutual information over the predicted LV (nats, 4 passes x 2 members), above which
+# a result is doubtful (experiments/qc_thresholds.py --uncertainty-from; docs/quality.md)
+UNCERTAINTY_LIMIT = 0.3
+
 _MESSAGES = {
     "lv_at_border": "the LV touches the edge of the image: it may be cut by the field of view, or not be the LV",
     "open_ring": "on mid-ventricular slices the myocardium does not enclose the blood pool",
@@ -55,6 +63,7 @@ _MESSAGES = {
     "infarct_percent": "infarct over {value:.0f} % of the myocardium is beyond the plausible range (up to {high:.0f} %)",
     "lv_jump_mm": "the LV centre jumps {value:.0f} mm between neighbouring slices: different structures may be segmented",
     "no_lv": "no left ventricle was segmented",
+    "uncertain": "the model is unsure of this result (uncertainty {value:.3f}, above {high:.3f}): check it slice by slice",
 }
 
 BORDER_VOXELS = 2
@@ -128,15 +137,30 @@ def measure(label: Volume) -> dict[str, float]:
     return values
 
 
-def quality_checks(label: Volume) -> list[Finding]:
-    """The checks this label fails (an empty list: nothing implausible found)."""
+def uncertainty_check(mutual_information: float | None, limit: float | None = None) -> Finding | None:
+    """The ``uncertain`` finding when the model's uncertainty is above ``limit`` (:data:`UNCERTAINTY_LIMIT`)."""
+    limit = UNCERTAINTY_LIMIT if limit is None else float(limit)
+    if mutual_information is None or not mutual_information > limit:
+        return None
+    value = float(mutual_information)
+    return Finding("uncertain", round(value, 4), None, limit, _MESSAGES["uncertain"].format(value=value, high=limit))
+
+
+def quality_checks(label: Volume, uncertainty: float | None = None) -> list[Finding]:
+    """The checks this label fails (an empty list: nothing implausible found).
+
+    ``uncertainty``: the model's mean MI over the predicted LV (None: not measured, not checked).
+    """
     values = measure(label)
     if not values:
         return [Finding("no_lv", 0.0, None, None, _MESSAGES["no_lv"])]
     findings = []
+    uncertain = uncertainty_check(uncertainty)
     for code, value in values.items():
         low, high = LIMITS[code]
         if (low is not None and value < low) or (high is not None and value > high):
             message = _MESSAGES[code].format(value=value, low=low, high=high)
             findings.append(Finding(code, round(value, 3), low, high, message))
+    if uncertain is not None:
+        findings.append(uncertain)
     return findings

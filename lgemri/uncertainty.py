@@ -11,23 +11,29 @@ probabilities ``p_t`` and their mean ``p̄``, each pixel gets
   ``MI = H[p̄] - E_t H[p_t]`` (the epistemic part: where the passes disagree; Houlsby et al.
   2011, "BALD"). Entropies are in nats; MI lies in ``[0, ln 5]`` for the five EMIDEC classes.
 
-How :func:`mc_dropout` runs:
+There is one code path: :func:`lgemri.inference.segment_volume` calls :func:`estimate` on the very
+network inputs it segmented (the final ROI crops), so ``cardiac-mi infer``, the server's infer
+tasks, the viewer and the ``epistemic`` active-learning score (:func:`mc_dropout`, a thin wrapper
+over the cascade) all see the same figure. How :func:`estimate` runs:
 
-1. the same steps as :func:`lgemri.inference.segment_volume` choose the ROI, deterministically:
-   in-plane resampling to 1 mm, localization, one segmentation pass and the re-centring, so
-   the Monte-Carlo passes see exactly the crops the infer task segments;
-2. the segmentation network runs ``passes`` times on every slice of that ROI, the slices of all
-   passes batched together, with dropout active (for two-stage models the cavity channel is
-   computed once, deterministically);
-3. the study's score is the mean MI over the LV the mean prediction finds (cavity, myocardium,
-   infarct and no-reflow), dilated by :data:`REGION_DILATION_MM` on the 1 mm grid, so that the
-   background, where every pass agrees, does not dilute it.
+1. the scored region is the LV of the cascade's own prediction on the ROI crops (cavity,
+   myocardium, infarct and no-reflow) grown in-plane by :data:`REGION_DILATION_MM`, so that the
+   background, where every pass agrees, does not dilute it; only slices with some of it run;
+2. every member of the segmentation network that has dropout (both members of the shipped
+   ensemble; a plain network counts as one member) runs ``passes`` times on those slices, the
+   slices of all passes batched together (:data:`BATCH_SIZE` crops per forward call), on a
+   window of the ROI (:data:`WINDOW`) that holds the region: the passes cost less than the
+   deterministic segmentation per pass. Each member's pass is one sample, so the samples'
+   disagreement holds the dropout's and the ensemble members' (Lakshminarayanan et al. 2017);
+   a member without dropout adds one deterministic sample; a network without any dropout gives
+   no score (a warning says so);
+3. the study's score is the mean MI over the region.
 
 Thread safety: the shared model is never switched out of eval mode. The passes run in a private
-copy with dropout enabled (one copy per loaded network, made once), so infer requests that use
-the same model at the same time stay deterministic. The seed is applied inside
-``torch.random.fork_rng`` under a module lock: runs are reproducible and the process-wide random
-state is left as it was.
+copy of each member with dropout enabled (made once per network object), so infer requests that
+use the same model at the same time stay deterministic. The seed is applied inside
+``torch.random.fork_rng`` under a module lock: results are reproducible and the process-wide
+random state is left as it was.
 """
 
 from __future__ import annotations
@@ -38,26 +44,41 @@ import logging
 import threading
 import time
 import weakref
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from scipy import ndimage
 
 from .errors import InputError
-from .geometry import crop_roi, resample_inplane
-from .inference import Models, _check_image, _predict, _segment_at, _to_input_grid, localize, recentred
 from .labels import LABEL_NAMES, NUM_CLASSES
 from .nets import enable_mc_dropout
-from .nets.preprocess import ROI_SIZE, normalize
-from .postprocess import clean_cavity, enforce_anatomy
 from .volume import Volume
 
-__all__ = ["UncertaintyResult", "mc_dropout", "entropy", "mutual_information", "REGION_DILATION_MM", "DEFAULT_PASSES"]
+if TYPE_CHECKING:  # lgemri.inference imports this module
+    from .inference import Models
+
+__all__ = [
+    "Uncertainty",
+    "UncertaintyResult",
+    "estimate",
+    "mc_dropout",
+    "entropy",
+    "mutual_information",
+    "check_passes",
+    "REGION_DILATION_MM",
+    "DEFAULT_PASSES",
+    "WINDOW",
+]
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_PASSES = 8
+DEFAULT_PASSES = 8  # the active-learning score (epistemic scoring); the infer default is lgemri.inference.MC_PASSES
 REGION_DILATION_MM = 2.0  # the scored region: the predicted LV grown by this much in-plane
+WINDOW = 96  # side (1 mm pixels) of the ROI window the passes see when the region fits in it with CONTEXT to spare
+CONTEXT = 8  # pixels between the region and the window's edge
+BANK_SIZE = 1 << 23  # draws in BankDropout's bank (32 MB per drop rate): twice the largest activation of a batch
+BANK_SEED = 20240601
 BATCH_SIZE = 8  # crops per forward call: bounds memory; on CPU small batches were fastest (8: 1.2 s, 32: 1.6-2.1 s for 72 crops)
 _EPS = 1e-12
 
@@ -89,21 +110,287 @@ def mutual_information(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.
     return predictive, expected, np.maximum(predictive - expected, 0.0)
 
 
+def check_passes(passes, allow_zero: bool = False) -> int:
+    """``passes`` as an int, or InputError: at least 2 (0 too with ``allow_zero``: no Monte-Carlo passes)."""
+    bad = isinstance(passes, bool) or not isinstance(passes, (int, np.integer)) or (passes < 2 and not (allow_zero and passes == 0))
+    if bad:
+        also = " (or 0: none)" if allow_zero else ""
+        raise InputError(f"passes must be an integer of at least 2{also} (Monte-Carlo dropout needs several passes), got {passes!r}")
+    return int(passes)
+
+
+def _check_seed(seed) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise InputError(f"seed must be a non-negative integer, got {seed!r}")
+    return int(seed)
+
+
+@dataclasses.dataclass
+class Uncertainty:
+    """What the Monte-Carlo passes found on one study's ROI crops.
+
+    Attributes:
+        score: Mean MI over the region (nats); None when nothing could be scored.
+        passes: Stochastic passes per member with dropout.
+        samples: Samples the MI is taken over (members with dropout x passes, + deterministic members).
+        details: JSON-ready figures (region, per-class and per-slice MI, entropies, flip rate, window).
+        mi_roi: Per-pixel MI ``(K, H, W)`` on the ROI crops (0 where no pass ran), or None.
+        seconds: Time of the passes and the figures.
+        warnings: What the caller should know (no dropout, no region).
+        map: The MI on the input grid (set by ``segment_volume(..., uncertainty_map=True)``).
+    """
+
+    score: float | None
+    passes: int
+    samples: int
+    details: dict
+    mi_roi: np.ndarray | None
+    seconds: float
+    warnings: list[str]
+    map: Volume | None = None
+
+    def summary(self) -> dict:
+        """The result JSON's ``uncertainty``: ``{"mutual_information", "passes", ...}``."""
+        return {
+            "mutual_information": None if self.score is None else round(float(self.score), 5),
+            "passes": self.passes,
+            "samples": self.samples,
+            "measure": "mean MC-dropout mutual information over the predicted LV (nats)",
+            "seconds": round(self.seconds, 4),
+        }
+
+
+def _members(net: torch.nn.Module) -> list[torch.nn.Module]:
+    from .nets.ensemble import Ensemble
+
+    return list(net.members) if isinstance(net, Ensemble) else [net]
+
+
+def _dropout_layers(net: torch.nn.Module) -> int:
+    return sum(1 for m in net.modules() if isinstance(m, torch.nn.modules.dropout._DropoutNd) and m.p > 0)
+
+
+class BankDropout(torch.nn.Module):
+    """Element-wise dropout whose mask is a window, at a random offset, of one fixed bank of draws.
+
+    The same distribution per element as ``nn.Dropout`` (keep with probability ``1 - p``, scaled
+    by ``1 / (1 - p)``) at the cost of one multiplication: drawing a fresh Bernoulli mask per call
+    cost about as much as the convolution it follows on CPU. The bank (:data:`BANK_SIZE` draws per
+    drop rate and device, from a fixed seed) is shared by every layer; the offsets come from
+    torch's random state, so a seeded run is reproducible. Activations larger than the bank fall
+    back to ``nn.functional.dropout``. Call under the module lock.
+    """
+
+    _banks: dict = {}
+
+    def __init__(self, p: float):
+        super().__init__()
+        self.p = float(p)
+
+    def _bank(self, device: torch.device) -> torch.Tensor:
+        key = (self.p, str(device))
+        bank = self._banks.get(key)
+        if bank is None:
+            generator = torch.Generator().manual_seed(BANK_SEED)
+            bank = ((torch.rand(BANK_SIZE, generator=generator) >= self.p).float() / (1.0 - self.p)).to(device)
+            self._banks[key] = bank
+        return bank
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n = x.numel()
+        if self.p <= 0 or n > BANK_SIZE // 2:
+            return torch.nn.functional.dropout(x, self.p, training=True)
+        bank = self._bank(x.device)
+        offset = int(torch.randint(0, BANK_SIZE - n + 1, (1,)))
+        return x * bank[offset : offset + n].view_as(x).to(x.dtype)
+
+
+def _fold_batch_norm(net: torch.nn.Module) -> int:
+    """Fold eval-mode batch norm into the convolution before it (MONAI ``Convolution`` blocks); returns how many."""
+    folded = 0
+    for module in net.modules():
+        conv, adn = getattr(module, "conv", None), getattr(module, "adn", None)
+        norm = getattr(adn, "N", None) if adn is not None else None
+        if not isinstance(conv, (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)) or not isinstance(norm, torch.nn.modules.batchnorm._BatchNorm):
+            continue
+        if norm.running_mean is None or not norm.affine:
+            continue
+        with torch.no_grad():
+            scale = norm.weight / torch.sqrt(norm.running_var + norm.eps)
+            shape = (-1,) + (1,) * (conv.weight.dim() - 1)
+            conv.weight.mul_(scale.reshape(shape))
+            bias = conv.bias if conv.bias is not None else torch.zeros_like(norm.running_mean)
+            new_bias = (bias - norm.running_mean) * scale + norm.bias
+            if conv.bias is None:
+                conv.bias = torch.nn.Parameter(new_bias)
+            else:
+                conv.bias.copy_(new_bias)
+        adn.N = torch.nn.Identity()
+        folded += 1
+    return folded
+
+
+def _mc_copy(net: torch.nn.Module) -> torch.nn.Module:
+    """The Monte-Carlo dropout copy of ``net`` (made once per network object; call under the lock).
+
+    Eval mode with batch norm folded into the convolutions and every dropout layer a
+    :class:`BankDropout`, always dropping: the same distribution of outputs as ``net`` with
+    dropout on, faster.
+    """
+    mc = _mc_copies.get(net)
+    if mc is None:
+        mc = copy.deepcopy(net).eval()
+        _fold_batch_norm(mc)
+        for module in list(mc.modules()):
+            for name, child in module.named_children():
+                if isinstance(child, torch.nn.modules.dropout._DropoutNd) and type(child) is torch.nn.Dropout:
+                    setattr(module, name, BankDropout(child.p))
+        enable_mc_dropout(mc)  # any other dropout kind keeps torch's own masks
+        for p in mc.parameters():
+            p.requires_grad_(False)
+        _mc_copies[net] = mc
+    return mc
+
+
+@torch.no_grad()
+def _softmax(net: torch.nn.Module, batch: np.ndarray, device: torch.device) -> np.ndarray:
+    out = []
+    for start in range(0, batch.shape[0], BATCH_SIZE):
+        logits = net(torch.from_numpy(np.ascontiguousarray(batch[start : start + BATCH_SIZE])).to(device))
+        out.append(torch.softmax(logits.float(), dim=1).cpu().numpy())
+    return np.concatenate(out, axis=0)
+
+
+def _stochastic_passes(net: torch.nn.Module, inputs: np.ndarray, passes: int, device: torch.device) -> np.ndarray:
+    """Softmax probabilities ``(passes, K, C, H, W)`` of ``passes`` dropout passes over ``inputs`` (K, C_in, H, W)."""
+    k = inputs.shape[0]
+    probs = _softmax(net, np.concatenate([inputs] * passes, axis=0), device)  # pass-major: rows t*K .. t*K+K-1
+    return probs.reshape((passes, k) + probs.shape[1:])
+
+
+def _region(label_roi: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """The predicted LV (K, H, W) grown in-plane by REGION_DILATION_MM (1 mm pixels), inside ``valid``."""
+    r = int(round(REGION_DILATION_MM))
+    yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
+    disk = (yy**2 + xx**2 <= REGION_DILATION_MM**2)[None]
+    lv = label_roi > 0
+    return (ndimage.binary_dilation(lv, structure=disk) if r > 0 and lv.any() else lv) & valid
+
+
+def _window(region: np.ndarray, size: int) -> tuple[slice, slice]:
+    """The centred ``WINDOW`` of the ROI when the region fits in it with CONTEXT to spare, else all of it."""
+    if WINDOW < size:
+        lo, hi = (size - WINDOW) // 2, (size - WINDOW) // 2 + WINDOW
+        ii, jj = np.nonzero(region.any(axis=0))
+        if ii.min() >= lo + CONTEXT and ii.max() < hi - CONTEXT and jj.min() >= lo + CONTEXT and jj.max() < hi - CONTEXT:
+            return slice(lo, hi), slice(lo, hi)
+    return slice(0, size), slice(0, size)
+
+
+def _mean_or_none(values: np.ndarray, mask: np.ndarray) -> float | None:
+    return round(float(values[mask].mean()), 6) if mask.any() else None
+
+
+def estimate(
+    segmenter: torch.nn.Module,
+    inputs: np.ndarray,
+    probabilities: np.ndarray,
+    valid: np.ndarray,
+    passes: int,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+) -> Uncertainty:
+    """MC-dropout mutual information of ``segmenter`` over the LV it predicts on ROI crops.
+
+    Args:
+        segmenter: The shared segmentation network (an ensemble or one network), in eval mode;
+            it is only read.
+        inputs: The network inputs ``(K, C_in, H, W)`` the cascade segmented.
+        probabilities: The cascade's class probabilities ``(K, C, H, W)`` on them (the region is
+            their argmax's LV).
+        valid: ``(H, W)`` or ``(K, H, W)``: the crop pixels inside the image.
+        passes: Stochastic passes per member (at least 2).
+        seed: Seed of the dropout masks; the same seed gives the same result.
+        device: Where the networks are.
+    """
+    passes, seed = check_passes(passes), _check_seed(seed)
+    tick = time.perf_counter()
+    device = torch.device(device)
+    warnings: list[str] = []
+    label_roi = np.argmax(probabilities, axis=1)
+    k, size = label_roi.shape[0], label_roi.shape[-1]
+    region = _region(label_roi, np.broadcast_to(valid, label_roi.shape))
+    members = _members(segmenter)
+    with_dropout = [m for m in members if _dropout_layers(m)]
+    details: dict = {"region_dilation_mm": REGION_DILATION_MM, "seed": seed, "members": len(members), "members_with_dropout": len(with_dropout)}
+
+    def unscored(reason: str) -> Uncertainty:
+        warnings.append(reason)
+        return Uncertainty(None, passes, 0, details, None, time.perf_counter() - tick, warnings)
+
+    if not with_dropout:
+        return unscored("the segmentation network has no dropout: no model uncertainty")
+    if not region.any():
+        return unscored("no LV predicted: no model uncertainty")
+    slices = np.nonzero(region.any(axis=(1, 2)))[0]
+    wi, wj = _window(region[slices], size)
+    batch = inputs[slices][:, :, wi, wj]
+    samples = []
+    devices = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    with _lock, torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        for member in members:
+            if member in with_dropout:
+                samples.append(_stochastic_passes(_mc_copy(member), batch, passes, device))
+            else:  # a member without dropout: one deterministic sample
+                samples.append(_softmax(member, batch, device)[None])
+    stacked = np.concatenate(samples, axis=0).transpose(0, 2, 1, 3, 4)  # (S, C, K', h, w)
+    predictive, expected, mi = mutual_information(stacked)
+    region_w = region[slices][:, wi, wj]
+    labels_w = label_roi[slices][:, wi, wj]
+    flips = (np.argmax(stacked, axis=1) != labels_w[None]).mean(axis=0)
+    score = float(mi[region_w].mean())
+    per_slice: list[float | None] = [None] * k
+    for n, s in enumerate(slices):
+        per_slice[s] = _mean_or_none(mi[n], region_w[n])
+    mi_roi = np.zeros(label_roi.shape, dtype=np.float32)
+    mi_roi[slices, wi, wj] = mi
+    details.update(
+        {
+            "measure": "mutual_information_nats",
+            "region": "predicted_lv",
+            "region_voxels": int(region.sum()),
+            "window": int(wi.stop - wi.start),
+            "predictive_entropy": _mean_or_none(predictive, region_w),
+            "expected_entropy": _mean_or_none(expected, region_w),
+            "flip_rate": _mean_or_none(flips, region_w),
+            "classes": {
+                LABEL_NAMES[c]: {"voxels": int((labels_w == c).sum()), "mutual_information": _mean_or_none(mi, labels_w == c)}
+                for c in range(1, NUM_CLASSES)
+            },
+            "slices": per_slice,
+        }
+    )
+    n_samples = stacked.shape[0]
+    seconds = time.perf_counter() - tick
+    logger.debug("MC dropout: %d samples over %d slices (window %d): MI %.4f in %.3f s", n_samples, len(slices), details["window"], score, seconds)
+    return Uncertainty(score, passes, n_samples, details, mi_roi, seconds, warnings)
+
+
 @dataclasses.dataclass
 class UncertaintyResult:
     """What Monte-Carlo dropout found on one study.
 
     Attributes:
-        label: The label of the mean prediction on the input grid (anatomically cleaned like the
-            infer label).
+        label: The cascade's label on the input grid (the label of ``segment_volume``).
         mutual_information: Per-voxel epistemic uncertainty (MI, nats) on the input grid; 0
-            outside the ROI.
-        score: Mean MI over the dilated predicted LV (nats); ``None`` when no ROI could be
-            chosen (constant image, no LV found by localization).
+            outside the ROI's window.
+        score: Mean MI over the dilated predicted LV (nats); ``None`` when nothing could be
+            scored (constant image, no LV found, a network without dropout).
         details: JSON-ready figures: region, per-class and per-slice MI, predictive and
             expected entropy, label flip rate, passes, seed, ROI (see :meth:`summary`).
         timings: Seconds per step.
-        warnings: What the caller should know (fallback region, no dropout, ...).
+        warnings: What the caller should know (no LV, no dropout, ...).
     """
 
     label: Volume
@@ -123,165 +410,31 @@ class UncertaintyResult:
         }
 
 
-def _mc_copy(net: torch.nn.Module) -> torch.nn.Module:
-    """The Monte-Carlo dropout copy of ``net`` (made once per network object; call under the lock)."""
-    mc = _mc_copies.get(net)
-    if mc is None:
-        mc = enable_mc_dropout(copy.deepcopy(net))
-        for p in mc.parameters():
-            p.requires_grad_(False)
-        _mc_copies[net] = mc
-    return mc
-
-
-def _active_dropout(net: torch.nn.Module) -> int:
-    """How many dropout layers of ``net`` drop something (training mode, p > 0)."""
-    return sum(1 for m in net.modules() if isinstance(m, torch.nn.modules.dropout._DropoutNd) and m.training and m.p > 0)
-
-
-@torch.no_grad()
-def _stochastic_passes(net: torch.nn.Module, inputs: np.ndarray, passes: int, seed: int, device: torch.device) -> np.ndarray:
-    """Softmax probabilities ``(passes, K, C, H, W)`` of ``passes`` dropout passes over ``inputs`` (K, C_in, H, W)."""
-    k = inputs.shape[0]
-    batch = np.concatenate([inputs] * passes, axis=0)  # pass-major: rows t*K .. t*K+K-1 are pass t
-    devices = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
-    out = []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        for start in range(0, batch.shape[0], BATCH_SIZE):
-            out.append(_predict(net, batch[start : start + BATCH_SIZE], device))
-    probs = np.concatenate(out, axis=0)
-    return probs.reshape((passes, k) + probs.shape[1:])
-
-
-def _region(label_roi: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """The predicted LV (K, H, W) grown in-plane by REGION_DILATION_MM (1 mm pixels), inside ``valid``."""
-    r = int(round(REGION_DILATION_MM))
-    yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
-    disk = (yy**2 + xx**2 <= REGION_DILATION_MM**2)[None]
-    lv = label_roi > 0
-    return (ndimage.binary_dilation(lv, structure=disk) if r > 0 and lv.any() else lv) & valid
-
-
-def _mean_or_none(values: np.ndarray, mask: np.ndarray) -> float | None:
-    return round(float(values[mask].mean()), 6) if mask.any() else None
-
-
 def mc_dropout(image: Volume, models: Models, passes: int = DEFAULT_PASSES, seed: int = 0) -> UncertaintyResult:
-    """Monte-Carlo dropout on a short-axis LGE study: mean label, per-voxel MI and a study score.
+    """Monte-Carlo dropout on a short-axis LGE study: the cascade's label, per-voxel MI and a study score.
+
+    The cascade of :func:`lgemri.inference.segment_volume` with ``passes`` Monte-Carlo passes and
+    the MI map pasted back onto the input grid.
 
     Args:
         image: The study, as for :func:`lgemri.inference.segment_volume`.
         models: The loaded cascade; its networks are only read, never switched to train mode.
-        passes: Stochastic forward passes (at least 2).
+        passes: Stochastic forward passes per member (at least 2).
         seed: Seed of the dropout masks; the same seed gives the same result.
 
-    Returns:
-        An :class:`UncertaintyResult`.
-
     Raises:
-        InputError: Bad ``passes`` or ``seed``, or an image the cascade cannot read (see
-            :func:`lgemri.inference.segment_volume`).
+        InputError: Bad ``passes`` or ``seed``, or an image the cascade cannot read.
     """
-    if isinstance(passes, bool) or not isinstance(passes, (int, np.integer)) or passes < 2:
-        raise InputError(f"passes must be an integer of at least 2 (Monte-Carlo dropout needs several passes), got {passes!r}")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise InputError(f"seed must be a non-negative integer, got {seed!r}")
-    passes, seed = int(passes), int(seed)
-    timings: dict[str, float] = {}
-    start = tick = time.perf_counter()
+    from .inference import segment_volume
 
-    def lap(name: str) -> None:
-        nonlocal tick
-        now = time.perf_counter()
-        timings[name] = now - tick
-        tick = now
-
-    warnings = _check_image(image)
+    passes, seed = check_passes(passes), _check_seed(seed)
+    result = segment_volume(image, models, mc_passes=passes, mc_seed=seed, uncertainty_map=True)
+    u = result.uncertainty
+    warnings = [w for w in result.warnings if not w.startswith("doubtful result")]
     details: dict = {"passes": passes, "seed": seed, "region_dilation_mm": REGION_DILATION_MM}
-
-    def unscored(reason: str) -> UncertaintyResult:
-        warnings.append(reason)
-        timings["total"] = time.perf_counter() - start
+    if u is None or u.score is None:
         zeros = np.zeros(image.shape, dtype=np.float32)
-        return UncertaintyResult(Volume(zeros.astype(np.uint8), image.affine), Volume(zeros, image.affine), None, details, timings, warnings)
-
-    grid = resample_inplane(Volume(image.array.astype(np.float32), image.affine), 1.0, order=3)
-    lap("resample")
-    if float(image.array.max()) == float(image.array.min()):
-        return unscored("the image is constant: nothing to score")
-    centre, _ = localize(grid.array, models)
-    lap("localization")
-    if centre is None:
-        return unscored("no LV found by the localization network: no score")
-    # The ROI of segment_volume: one deterministic pass, re-centred on the LV it finds.
-    full, _ = _segment_at(grid.array, centre, models)
-    centre = recentred(full, centre) or centre
-    lap("roi")
-
-    nk = grid.shape[2]
-    crops, boxes = zip(*(crop_roi(grid.array[:, :, k], centre, ROI_SIZE, fill=0) for k in range(nk)))
-    inputs = np.stack([normalize(c) for c in crops])[:, None]
-    if models.two_stage:
-        cavity = _predict(models.cavity, inputs, models.device)[:, 1] > 0.5
-        cleaned = np.stack([clean_cavity(c) for c in cavity]).astype(np.float32)
-        inputs = np.concatenate([inputs, cleaned[:, None]], axis=1)
-    with _lock:
-        net = _mc_copy(models.segmenter)
-        if not _active_dropout(net):
-            warnings.append("the segmentation network has no active dropout: all passes agree and MI is 0")
-        samples = _stochastic_passes(net, inputs, passes, seed, models.device)  # (T, K, C, H, W)
-    lap("passes")
-
-    samples = samples.transpose(0, 2, 1, 3, 4)  # (T, C, K, H, W)
-    mean = samples.mean(axis=0)
-    predictive, expected, mi = mutual_information(samples)
-    label_roi = np.argmax(mean, axis=0)  # (K, H, W)
-    pass_labels = np.argmax(samples, axis=1)  # (T, K, H, W)
-
-    i0, j0, i1, j1 = boxes[0]
-    valid = np.zeros((ROI_SIZE, ROI_SIZE), dtype=bool)
-    valid[max(-i0, 0) : ROI_SIZE - max(i1 - grid.shape[0], 0), max(-j0, 0) : ROI_SIZE - max(j1 - grid.shape[1], 0)] = True
-    valid = np.broadcast_to(valid[None], label_roi.shape)
-    region = _region(label_roi, valid)
-    region_kind = "predicted_lv"
-    if not region.any():
-        region, region_kind = _region((pass_labels > 0).any(axis=0), valid), "any_pass_lv"
-    if not region.any():
-        region, region_kind = valid.copy(), "roi"
-    if region_kind != "predicted_lv":
-        warnings.append(f"the mean prediction has no LV: scored over {'the LV of any pass' if region_kind == 'any_pass_lv' else 'the whole ROI'}")
-    score = float(mi[region].mean())
-
-    flips = (pass_labels != label_roi[None]).mean(axis=0)
-    details.update(
-        {
-            "measure": "mutual_information_nats",
-            "region": region_kind,
-            "region_voxels": int(region.sum()),
-            "predictive_entropy": _mean_or_none(predictive, region),
-            "expected_entropy": _mean_or_none(expected, region),
-            "flip_rate": _mean_or_none(flips, region),
-            "classes": {
-                LABEL_NAMES[c]: {"voxels": int((label_roi == c).sum()), "mutual_information": _mean_or_none(mi, label_roi == c)}
-                for c in range(1, NUM_CLASSES)
-            },
-            "slices": [_mean_or_none(mi[k], region[k]) for k in range(nk)],
-            "roi": {"centre_voxel_1mm": [round(centre[0], 2), round(centre[1], 2)], "box_voxel_1mm": [int(v) for v in boxes[0]], "size_mm": ROI_SIZE},
-        }
-    )
-
-    # Paste back onto the input grid, as segment_volume does with its probabilities.
-    si, sj = slice(max(i0, 0), min(i1, grid.shape[0])), slice(max(j0, 0), min(j1, grid.shape[1]))
-    ci, cj = slice(si.start - i0, si.stop - i0), slice(sj.start - j0, sj.stop - j0)
-    channels = np.zeros((NUM_CLASSES + 1,) + grid.shape, dtype=np.float32)
-    channels[0] = 1.0
-    channels[:NUM_CLASSES, si, sj, :] = mean[:, :, ci, cj].transpose(0, 2, 3, 1)
-    channels[NUM_CLASSES, si, sj, :] = mi[:, ci, cj].transpose(1, 2, 0)
-    box = boxes[0]
-    on_input = np.stack([_to_input_grid(channels[c], grid, image, 1, float(c == 0), box) for c in range(NUM_CLASSES)])
-    label = enforce_anatomy(np.argmax(on_input, axis=0).astype(np.uint8))
-    mi_input = _to_input_grid(channels[NUM_CLASSES], grid, image, 1, 0.0, box)
-    lap("paste_back")
-    timings["total"] = time.perf_counter() - start
-    return UncertaintyResult(Volume(label, image.affine), Volume(mi_input, image.affine), score, details, timings, warnings)
+        warnings += u.warnings if u is not None else []
+        return UncertaintyResult(result.label, Volume(zeros, image.affine), None, details, dict(result.timings), warnings)
+    details.update({**u.details, "passes": passes, "samples": u.samples, "roi": {k: result.roi[k] for k in ("centre_voxel_1mm", "box_voxel_1mm", "size_mm")}})
+    return UncertaintyResult(result.label, u.map, u.score, details, dict(result.timings), warnings + u.warnings)

@@ -7,7 +7,7 @@ import pytest
 
 from lgemri.inference import load_models, segment_volume
 from lgemri.labels import CAVITY, INFARCT, MYOCARDIUM
-from lgemri.qc import LIMITS, measure, quality_checks
+from lgemri.qc import LIMITS, UNCERTAINTY_LIMIT, measure, quality_checks, uncertainty_check
 from lgemri.volume import Volume, read_nifti
 
 SAMPLE = Path(__file__).resolve().parents[2] / "sample-data" / "emidec" / "Case_P004" / "Images" / "Case_P004.nii.gz"
@@ -75,6 +75,20 @@ def test_an_empty_label_says_no_lv():
     assert _codes(_volume([np.zeros((64, 64), np.uint8)] * 3)) == {"no_lv"}
 
 
+def test_the_model_uncertainty_is_checked_only_when_measured():
+    heart = _volume([_ring(r_in=r, r_out=r + 9) for r in (18, 20, 22, 20, 16)])
+    assert quality_checks(heart, None) == [] and quality_checks(heart, UNCERTAINTY_LIMIT) == []
+    (finding,) = quality_checks(heart, UNCERTAINTY_LIMIT + 0.05)
+    assert finding.code == "uncertain" and finding.high == UNCERTAINTY_LIMIT and finding.low is None
+    assert finding.value == pytest.approx(UNCERTAINTY_LIMIT + 0.05)
+    assert finding.message == (f"the model is unsure of this result (uncertainty {UNCERTAINTY_LIMIT + 0.05:.3f}, "
+                               f"above {UNCERTAINTY_LIMIT:.3f}): check it slice by slice")  # fmt: skip
+    assert uncertainty_check(0.5, limit=0.6) is None and uncertainty_check(0.7, limit=0.6).high == 0.6
+    # an empty label is "no LV", whatever the uncertainty
+    assert _codes(_volume([np.zeros((64, 64), np.uint8)] * 3)) == {"no_lv"}
+    assert [f.code for f in quality_checks(_volume([np.zeros((64, 64), np.uint8)] * 3), 1.0)] == ["no_lv"]
+
+
 @pytest.fixture(scope="module")
 def models():
     return load_models()
@@ -86,6 +100,7 @@ def test_the_cascade_reports_quality_of_a_good_and_of_a_doubtful_result(models):
     summary = good.summary()
     assert summary["quality"] == {"doubtful": False, "findings": []}
     assert not any(w.startswith("doubtful") for w in summary["warnings"])
+    assert 0.0 < summary["uncertainty"]["mutual_information"] <= UNCERTAINTY_LIMIT
 
     # the same study with the field of view cut through the middle of the heart
     centre = int(np.argwhere(good.label.array > 0)[:, 1].mean())

@@ -1,4 +1,5 @@
-"""Monte-Carlo dropout uncertainty (lgemri.uncertainty) with the shipped models on phantom studies."""
+"""Monte-Carlo dropout uncertainty (lgemri.uncertainty) with the shipped models on phantom studies,
+through the cascade (segment_volume's uncertainty and its ``uncertain`` finding) and mc_dropout."""
 
 from __future__ import annotations
 
@@ -12,10 +13,12 @@ import pytest
 import torch
 
 from lgemri.errors import InputError
-from lgemri.inference import load_models, segment_volume
+from lgemri import qc
+from lgemri import uncertainty as U
+from lgemri.inference import MC_PASSES, MC_PASSES_ENV, load_models, segment_volume
 from lgemri.labels import LABEL_NAMES
 from lgemri.phantom import make_case
-from lgemri.uncertainty import entropy, mc_dropout, mutual_information
+from lgemri.uncertainty import entropy, estimate, mc_dropout, mutual_information
 from lgemri.volume import Volume
 
 PASSES = 4  # enough to separate the cases below; the product default is 8
@@ -57,6 +60,7 @@ def test_shapes_ranges_and_details(case, clean):
     assert 0.0 < clean.score < math.log(5)
     summary = clean.summary()
     assert summary["passes"] == PASSES and summary["region"] == "predicted_lv"
+    assert summary["samples"] == 2 * PASSES  # both members of the shipped ensemble have dropout
     assert len(summary["slices"]) == image.shape[2]
     assert set(summary["classes"]) == {LABEL_NAMES[c] for c in range(1, 5)}
     assert summary["predictive_entropy"] >= summary["expected_entropy"] >= 0.0
@@ -64,9 +68,11 @@ def test_shapes_ranges_and_details(case, clean):
     assert clean.warnings == []
 
 
-def test_mean_label_agrees_with_the_infer_label(case, models, clean):
-    label = segment_volume(case.image, models).label.array
-    assert (clean.label.array == label).mean() > 0.99  # same ROI, mean of dropout passes ~ the deterministic net
+def test_the_label_is_the_infer_label_and_the_score_the_infer_uncertainty(case, models, clean):
+    result = segment_volume(case.image, models, mc_passes=PASSES)
+    assert np.array_equal(clean.label.array, result.label.array)  # one cascade: the passes never change the label
+    assert result.uncertainty.score == clean.score
+    assert result.summary()["uncertainty"]["mutual_information"] == round(clean.score, 5)
 
 
 def test_reproducible_with_a_seed(case, models, clean):
@@ -84,10 +90,21 @@ def test_no_dropout_means_no_epistemic_uncertainty(case, models):
         if isinstance(module, torch.nn.modules.dropout._DropoutNd):
             module.p = 0.0
     result = mc_dropout(case.image, dataclasses.replace(models, segmenter=still), passes=PASSES, seed=0)
-    assert result.score == pytest.approx(0.0, abs=1e-5)
-    assert result.mutual_information.array.max() < 1e-4
-    assert result.summary()["flip_rate"] == 0.0
-    assert any("no active dropout" in w for w in result.warnings)
+    assert result.score is None and not result.mutual_information.array.any()
+    assert any("no dropout: no model uncertainty" in w for w in result.warnings)
+    infer = segment_volume(case.image, dataclasses.replace(models, segmenter=still), mc_passes=PASSES)
+    assert infer.summary()["uncertainty"]["mutual_information"] is None
+    assert "uncertain" not in {f.code for f in infer.findings}
+
+
+def test_a_member_without_dropout_adds_one_deterministic_sample(case, models, clean):
+    ensemble = copy.deepcopy(models.segmenter)
+    for module in ensemble.members[1].modules():
+        if isinstance(module, torch.nn.modules.dropout._DropoutNd):
+            module.p = 0.0
+    result = mc_dropout(case.image, dataclasses.replace(models, segmenter=ensemble), passes=PASSES, seed=0)
+    assert result.details["samples"] == PASSES + 1 and result.details["members_with_dropout"] == 1
+    assert 0.0 < result.score < math.log(5)
 
 
 def test_noisy_study_is_more_uncertain(case, models, clean):
@@ -101,7 +118,8 @@ def test_noisy_study_is_more_uncertain(case, models, clean):
 def test_infarct_is_less_certain_than_the_cavity(clean):
     classes = clean.summary()["classes"]
     assert classes["infarct"]["voxels"] > 0
-    assert classes["infarct"]["mutual_information"] > 2 * classes["lv_cavity"]["mutual_information"]
+    # members pooled: their disagreement lifts every class, the blood pool least
+    assert classes["infarct"]["mutual_information"] > classes["lv_cavity"]["mutual_information"]
 
 
 def test_shared_model_untouched_and_rng_restored(case, models):
@@ -133,6 +151,65 @@ def test_empty_and_constant_images(models, case):
     result = mc_dropout(constant, models, passes=2)
     assert result.score is None and not result.label.array.any()
     assert any("constant" in w for w in result.warnings)
+
+
+def test_the_cascade_reports_its_uncertainty_deterministically(case, models):
+    result = segment_volume(case.image, models)
+    summary = result.summary()["uncertainty"]
+    assert summary["passes"] == MC_PASSES and summary["samples"] == 2 * MC_PASSES
+    assert 0.0 < summary["mutual_information"] < math.log(5)
+    assert "uncertainty" in result.timings
+    again = segment_volume(case.image, models)
+    assert again.summary()["uncertainty"]["mutual_information"] == summary["mutual_information"]
+    assert np.array_equal(again.label.array, result.label.array)
+
+
+def test_mc_passes_0_switches_the_uncertainty_off(case, models, monkeypatch):
+    on = segment_volume(case.image, models, mc_passes=PASSES)
+    off = segment_volume(case.image, models, mc_passes=0)
+    assert np.array_equal(on.label.array, off.label.array)
+    assert off.uncertainty is None and "uncertainty" not in off.timings
+    assert off.summary()["uncertainty"] == {"mutual_information": None, "passes": 0}
+    monkeypatch.setenv(MC_PASSES_ENV, "0")
+    assert segment_volume(case.image, models).uncertainty is None
+    monkeypatch.setenv(MC_PASSES_ENV, "3")
+    assert segment_volume(case.image, models).uncertainty.passes == 3
+    monkeypatch.setenv(MC_PASSES_ENV, "many")
+    with pytest.raises(InputError, match=MC_PASSES_ENV):
+        segment_volume(case.image, models)
+    with pytest.raises(InputError, match="at least 2 \\(or 0: none\\)"):
+        segment_volume(case.image, models, mc_passes=1)
+
+
+def test_an_uncertain_result_is_doubtful_in_words(case, models, monkeypatch):
+    result = segment_volume(case.image, models, mc_passes=PASSES)
+    assert "uncertain" not in {f.code for f in result.findings}
+    monkeypatch.setattr(qc, "UNCERTAINTY_LIMIT", result.uncertainty.score / 2)
+    doubtful = segment_volume(case.image, models, mc_passes=PASSES).summary()
+    assert doubtful["quality"]["doubtful"] is True
+    (finding,) = [f for f in doubtful["quality"]["findings"] if f["code"] == "uncertain"]
+    assert finding["value"] == pytest.approx(result.uncertainty.score, abs=1e-4)
+    assert finding["high"] == pytest.approx(result.uncertainty.score / 2)
+    assert finding["message"].startswith("the model is unsure of this result (uncertainty ")
+    assert finding["message"].endswith("check it slice by slice")
+    assert f"doubtful result: {finding['message']}" in doubtful["warnings"]
+
+
+def test_the_passes_see_a_window_that_holds_the_region():
+    region = np.zeros((2, 128, 128), dtype=bool)
+    region[:, 40:90, 40:90] = True
+    assert U._window(region, 128) == (slice(16, 112), slice(16, 112))
+    region[1, 20, 64] = True  # within CONTEXT of the 96 window's edge: the whole ROI
+    assert U._window(region, 128) == (slice(0, 128), slice(0, 128))
+
+
+def test_estimate_without_an_lv_gives_no_score(models):
+    inputs = np.zeros((3, 1, 128, 128), dtype=np.float32)
+    background = np.zeros((3, 5, 128, 128), dtype=np.float32)
+    background[:, 0] = 1.0
+    result = estimate(models.segmenter, inputs, background, np.ones((128, 128), bool), passes=2)
+    assert result.score is None and result.samples == 0
+    assert result.warnings == ["no LV predicted: no model uncertainty"]
 
 
 @pytest.mark.parametrize("passes", [1, 0, 2.5, "8", True])
