@@ -51,6 +51,22 @@ LENGTHS = """() => {
 }"""
 
 
+LV_CENTRE_ON_CANVAS = """() => {
+  const { segmentationService, viewportGridService, cornerstoneViewportService } = window.services;
+  const seg = segmentationService.getSegmentations()[0];
+  const volume = segmentationService.getLabelmapVolume(seg.segmentationId);
+  const viewport = cornerstoneViewportService.getCornerstoneViewport(viewportGridService.getActiveViewportId());
+  const [columns, rows] = volume.dimensions;
+  const k = volume.imageData.worldToIndex(viewport.getCamera().focalPoint).map(Math.round)[2];
+  const data = volume.voxelManager.getCompleteScalarDataArray();
+  let n = 0, si = 0, sj = 0;
+  for (let j = 0; j < rows; j++) for (let i = 0; i < columns; i++) {
+    if (data[k * rows * columns + j * columns + i]) { n++; si += i; sj += j; }
+  }
+  return viewport.worldToCanvas(volume.imageData.indexToWorld([si / n, sj / n, k]));
+}"""
+
+
 def results_json(served, series_uid: str) -> dict:
     answer = requests.get(f"{served.url}/viewer/results", params={"image": series_uid}, timeout=60)
     assert answer.status_code == 200, answer.text[:300]
@@ -145,6 +161,15 @@ def test_results_panel_report_and_banner(served, page, artifacts):
     assert "(saved label)" in wait_verdict(page, "good")
     percent = saved["figures"]["infarct_percent_lv"]
     assert f"{percent} % of LV" in figure(page, "infarct")
+    # the RV insertion point picked on the image: a point straight above the LV centre is at 90 degrees
+    centre = page.evaluate(LV_CENTRE_ON_CANVAS)
+    box = page.locator('[data-cy="viewport-pane"] canvas').first.bounding_box()
+    page.locator('[data-cy="cardiac-mi-rv-pick"]').click()
+    voxels = page.evaluate(SEGMENTATION_VOXELS)
+    page.mouse.click(box["x"] + centre[0], box["y"] + centre[1] - 40)
+    notification(page, "RV insertion at")
+    assert abs(int(page.locator('[data-cy="cardiac-mi-rv"]').input_value()) - 90) <= 3
+    assert page.evaluate(SEGMENTATION_VOXELS) == voxels  # the pick drew nothing
     page.locator('[data-cy="cardiac-mi-rv"]').fill("110")
     with page.expect_download(timeout=120_000) as download, \
             page.expect_response("**/viewer/results/report**", timeout=120_000) as response:

@@ -454,6 +454,11 @@ function getCommandsModule({ servicesManager, extensionManager, commandsManager 
       }
     },
     pointer(event) {
+      if (event.type === 'pointerdown' && results.picking && results.picked(event)) {
+        event.preventDefault();
+        event.stopPropagation();
+        return;
+      }
       if (event.type === 'pointerdown') {
         this.pressed = Boolean(event.target && event.target.closest && event.target.closest('[data-cy="viewport-pane"]'));
       } else if (this.pressed) {
@@ -768,7 +773,9 @@ function getCommandsModule({ servicesManager, extensionManager, commandsManager 
         const rv = f.rv_insertion_deg;
         parts.push('<div style="margin-top:10px;font-size:13px">' +
           `<label>RV insertion <input data-cy="cardiac-mi-rv" type="number" min="-360" max="360" step="1" value="${rv}" style="width:5em;color:black"> degrees</label>` +
-          '<div style="font-size:11px;color:#9ca3af">Anterior RV insertion angle of the AHA segments (default: 120°, from the patient axes).</div>' +
+          '<button data-cy="cardiac-mi-rv-pick" class="actionButton" style="margin-left:6px;padding:1px 6px">Pick on image</button>' +
+          '<div style="font-size:11px;color:#9ca3af">Anterior RV insertion angle of the AHA segments (default: 120°, from the patient axes). ' +
+          'Pick on image, then click the anterior RV insertion point on a slice with the LV.</div>' +
           '<button data-cy="cardiac-mi-report" class="actionButton" style="margin-top:6px;padding:4px 10px">Report (PDF, and DICOM PDF + SR to the archive)</button>' +
           '</div>');
       } else if (view && view.error) {
@@ -779,6 +786,72 @@ function getCommandsModule({ servicesManager, extensionManager, commandsManager 
       if (button) {
         button.addEventListener('click', () => this.report(button));
       }
+      const pick = this.node.querySelector('[data-cy="cardiac-mi-rv-pick"]');
+      if (pick) {
+        pick.addEventListener('click', () => {
+          this.picking = true;
+          notify(services, 'info', 'Click the anterior RV insertion point on the image (a slice with the LV).', 6000, 'RV insertion');
+        });
+      }
+    },
+    /**
+     * The angle of a point on the image as the AHA segments measure it (lgemri.aha.myocardium_angles):
+     * about the slice's LV centre (mean of its LV voxels), counter-clockwise from image right, anterior
+     * up, atan2(-(j - cj) * sj, (i - ci) * si); null off the LV's slices.
+     */
+    angleAt(canvasPoint) {
+      const { viewportGridService, cornerstoneViewportService } = services;
+      const viewport = cornerstoneViewportService.getCornerstoneViewport(viewportGridService.getActiveViewportId());
+      const volume = history.segmentationId && labelmapVolume(history.segmentationId);
+      if (!viewport || !volume || !volume.imageData) {
+        return null;
+      }
+      const index = volume.imageData.worldToIndex(viewport.canvasToWorld(canvasPoint)).map(Math.round);
+      const [columns, rows, slices] = volume.dimensions;
+      const k = index[2];
+      if (k < 0 || k >= slices) {
+        return null;
+      }
+      const data = volume.voxelManager.getCompleteScalarDataArray();
+      let n = 0;
+      let si = 0;
+      let sj = 0;
+      for (let j = 0; j < rows; j++) {
+        for (let i = 0; i < columns; i++) {
+          if (data[k * rows * columns + j * columns + i]) {
+            n++;
+            si += i;
+            sj += j;
+          }
+        }
+      }
+      if (!n) {
+        return null;
+      }
+      const [di, dj] = volume.spacing;
+      const degrees = (Math.atan2(-(index[1] - sj / n) * dj, (index[0] - si / n) * di) * 180) / Math.PI;
+      return Math.round(degrees < 0 ? degrees + 360 : degrees);
+    },
+    picked(event) {
+      if (!this.picking) {
+        return false;
+      }
+      const canvas = event.target && event.target.closest && event.target.closest('[data-cy="viewport-pane"]') &&
+        document.querySelector('[data-cy="viewport-pane"] canvas');
+      if (!canvas) {
+        return false;
+      }
+      this.picking = false;
+      const box = canvas.getBoundingClientRect();
+      const angle = this.angleAt([event.clientX - box.left, event.clientY - box.top]);
+      const input = this.node && this.node.querySelector('[data-cy="cardiac-mi-rv"]');
+      if (angle === null || !input) {
+        notify(services, 'warning', 'No LV on this slice: pick the RV insertion point on a slice with the LV.', 6000, 'RV insertion');
+        return true;
+      }
+      input.value = String(angle);
+      notify(services, 'info', `RV insertion at ${angle}°: the report uses it.`, 4000, 'RV insertion');
+      return true;
     },
     async report(button) {
       const view = this.view;
