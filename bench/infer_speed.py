@@ -1,8 +1,10 @@
 """Benchmark: a whole ~10-slice study through the `cardiac-mi infer` cascade, models loaded.
 
 Prints the segmentation network's forward time next to MONAI's AttentionUnet of similar size on
-the same ROI batch (ratio first), then the whole-study time and its split. Target: <= 1.0 s per
-study on 2 CPU cores. Runs on the GPU too when one is present.
+the same ROI batch (ratio first), then the whole-study time with the model's uncertainty (the
+default Monte-Carlo dropout passes, lgemri.inference.MC_PASSES) over the time without it
+(``mc_passes=0``; ratio first), and the split. Target: <= 1.0 s per study on 2 CPU cores. Runs
+on the GPU too when one is present.
 
     .venv/bin/python bench/infer_speed.py [--models models] [--repeats 5]
 """
@@ -16,7 +18,7 @@ import time
 import torch
 from monai.networks.nets import AttentionUnet
 
-from lgemri.inference import load_models, segment_volume
+from lgemri.inference import MC_PASSES, load_models, segment_volume
 from lgemri.phantom import make_case
 
 
@@ -61,11 +63,15 @@ def run(device: str, models_dir: str | None, repeats: int) -> None:
     n_ours = sum(p.numel() for p in models.segmenter.parameters())
     n_base = sum(p.numel() for p in baseline.parameters())
     study = median_time(lambda: segment_volume(case.image, models), repeats)
-    split = segment_volume(case.image, models).timings
+    plain = median_time(lambda: segment_volume(case.image, models, mc_passes=0), repeats)
+    result = segment_volume(case.image, models)
+    split = result.timings
     print(f"[{device}] ResAtt-U-Net forward / MONAI AttentionUnet forward: {ours_fwd / base_fwd:.2f}x "
           f"({ours_fwd * 1000:.0f} ms vs {base_fwd * 1000:.0f} ms for {rois.shape[0]} ROIs; "
           f"{n_ours / 1e6:.2f} M vs {n_base / 1e6:.2f} M parameters, channels {' + '.join(map(str, channels))})")
-    print(f"[{device}] whole study {case.image.shape} through the cascade: {study:.3f} s (target <= 1.0 s on 2 CPU cores)")
+    print(f"[{device}] whole study {case.image.shape} through the cascade with / without the uncertainty: {study / plain:.2f}x "
+          f"({study:.3f} s vs {plain:.3f} s; {MC_PASSES} MC-dropout passes x {result.uncertainty.samples // MC_PASSES} members, "
+          f"+{(study - plain) * 1000:.0f} ms; target <= 1.0 s on 2 CPU cores)")
     print(f"[{device}] split: " + ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in split.items()))
 
 

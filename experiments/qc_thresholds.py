@@ -13,8 +13,9 @@
    ``uncertainty`` of ``<case>.json``, which ``infer`` writes next to the label), and which check
    fired; then the uncertainty of good and of failed results per set.
 3. ``--uncertainty-from NAME ...``: the ``--results`` sets the uncertainty limit is chosen on
-   (the real validation split and held-out phantom studies, never the training cases): the
-   largest uncertainty of a good result there, times :data:`lgemri.qc.MARGIN`.
+   (the real validation split, its degraded copies of ``experiments/qc_stress.py`` and held-out
+   phantom studies, never the training cases): the largest uncertainty of a good result there,
+   rounded up to 0.01.
    ``--uncertainty-limit`` evaluates another limit.
 
     .venv/bin/python experiments/qc_thresholds.py \\
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections import Counter
 from pathlib import Path
@@ -119,9 +121,13 @@ def _results(spec: str) -> tuple[str, list[dict]]:
 
 
 def suggested_uncertainty_limit(rows: list[dict]) -> float | None:
-    """The rule of :data:`lgemri.qc.UNCERTAINTY_LIMIT`: the largest uncertainty of a good result x MARGIN."""
+    """The rule of :data:`lgemri.qc.UNCERTAINTY_LIMIT`: the largest uncertainty of a good result, rounded up to 0.01.
+
+    No margin as for the label measures: these are results of the kind the limit judges, and a
+    margin of 1.5 flagged no result of any set (docs/quality.md).
+    """
     good = [r["uncertainty"] for r in rows if r["outcome"] == "good" and r["uncertainty"] is not None]
-    return max(good) * MARGIN if good else None
+    return math.ceil(max(good) * 100) / 100 if good else None
 
 
 def uncertainty_table(sets: dict[str, list[dict]], choose_from: list[str], limit: float) -> None:
@@ -134,7 +140,7 @@ def uncertainty_table(sets: dict[str, list[dict]], choose_from: list[str], limit
         print(f"| {name} | {fmt(good)} | {fmt(failed)} |")
     if choose_from:
         chosen = suggested_uncertainty_limit([r for n in choose_from for r in sets[n]])
-        print(f"\nuncertainty limit by the rule (largest good result of {', '.join(choose_from)} x {MARGIN}): "
+        print(f"\nuncertainty limit by the rule (largest good result of {', '.join(choose_from)}, rounded up): "
               f"{'—' if chosen is None else f'{chosen:.4f}'}; lgemri.qc.UNCERTAINTY_LIMIT {UNCERTAINTY_LIMIT}; evaluated with {limit}")  # fmt: skip
 
 
