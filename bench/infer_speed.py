@@ -2,7 +2,7 @@
 
 Prints the segmentation network's forward time next to MONAI's AttentionUnet of similar size on
 the same ROI batch (ratio first), then the whole-study time with the model's uncertainty (the
-default Monte-Carlo dropout passes, lgemri.inference.MC_PASSES) over the time without it
+default Monte-Carlo dropout passes, lgemri.inference.MC_PASSES, or $CARDIAC_MI_MC_PASSES) over the time without it
 (``mc_passes=0``; ratio first), and the split. Target: <= 1.0 s per study on 2 CPU cores. Runs
 on the GPU too when one is present.
 
@@ -18,7 +18,7 @@ import time
 import torch
 from monai.networks.nets import AttentionUnet
 
-from lgemri.inference import MC_PASSES, load_models, segment_volume
+from lgemri.inference import load_models, segment_volume
 from lgemri.phantom import make_case
 
 
@@ -70,7 +70,8 @@ def run(device: str, models_dir: str | None, repeats: int) -> None:
           f"({ours_fwd * 1000:.0f} ms vs {base_fwd * 1000:.0f} ms for {rois.shape[0]} ROIs; "
           f"{n_ours / 1e6:.2f} M vs {n_base / 1e6:.2f} M parameters, channels {' + '.join(map(str, channels))})")
     print(f"[{device}] whole study {case.image.shape} through the cascade with / without the uncertainty: {study / plain:.2f}x "
-          f"({study:.3f} s vs {plain:.3f} s; {MC_PASSES} MC-dropout passes x {result.uncertainty.samples // MC_PASSES} members, "
+          f"({study:.3f} s vs {plain:.3f} s; {result.uncertainty.samples} MC-dropout samples: {result.uncertainty.passes} passes x "
+          f"{result.uncertainty.details['members']} member(s) of {len(getattr(models.segmenter, 'members', [0]))}, "
           f"+{(study - plain) * 1000:.0f} ms; target <= 1.0 s on 2 CPU cores)")
     print(f"[{device}] split: " + ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in split.items()))
 

@@ -2,7 +2,7 @@
 
 On every study of the given sets, the cascade (``segment_volume``) segments as in ``infer``; its
 final ROI crops then go through each member of the shipped ensemble 4 times with dropout on (the
-window and region of :func:`lgemri.uncertainty.estimate`). From those passes it scores variants:
+region of :func:`lgemri.uncertainty.estimate`). From those passes it scores variants:
 members pooled (each member's pass a sample) or averaged per pass (the ensemble's pass), one
 member alone, 2 or 4 passes. Printed per set and variant: the mean score on good and on failed
 results (definitions of ``experiments/qc_thresholds.py``), the area under the ROC curve of failed
@@ -37,7 +37,8 @@ from lgemri.volume import read_nifti  # noqa: E402
 PASSES = 4
 VARIANTS = {  # name: (members, passes, pooling)
     "pooled-4": ((0, 1), 4, "pool"), "pooled-2": ((0, 1), 2, "pool"), "ensemble-4": ((0, 1), 4, "mean"),
-    "narrow-4": ((0,), 4, "pool"), "narrow-2": ((0,), 2, "pool"), "wide-4": ((1,), 4, "pool"),
+    "ensemble-2": ((0, 1), 2, "mean"), "narrow-4": ((0,), 4, "pool"), "narrow-3": ((0,), 3, "pool"),
+    "narrow-2": ((0,), 2, "pool"), "wide-4": ((1,), 4, "pool"),
 }  # fmt: skip
 
 
@@ -61,14 +62,13 @@ def raw_passes(image, models):
     if not region.any():
         return result, None, None
     slices = np.nonzero(region.any(axis=(1, 2)))[0]
-    wi, wj = U._window(region[slices], label_roi.shape[-1])
-    batch = captured["inputs"][slices][:, :, wi, wj]
+    batch = captured["inputs"][slices]
     samples = {}
     with torch.random.fork_rng():
         torch.manual_seed(0)
         for m, member in enumerate(U._members(models.segmenter)):
             samples[m] = U._stochastic_passes(U._mc_copy(member), batch, PASSES, models.device).transpose(0, 2, 1, 3, 4)
-    return result, samples, region[slices][:, wi, wj]
+    return result, samples, region[slices]
 
 
 def score(samples, region, members, passes, pooling) -> float:

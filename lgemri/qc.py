@@ -50,11 +50,11 @@ LIMITS: dict[str, tuple[float | None, float | None]] = {
     "lv_jump_mm": (None, 11.9),  # reference up to 5.96 mm, x 2
 }
 
-# mean MC-dropout mutual information over the predicted LV (nats; 2 passes x 2 members, the default of
-# lgemri.inference.MC_PASSES), above which a result is doubtful: the largest of a good result on the
-# real validation split, its degraded copies and 40 held-out phantom studies (0.242), rounded up
+# mean MC-dropout mutual information over the predicted LV (nats; 3 passes of the narrow member, the
+# default of lgemri.inference), above which a result is doubtful: the largest of a good result on the
+# real validation split, its degraded copies and 40 held-out phantom studies (0.0498), rounded up
 # (experiments/qc_thresholds.py --uncertainty-from; docs/quality.md)
-UNCERTAINTY_LIMIT = 0.25
+UNCERTAINTY_LIMIT = 0.05
 
 _MESSAGES = {
     "lv_at_border": "the LV touches the edge of the image: it may be cut by the field of view, or not be the LV",

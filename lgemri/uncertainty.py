@@ -21,9 +21,9 @@ over the cascade) all see the same figure. How :func:`estimate` runs:
    background, where every pass agrees, does not dilute it; only slices with some of it run;
 2. every member of the segmentation network that has dropout (both members of the shipped
    ensemble; a plain network counts as one member) runs ``passes`` times on those slices, the
-   slices of all passes batched together (:data:`BATCH_SIZE` crops per forward call), on a
-   window of the ROI (:data:`WINDOW`) that holds the region: the passes cost less than the
-   deterministic segmentation per pass. Each member's pass is one sample, so the samples'
+   slices of all passes batched together (:data:`BATCH_SIZE` crops per forward call), on the
+   whole ROI crops (a smaller window centred on the LV was tried and dropped: without the ROI's
+   context the networks changed 32-45 % of the LV's pixels). Each member's pass is one sample, so the samples'
    disagreement holds the dropout's and the ensemble members' (Lakshminarayanan et al. 2017);
    a member without dropout adds one deterministic sample; a network without any dropout gives
    no score (a warning says so);
@@ -44,6 +44,7 @@ import logging
 import threading
 import time
 import weakref
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -68,16 +69,13 @@ __all__ = [
     "check_passes",
     "REGION_DILATION_MM",
     "DEFAULT_PASSES",
-    "WINDOW",
 ]
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_PASSES = 8  # the active-learning score (epistemic scoring); the infer default is lgemri.inference.MC_PASSES
 REGION_DILATION_MM = 2.0  # the scored region: the predicted LV grown by this much in-plane
-WINDOW = 96  # side (1 mm pixels) of the ROI window the passes see when the region fits in it with CONTEXT to spare
-CONTEXT = 8  # pixels between the region and the window's edge
-BANK_SIZE = 1 << 23  # draws in BankDropout's bank (32 MB per drop rate): twice the largest activation of a batch
+BANK_SIZE = 1 << 22  # draws in BankDropout's bank (16 MB per drop rate): twice the largest activation of a batch (8 x 16 x 128 x 128)
 BANK_SEED = 20240601
 BATCH_SIZE = 8  # crops per forward call: bounds memory; on CPU small batches were fastest (8: 1.2 s, 32: 1.6-2.1 s for 72 crops)
 _EPS = 1e-12
@@ -133,8 +131,8 @@ class Uncertainty:
         score: Mean MI over the region (nats); None when nothing could be scored.
         passes: Stochastic passes per member with dropout.
         samples: Samples the MI is taken over (members with dropout x passes, + deterministic members).
-        details: JSON-ready figures (region, per-class and per-slice MI, entropies, flip rate, window).
-        mi_roi: Per-pixel MI ``(K, H, W)`` on the ROI crops (0 where no pass ran), or None.
+        details: JSON-ready figures (region, per-class and per-slice MI, entropies, flip rate).
+        mi_roi: Per-pixel MI ``(K, H, W)`` on the ROI crops (0 where no pass ran), or None (made with ``full_map``).
         seconds: Time of the passes and the figures.
         warnings: What the caller should know (no dropout, no region).
         map: The MI on the input grid (set by ``segment_volume(..., uncertainty_map=True)``).
@@ -277,16 +275,6 @@ def _region(label_roi: np.ndarray, valid: np.ndarray) -> np.ndarray:
     return (ndimage.binary_dilation(lv, structure=disk) if r > 0 and lv.any() else lv) & valid
 
 
-def _window(region: np.ndarray, size: int) -> tuple[slice, slice]:
-    """The centred ``WINDOW`` of the ROI when the region fits in it with CONTEXT to spare, else all of it."""
-    if WINDOW < size:
-        lo, hi = (size - WINDOW) // 2, (size - WINDOW) // 2 + WINDOW
-        ii, jj = np.nonzero(region.any(axis=0))
-        if ii.min() >= lo + CONTEXT and ii.max() < hi - CONTEXT and jj.min() >= lo + CONTEXT and jj.max() < hi - CONTEXT:
-            return slice(lo, hi), slice(lo, hi)
-    return slice(0, size), slice(0, size)
-
-
 def _mean_or_none(values: np.ndarray, mask: np.ndarray) -> float | None:
     return round(float(values[mask].mean()), 6) if mask.any() else None
 
@@ -299,6 +287,8 @@ def estimate(
     passes: int,
     seed: int = 0,
     device: torch.device | str = "cpu",
+    members: Sequence[int] | None = None,
+    full_map: bool = False,
 ) -> Uncertainty:
     """MC-dropout mutual information of ``segmenter`` over the LV it predicts on ROI crops.
 
@@ -312,17 +302,28 @@ def estimate(
         passes: Stochastic passes per member (at least 2).
         seed: Seed of the dropout masks; the same seed gives the same result.
         device: Where the networks are.
+        members: Which members of an ensemble run the passes (indices; None: all). A plain
+            network is member 0.
+        full_map: Also the MI of every pixel of the slices that ran (``mi_roi``), not only the
+            region's (which is all the score needs).
     """
     passes, seed = check_passes(passes), _check_seed(seed)
     tick = time.perf_counter()
     device = torch.device(device)
     warnings: list[str] = []
     label_roi = np.argmax(probabilities, axis=1)
-    k, size = label_roi.shape[0], label_roi.shape[-1]
+    k = label_roi.shape[0]
     region = _region(label_roi, np.broadcast_to(valid, label_roi.shape))
-    members = _members(segmenter)
+    every = _members(segmenter)
+    if members is None:
+        members = range(len(every))
+    if not members or any(not 0 <= int(i) < len(every) for i in members):
+        raise InputError(f"members must be indices of the {len(every)} member(s) of the segmentation network, got {list(members)}")
+    members = [every[int(i)] for i in members]
     with_dropout = [m for m in members if _dropout_layers(m)]
     details: dict = {"region_dilation_mm": REGION_DILATION_MM, "seed": seed, "members": len(members), "members_with_dropout": len(with_dropout)}
+    if len(members) < len(every):
+        details["of_members"] = len(every)
 
     def unscored(reason: str) -> Uncertainty:
         warnings.append(reason)
@@ -333,8 +334,7 @@ def estimate(
     if not region.any():
         return unscored("no LV predicted: no model uncertainty")
     slices = np.nonzero(region.any(axis=(1, 2)))[0]
-    wi, wj = _window(region[slices], size)
-    batch = inputs[slices][:, :, wi, wj]
+    batch = inputs[slices]
     samples = []
     devices = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
     with _lock, torch.random.fork_rng(devices=devices):
@@ -344,28 +344,35 @@ def estimate(
                 samples.append(_stochastic_passes(_mc_copy(member), batch, passes, device))
             else:  # a member without dropout: one deterministic sample
                 samples.append(_softmax(member, batch, device)[None])
-    stacked = np.concatenate(samples, axis=0).transpose(0, 2, 1, 3, 4)  # (S, C, K', h, w)
-    predictive, expected, mi = mutual_information(stacked)
-    region_w = region[slices][:, wi, wj]
-    labels_w = label_roi[slices][:, wi, wj]
-    flips = (np.argmax(stacked, axis=1) != labels_w[None]).mean(axis=0)
-    score = float(mi[region_w].mean())
+    stacked = np.concatenate(samples, axis=0).transpose(0, 2, 1, 3, 4)  # (S, C, K', H, W)
+    region_w = region[slices]
+    mi_roi = None
+    if full_map:
+        predictive, expected, mi_all = mutual_information(stacked)
+        predictive, expected, mi = predictive[region_w], expected[region_w], mi_all[region_w]
+        mi_roi = np.zeros(label_roi.shape, dtype=np.float32)
+        mi_roi[slices] = mi_all
+    else:  # only the region's pixels: the entropies of the whole ROI cost as much as a pass
+        predictive, expected, mi = mutual_information(stacked[:, :, region_w])
+    labels_r = label_roi[slices][region_w]
+    flips = (np.argmax(stacked[:, :, region_w], axis=1) != labels_r[None]).mean(axis=0)
+    score = float(mi.mean())
+    slice_of = np.nonzero(region_w)[0]
+    sums, counts = np.bincount(slice_of, weights=mi, minlength=len(slices)), np.bincount(slice_of, minlength=len(slices))
     per_slice: list[float | None] = [None] * k
     for n, s in enumerate(slices):
-        per_slice[s] = _mean_or_none(mi[n], region_w[n])
-    mi_roi = np.zeros(label_roi.shape, dtype=np.float32)
-    mi_roi[slices, wi, wj] = mi
+        per_slice[s] = round(float(sums[n] / counts[n]), 6) if counts[n] else None
+    everywhere = np.ones(mi.shape, dtype=bool)
     details.update(
         {
             "measure": "mutual_information_nats",
             "region": "predicted_lv",
             "region_voxels": int(region.sum()),
-            "window": int(wi.stop - wi.start),
-            "predictive_entropy": _mean_or_none(predictive, region_w),
-            "expected_entropy": _mean_or_none(expected, region_w),
-            "flip_rate": _mean_or_none(flips, region_w),
+            "predictive_entropy": _mean_or_none(predictive, everywhere),
+            "expected_entropy": _mean_or_none(expected, everywhere),
+            "flip_rate": _mean_or_none(flips, everywhere),
             "classes": {
-                LABEL_NAMES[c]: {"voxels": int((labels_w == c).sum()), "mutual_information": _mean_or_none(mi, labels_w == c)}
+                LABEL_NAMES[c]: {"voxels": int((labels_r == c).sum()), "mutual_information": _mean_or_none(mi, labels_r == c)}
                 for c in range(1, NUM_CLASSES)
             },
             "slices": per_slice,
@@ -373,7 +380,7 @@ def estimate(
     )
     n_samples = stacked.shape[0]
     seconds = time.perf_counter() - tick
-    logger.debug("MC dropout: %d samples over %d slices (window %d): MI %.4f in %.3f s", n_samples, len(slices), details["window"], score, seconds)
+    logger.debug("MC dropout: %d samples over %d slices: MI %.4f in %.3f s", n_samples, len(slices), score, seconds)
     return Uncertainty(score, passes, n_samples, details, mi_roi, seconds, warnings)
 
 
@@ -384,7 +391,7 @@ class UncertaintyResult:
     Attributes:
         label: The cascade's label on the input grid (the label of ``segment_volume``).
         mutual_information: Per-voxel epistemic uncertainty (MI, nats) on the input grid; 0
-            outside the ROI's window.
+            outside the ROI and on slices without predicted LV.
         score: Mean MI over the dilated predicted LV (nats); ``None`` when nothing could be
             scored (constant image, no LV found, a network without dropout).
         details: JSON-ready figures: region, per-class and per-slice MI, predictive and

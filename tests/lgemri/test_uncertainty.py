@@ -60,7 +60,7 @@ def test_shapes_ranges_and_details(case, clean):
     assert 0.0 < clean.score < math.log(5)
     summary = clean.summary()
     assert summary["passes"] == PASSES and summary["region"] == "predicted_lv"
-    assert summary["samples"] == 2 * PASSES  # both members of the shipped ensemble have dropout
+    assert summary["samples"] == PASSES and summary["members"] == 1 and summary["of_members"] == 2  # the narrow member's passes
     assert len(summary["slices"]) == image.shape[2]
     assert set(summary["classes"]) == {LABEL_NAMES[c] for c in range(1, 5)}
     assert summary["predictive_entropy"] >= summary["expected_entropy"] >= 0.0
@@ -97,14 +97,21 @@ def test_no_dropout_means_no_epistemic_uncertainty(case, models):
     assert "uncertain" not in {f.code for f in infer.findings}
 
 
-def test_a_member_without_dropout_adds_one_deterministic_sample(case, models, clean):
+def test_every_member_can_run_and_one_without_dropout_adds_one_deterministic_sample(case, models):
+    both = segment_volume(case.image, models, mc_passes=PASSES, mc_members=None).uncertainty
+    assert both.samples == 2 * PASSES and both.details["members"] == 2 and "of_members" not in both.details
     ensemble = copy.deepcopy(models.segmenter)
     for module in ensemble.members[1].modules():
         if isinstance(module, torch.nn.modules.dropout._DropoutNd):
             module.p = 0.0
-    result = mc_dropout(case.image, dataclasses.replace(models, segmenter=ensemble), passes=PASSES, seed=0)
-    assert result.details["samples"] == PASSES + 1 and result.details["members_with_dropout"] == 1
+    still_wide = dataclasses.replace(models, segmenter=ensemble)
+    result = segment_volume(case.image, still_wide, mc_passes=PASSES, mc_members=None).uncertainty
+    assert result.samples == PASSES + 1 and result.details["members_with_dropout"] == 1
     assert 0.0 < result.score < math.log(5)
+    alone = segment_volume(case.image, still_wide, mc_passes=PASSES, mc_members=(1,))
+    assert alone.uncertainty.score is None and "no dropout: no model uncertainty" in alone.uncertainty.warnings[0]
+    with pytest.raises(InputError, match="members must be indices of the 2 member"):
+        segment_volume(case.image, models, mc_passes=PASSES, mc_members=(2,))
 
 
 def test_noisy_study_is_more_uncertain(case, models, clean):
@@ -118,8 +125,7 @@ def test_noisy_study_is_more_uncertain(case, models, clean):
 def test_infarct_is_less_certain_than_the_cavity(clean):
     classes = clean.summary()["classes"]
     assert classes["infarct"]["voxels"] > 0
-    # members pooled: their disagreement lifts every class, the blood pool least
-    assert classes["infarct"]["mutual_information"] > classes["lv_cavity"]["mutual_information"]
+    assert classes["infarct"]["mutual_information"] > 2 * classes["lv_cavity"]["mutual_information"]
 
 
 def test_shared_model_untouched_and_rng_restored(case, models):
@@ -156,7 +162,7 @@ def test_empty_and_constant_images(models, case):
 def test_the_cascade_reports_its_uncertainty_deterministically(case, models):
     result = segment_volume(case.image, models)
     summary = result.summary()["uncertainty"]
-    assert summary["passes"] == MC_PASSES and summary["samples"] == 2 * MC_PASSES
+    assert summary["passes"] == MC_PASSES and summary["samples"] == MC_PASSES
     assert 0.0 < summary["mutual_information"] < math.log(5)
     assert "uncertainty" in result.timings
     again = segment_volume(case.image, models)
@@ -195,14 +201,6 @@ def test_an_uncertain_result_is_doubtful_in_words(case, models, monkeypatch):
     assert f"doubtful result: {finding['message']}" in doubtful["warnings"]
 
 
-def test_the_passes_see_a_window_that_holds_the_region():
-    region = np.zeros((2, 128, 128), dtype=bool)
-    region[:, 40:90, 40:90] = True
-    assert U._window(region, 128) == (slice(16, 112), slice(16, 112))
-    region[1, 20, 64] = True  # within CONTEXT of the 96 window's edge: the whole ROI
-    assert U._window(region, 128) == (slice(0, 128), slice(0, 128))
-
-
 def test_estimate_without_an_lv_gives_no_score(models):
     inputs = np.zeros((3, 1, 128, 128), dtype=np.float32)
     background = np.zeros((3, 5, 128, 128), dtype=np.float32)
@@ -221,3 +219,35 @@ def test_bad_passes(case, models, passes):
 def test_bad_seed(case, models):
     with pytest.raises(InputError, match="seed must be a non-negative integer"):
         mc_dropout(case.image, models, seed=-1)
+
+
+def test_bank_dropout_drops_like_dropout_and_reproducibly():
+    layer = U.BankDropout(0.1)
+    x = torch.ones(8, 16, 64, 64)
+    torch.manual_seed(0)
+    a = layer(x)
+    kept = (a > 0).float().mean().item()
+    assert kept == pytest.approx(0.9, abs=0.005)
+    assert torch.allclose(a[a > 0], torch.full_like(a[a > 0], 1 / 0.9))  # scaled like nn.Dropout
+    b = layer(x)
+    assert not torch.equal(a, b)  # another mask each call
+    torch.manual_seed(0)
+    assert torch.equal(layer(x), a)  # the same seed, the same mask
+    big = torch.ones(U.BANK_SIZE // 2 + 1)
+    assert (layer(big) > 0).float().mean().item() == pytest.approx(0.9, abs=0.005)  # beyond the bank: torch's dropout
+
+
+def test_the_mc_copy_computes_what_the_network_computes(models):
+    member = models.segmenter.members[0]
+    mc = U._mc_copy(member)
+    assert mc is U._mc_copy(member)  # made once
+    unfolded = [m for m in mc.modules() if isinstance(getattr(getattr(m, "adn", None), "N", None), torch.nn.modules.batchnorm._BatchNorm)]
+    assert unfolded and all(isinstance(m.conv, torch.nn.ConvTranspose2d) for m in unfolded)  # folded but after up-convolutions
+    assert sum(isinstance(m, U.BankDropout) for m in mc.modules()) == 22
+    x = torch.from_numpy(np.random.default_rng(0).random((2, 1, 96, 96), dtype=np.float32))
+    still = copy.deepcopy(mc)
+    for m in still.modules():
+        if isinstance(m, U.BankDropout):
+            m.p = 0.0
+    with torch.no_grad():
+        assert torch.allclose(still(x), member(x), atol=1e-4)  # batch norm folded, nothing dropped: the same logits
