@@ -330,7 +330,7 @@ def estimate(
         return Uncertainty(None, passes, 0, details, None, time.perf_counter() - tick, warnings)
 
     if not with_dropout:
-        return unscored("the segmentation network has no dropout: no model uncertainty")
+        return unscored("the segmentation network (the members used) has no dropout: no model uncertainty")
     if not region.any():
         return unscored("no LV predicted: no model uncertainty")
     slices = np.nonzero(region.any(axis=(1, 2)))[0]
