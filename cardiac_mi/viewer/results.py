@@ -44,7 +44,7 @@ from monailabel.interfaces.utils.app import app_instance
 from cardiac_mi.ids import uid_problem
 from lgemri.errors import InputError
 from lgemri.images import read_image
-from lgemri.qc import quality_checks
+from lgemri.qc import UNCERTAINTY_LIMIT, quality_checks
 from lgemri.quantification import quantify
 
 __all__ = ["router", "remember_inference", "forget", "latest", "measure_final_label", "panel_view",
@@ -127,6 +127,7 @@ def remember_inference(series_uid: str, model: str, params: dict[str, Any]) -> d
         "quality": params["quality"],
         "quantification": params["quantification"],
         "warnings": list(params.get("warnings") or []),
+        "uncertainty": params.get("uncertainty"),
         "slice_levels": _image_levels(series_uid, params["quantification"]),
     }
     return _keep(series_uid, entry)
@@ -192,7 +193,9 @@ def panel_view(entry: dict[str, Any]) -> dict[str, Any]:
     (with the whole quantification, for whoever wants more)."""
     quantification = entry.get("quantification") or {}
     view = {key: entry.get(key) for key in ("image", "source", "model", "created", "label", "quality", "warnings",
-                                            "slice_levels")}
+                                            "uncertainty", "slice_levels")}
+    if view["uncertainty"]:
+        view["uncertainty"] = {**view["uncertainty"], "limit": UNCERTAINTY_LIMIT}
     if "error" in quantification or "lv" not in quantification:
         view.update(figures=None, segments=[], error=quantification.get("error", "no quantification"))
         return {**view, "quantification": quantification}

@@ -130,6 +130,7 @@ def test_results_panel_report_and_banner(served, page, artifacts):
     assert figure(page, "infarct").startswith(f"{shown['figures']['infarct_volume_ml']} ml, "
                                               f"{shown['figures']['infarct_percent_lv']} % of LV")
     assert page.locator('[data-cy="cardiac-mi-segments"] tr[data-segment]').count() == 17
+    assert figure(page, "uncertainty").startswith(f"{shown['uncertainty']['mutual_information']:.3f} (doubtful above")
     page.wait_for_function("() => { const i = document.querySelector('[data-cy=\"cardiac-mi-bullseye\"]');"
                            " return i && i.complete && i.naturalWidth > 100; }", timeout=30_000)
     page.screenshot(path=str(artifacts / "10-results-model.png"))

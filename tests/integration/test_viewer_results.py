@@ -98,6 +98,9 @@ def test_model_result_after_the_panel_infer(server):
     assert figures["infarct_percent_lv"] == round(again["quantification"]["infarct"]["percent_lv"], 1)
     assert figures["lv_mass_g"] == round(again["quantification"]["lv"]["myocardium_mass_g"], 1)
     assert len(view["segments"]) == 17 and {row["segment"] for row in view["segments"]} == set(range(1, 18))
+    from lgemri.qc import UNCERTAINTY_LIMIT
+
+    assert 0 <= view["uncertainty"]["mutual_information"] < UNCERTAINTY_LIMIT == view["uncertainty"]["limit"]
     png = requests.get(f"{server.url}{RESULTS}/bullseye.png", params={"image": uid}, timeout=60)
     assert png.status_code == 200 and png.headers["content-type"] == "image/png"
     assert png.content.startswith(b"\x89PNG")

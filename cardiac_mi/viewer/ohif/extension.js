@@ -754,6 +754,9 @@ function getCommandsModule({ servicesManager, extensionManager, commandsManager 
           ['Infarct', `${number(f.infarct_volume_ml, 'ml')}, ${number(f.infarct_percent_lv, '% of LV')}`, 'infarct'],
           ['MVO', `${number(f.mvo_volume_ml, 'ml')}, ${number(f.mvo_percent_lv, '% of LV')}`, 'mvo'],
           ['Study', escapeHtml(f.classification), 'classification'],
+          ...(view.uncertainty && view.uncertainty.mutual_information != null
+            ? [['Model uncertainty', `${view.uncertainty.mutual_information.toFixed(3)} (doubtful above ${view.uncertainty.limit})`, 'uncertainty']]
+            : []),
           ['Infarcted segments', list(f.infarcted_segments), 'infarcted_segments'],
           ['Non-viable segments', `${list(f.nonviable_segments)} (transmurality > ${f.viability_threshold_percent} %)`, 'nonviable_segments'],
         ];
