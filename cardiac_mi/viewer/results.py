@@ -128,7 +128,7 @@ def remember_inference(series_uid: str, model: str, params: dict[str, Any]) -> d
         "quantification": params["quantification"],
         "warnings": list(params.get("warnings") or []),
         "uncertainty": params.get("uncertainty"),
-        "slice_levels": _image_levels(series_uid, params["quantification"]),
+        "slice_levels": None,  # when first asked (:func:`_result`): not on the infer's path
     }
     return _keep(series_uid, entry)
 
@@ -239,6 +239,8 @@ def _checked(image: str) -> str:
 
 def _result(image: str) -> dict[str, Any] | None:
     entry = latest(image)
+    if entry is not None and entry["slice_levels"] is None:
+        entry["slice_levels"] = _image_levels(image, entry["quantification"])
     if entry is None:
         try:
             entry = measure_final_label(image)

@@ -204,6 +204,12 @@ def test_doubtful_result_says_why(served, page, artifacts):
     page.screenshot(path=str(artifacts / "12-doubtful.png"))
 
 
+def labelmap_settled(page, expected: np.ndarray) -> bool:
+    """Whether the labelmap equals ``expected`` once an edit step has settled."""
+    page.wait_for_timeout(600)
+    return np.array_equal(np.array(page.evaluate(LABELMAP)), expected)
+
+
 def test_undo_redo_and_run_asks(served, page, artifacts):
     study_uid, _ = sample_series()["Case_P004"]
     open_study_list(page, served)
@@ -217,17 +223,13 @@ def test_undo_redo_and_run_asks(served, page, artifacts):
     assert (after_brush != after_run).sum() > 5
     page.locator('[data-cy="viewport-pane"]').first.hover()
     page.keyboard.press("Control+z")
-    page.wait_for_timeout(600)
-    assert np.array_equal(np.array(page.evaluate(LABELMAP)), after_run), "Ctrl+Z did not restore the model's label"
+    assert labelmap_settled(page, after_run), "Ctrl+Z did not restore the model's label"
     page.keyboard.press("Control+y")
-    page.wait_for_timeout(600)
-    assert np.array_equal(np.array(page.evaluate(LABELMAP)), after_brush), "Ctrl+Y did not bring the stroke back"
+    assert labelmap_settled(page, after_brush), "Ctrl+Y did not bring the stroke back"
     page.locator('[data-cy="CardiacMiUndo"]').click()
-    page.wait_for_timeout(600)
-    assert np.array_equal(np.array(page.evaluate(LABELMAP)), after_run), "the Undo button did not undo"
+    assert labelmap_settled(page, after_run), "the Undo button did not undo"
     page.locator('[data-cy="CardiacMiRedo"]').click()
-    page.wait_for_timeout(600)
-    assert np.array_equal(np.array(page.evaluate(LABELMAP)), after_brush)
+    assert labelmap_settled(page, after_brush)
 
     # Run with unsaved edits asks; Cancel keeps the edits
     asked = []
@@ -244,8 +246,7 @@ def test_undo_redo_and_run_asks(served, page, artifacts):
     page.wait_for_timeout(1000)
     assert np.array_equal(np.array(page.evaluate(LABELMAP)), after_run)
     page.locator('[data-cy="CardiacMiUndo"]').click()
-    page.wait_for_timeout(600)
-    assert np.array_equal(np.array(page.evaluate(LABELMAP)), after_brush), "Undo after Run did not bring the edits back"
+    assert labelmap_settled(page, after_brush), "Undo after Run did not bring the edits back"
     page.screenshot(path=str(artifacts / "13-undo.png"))
 
 

@@ -6,10 +6,8 @@ the report from the final label, whose DICOM PDF and SR land in the study in Ort
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import shutil
 
 import numpy as np
 import pytest
@@ -17,11 +15,10 @@ import pytest
 pytest.importorskip("monailabel")
 requests = pytest.importorskip("requests")
 
-from cardiac_mi.orthanc import OrthancError, find_orthanc_binary, free_port  # noqa: E402
-from cardiac_mi.serve import SAMPLE_DICOM, register, serve  # noqa: E402
+from cardiac_mi.orthanc import OrthancError, find_orthanc_binary  # noqa: E402
+from cardiac_mi.serve import SAMPLE_DICOM  # noqa: E402
 from lgemri.dicom import read_dicom_series  # noqa: E402
 from lgemri.emidec import load_case  # noqa: E402
-from lgemri.inference import default_models_dir  # noqa: E402
 from lgemri.quantification import quantify  # noqa: E402
 from lgemri.volume import Volume, write_nifti  # noqa: E402
 
@@ -33,21 +30,6 @@ except OrthancError:
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 RESULTS = "/viewer/results"
 
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    state = tmp_path_factory.mktemp("state")
-    models = tmp_path_factory.mktemp("models")
-    for name in ("localization.pt", "segmentation.pt"):
-        shutil.copy2(default_models_dir() / name, models / name)
-    parser = argparse.ArgumentParser()
-    register(parser.add_subparsers())
-    port = free_port()
-    options = parser.parse_args(["serve", "--state", str(state), "--port", str(port), "--models", str(models),
-                                 "--orthanc-port", str(free_port(exclude=(port,))), "--auth", "off"])  # fmt: skip
-    handle = serve(options, block=False)
-    yield handle
-    handle.stop()
 
 
 def _series(case: str):
