@@ -83,8 +83,12 @@ def _stats(values: list[float]) -> tuple[float, float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--infers", type=int, default=16, help="concurrent infers (default 16)")
-    parser.add_argument("--infer-workers", type=int, default=None,
-                        help="$CARDIAC_MI_INFER_WORKERS for the server (default: the server's, 1)")
+    parser.add_argument(
+        "--infer-workers",
+        type=int,
+        default=None,
+        help="$CARDIAC_MI_INFER_WORKERS for the server (default: the server's, 1)",
+    )
     parser.add_argument("--idle-probes", type=int, default=20, help="idle probes of each kind (default 20)")
     args = parser.parse_args()
     if args.infers < 1 or args.idle_probes < 1 or (args.infer_workers is not None and args.infer_workers < 1):
@@ -99,8 +103,19 @@ def main() -> None:
         sub = argparse.ArgumentParser()
         register(sub.add_subparsers())
         port = free_port()
-        options = sub.parse_args(["serve", "--state", str(Path(tmp) / "state"), "--port", str(port),
-                                  "--orthanc-port", str(free_port(exclude=(port,))), "--auth", "off"])  # fmt: skip
+        options = sub.parse_args(
+            [
+                "serve",
+                "--state",
+                str(Path(tmp) / "state"),
+                "--port",
+                str(port),
+                "--orthanc-port",
+                str(free_port(exclude=(port,))),
+                "--auth",
+                "off",
+            ]
+        )
         handle = serve(options, block=False)
         try:
             url = handle.url
@@ -123,9 +138,11 @@ def main() -> None:
         finally:
             handle.stop()
 
-    print(f"cardiac-mi serve, {args.infers} concurrent POST /infer/segmentation over {len(series)} sample series, "
-          f"CARDIAC_MI_INFER_WORKERS={workers}, OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}, "
-          f"{os.cpu_count()} CPUs")
+    print(
+        f"cardiac-mi serve, {args.infers} concurrent POST /infer/segmentation over {len(series)} sample series, "
+        f"CARDIAC_MI_INFER_WORKERS={workers}, OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}, "
+        f"{os.cpu_count()} CPUs"
+    )
     print(f"warm-up infers (one per series, sequential): {', '.join(f'{t:.2f}' for t in warm)} s")
     print(f"all {args.infers} infers answered in {wall:.1f} s ({args.infers / wall:.2f} per s)")
     print("latency ratio, during the infers / idle (same run):")
@@ -133,8 +150,9 @@ def main() -> None:
         (i50, i95, imax), (b50, b95, bmax) = _stats(idle[name]), _stats(busy[name])
         print(f"  {name:<11} p50 {b50 / i50:6.1f}x   p95 {b95 / i95:6.1f}x   max {bmax / imax:6.1f}x")
     print(f"{'':<34}{'n':>4}{'p50 s':>9}{'p95 s':>9}{'max s':>9}")
-    rows = [(f"{name}, idle", idle[name]) for name in PROBES] + [(f"{name}, during the infers", busy[name])
-                                                                  for name in PROBES]
+    rows = [(f"{name}, idle", idle[name]) for name in PROBES] + [
+        (f"{name}, during the infers", busy[name]) for name in PROBES
+    ]
     rows.append(("infer round trip, concurrent", infers))
     for label, values in rows:
         p50, p95, most = _stats(values)

@@ -47,8 +47,11 @@ def run(device: str, models_dir: str | None, repeats: int) -> None:
     specs = spec["kwargs"]["members"] if spec.get("name") == "ensemble" else [spec]  # one baseline per member
     channels = [tuple(s["kwargs"].get("channels", ())) for s in specs]
     in_channels = 2 if models.two_stage else 1
-    baseline = torch.nn.ModuleList(AttentionUnet(2, in_channels, 5, channels=c, strides=(2,) * (len(c) - 1))
-                                   for c in channels).to(device).eval()
+    baseline = (
+        torch.nn.ModuleList(AttentionUnet(2, in_channels, 5, channels=c, strides=(2,) * (len(c) - 1)) for c in channels)
+        .to(device)
+        .eval()
+    )
     rois = torch.randn(case.image.shape[2], in_channels, 128, 128, device=device)
 
     def forward(net):
@@ -66,13 +69,17 @@ def run(device: str, models_dir: str | None, repeats: int) -> None:
     plain = median_time(lambda: segment_volume(case.image, models, mc_passes=0), repeats)
     result = segment_volume(case.image, models)
     split = result.timings
-    print(f"[{device}] ResAtt-U-Net forward / MONAI AttentionUnet forward: {ours_fwd / base_fwd:.2f}x "
-          f"({ours_fwd * 1000:.0f} ms vs {base_fwd * 1000:.0f} ms for {rois.shape[0]} ROIs; "
-          f"{n_ours / 1e6:.2f} M vs {n_base / 1e6:.2f} M parameters, channels {' + '.join(map(str, channels))})")
-    print(f"[{device}] whole study {case.image.shape} through the cascade with / without the uncertainty: {study / plain:.2f}x "
-          f"({study:.3f} s vs {plain:.3f} s; {result.uncertainty.samples} MC-dropout samples: {result.uncertainty.passes} passes x "
-          f"{result.uncertainty.details['members']} member(s) of {len(getattr(models.segmenter, 'members', [0]))}, "
-          f"+{(study - plain) * 1000:.0f} ms; target <= 1.0 s on 2 CPU cores)")
+    print(
+        f"[{device}] ResAtt-U-Net forward / MONAI AttentionUnet forward: {ours_fwd / base_fwd:.2f}x "
+        f"({ours_fwd * 1000:.0f} ms vs {base_fwd * 1000:.0f} ms for {rois.shape[0]} ROIs; "
+        f"{n_ours / 1e6:.2f} M vs {n_base / 1e6:.2f} M parameters, channels {' + '.join(map(str, channels))})"
+    )
+    print(
+        f"[{device}] whole study {case.image.shape} through the cascade with / without the uncertainty: {study / plain:.2f}x "
+        f"({study:.3f} s vs {plain:.3f} s; {result.uncertainty.samples} MC-dropout samples: {result.uncertainty.passes} passes x "
+        f"{result.uncertainty.details['members']} member(s) of {len(getattr(models.segmenter, 'members', [0]))}, "
+        f"+{(study - plain) * 1000:.0f} ms; target <= 1.0 s on 2 CPU cores)"
+    )
     print(f"[{device}] split: " + ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in split.items()))
 
 

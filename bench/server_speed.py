@@ -37,8 +37,14 @@ from lgemri.phantom import write_phantom
 def _split(answer: dict) -> dict:
     t = answer.get("timings_s", {})
     model = sum(v for k, v in t.items() if k not in ("fetch", "convert", "write", "models", "read", "total"))
-    return {"fetch": t.get("fetch", 0.0), "convert": t.get("convert", 0.0), "load models": t.get("models", 0.0),
-            "read": t.get("read", 0.0), "model": model, "write": t.get("write", 0.0)}  # fmt: skip
+    return {
+        "fetch": t.get("fetch", 0.0),
+        "convert": t.get("convert", 0.0),
+        "load models": t.get("models", 0.0),
+        "read": t.get("read", 0.0),
+        "model": model,
+        "write": t.get("write", 0.0),
+    }
 
 
 def _infer(url: str, uid: str) -> tuple[float, dict]:
@@ -70,8 +76,20 @@ def main() -> None:
         sub = argparse.ArgumentParser()
         register(sub.add_subparsers())
         port = free_port()
-        options = sub.parse_args(["serve", "--state", str(tmp / "state"), "--port", str(port), "--no-samples",
-                                  "--orthanc-port", str(free_port(exclude=(port,))), "--auth", "off"])  # fmt: skip
+        options = sub.parse_args(
+            [
+                "serve",
+                "--state",
+                str(tmp / "state"),
+                "--port",
+                str(port),
+                "--no-samples",
+                "--orthanc-port",
+                str(free_port(exclude=(port,))),
+                "--auth",
+                "off",
+            ]
+        )
         tick = time.perf_counter()
         handle = serve(options, block=False)
         ready = time.perf_counter() - tick
@@ -92,20 +110,42 @@ def main() -> None:
             handle.stop()
 
         tick = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "cardiac_mi.cli", "-q", "infer", "--input", str(folders[0]),
-                        "--out", str(tmp / "cli")], check=True)  # fmt: skip
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "cardiac_mi.cli",
+                "-q",
+                "infer",
+                "--input",
+                str(folders[0]),
+                "--out",
+                str(tmp / "cli"),
+            ],
+            check=True,
+        )
         cli = time.perf_counter() - tick
 
     later = statistics.median(later_times)
     print(f"server start to ready: {ready:.1f} s (target <= 15 s)")
     print("round trip (request -> label)        ratio to CLI  server   CLI fresh process  target")
-    print(f"  first call after start             {first / cli:5.2f}x       {first:5.2f} s  {cli:5.2f} s            <= 3 s")
-    print(f"  later calls, same study (median)   {later / cli:5.2f}x       {later:5.2f} s  {cli:5.2f} s            <= 1 s")
+    print(
+        f"  first call after start             {first / cli:5.2f}x       {first:5.2f} s  {cli:5.2f} s            <= 3 s"
+    )
+    print(
+        f"  later calls, same study (median)   {later / cli:5.2f}x       {later:5.2f} s  {cli:5.2f} s            <= 1 s"
+    )
     if fresh_times:
         fresh = statistics.median(fresh_times)
-        print(f"  later calls, new study (median)    {fresh / cli:5.2f}x       {fresh:5.2f} s  {cli:5.2f} s            <= 1 s")
+        print(
+            f"  later calls, new study (median)    {fresh / cli:5.2f}x       {fresh:5.2f} s  {cli:5.2f} s            <= 1 s"
+        )
     print("server split (s):")
-    rows = [("first", first_answer)] + ([("new study", fresh_answers[0])] if fresh_answers else []) + [("same study", later_answer)]
+    rows = (
+        [("first", first_answer)]
+        + ([("new study", fresh_answers[0])] if fresh_answers else [])
+        + [("same study", later_answer)]
+    )
     names = list(_split(first_answer))
     print("  " + " " * 11 + "".join(f"{n:>12}" for n in names))
     for label, answer in rows:

@@ -29,11 +29,11 @@ import tracemalloc  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+from lgemri import aha  # noqa: E402
 from simulator import api  # noqa: E402
 from simulator.infarct import TERRITORY_PREVALENCE, Growth, InfarctSpec, grow_infarct  # noqa: E402
 from simulator.rings import make_anatomy  # noqa: E402
 from simulator.wall import Wall, enclose_no_reflow, measure  # noqa: E402
-from lgemri import aha  # noqa: E402
 
 
 def naive_grow(wall: Wall, spec: InfarctSpec, rng: np.random.Generator) -> Growth:

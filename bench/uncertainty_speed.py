@@ -15,12 +15,11 @@ import copy
 import dataclasses
 
 import torch
+from infer_speed import median_time, ten_slice_study  # bench/ is on sys.path when a script there runs
 
 from lgemri.inference import load_models, segment_volume
 from lgemri.nets import enable_mc_dropout
 from lgemri.uncertainty import mc_dropout
-
-from infer_speed import median_time, ten_slice_study  # bench/ is on sys.path when a script there runs
 
 
 def run(device: str, models_dir: str | None, passes: int, repeats: int) -> None:
@@ -37,10 +36,14 @@ def run(device: str, models_dir: str | None, passes: int, repeats: int) -> None:
     base = median_time(naive, repeats)
     single = median_time(lambda: segment_volume(case.image, models), repeats)
     result = mc_dropout(case.image, models, passes=passes, seed=0)
-    print(f"[{device}] MC dropout, {passes} passes, study {case.case_id} {case.image.shape}: {ours:.2f} s; "
-          f"{passes} x cascade with dropout on: {base:.2f} s ({base / ours:.1f}x slower); one deterministic cascade: {single:.2f} s")
+    print(
+        f"[{device}] MC dropout, {passes} passes, study {case.case_id} {case.image.shape}: {ours:.2f} s; "
+        f"{passes} x cascade with dropout on: {base:.2f} s ({base / ours:.1f}x slower); one deterministic cascade: {single:.2f} s"
+    )
     print(f"[{device}] split: " + ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in result.timings.items()))
-    print(f"[{device}] score (mean MI over the LV) {result.score:.4f} nats; flip rate {result.details['flip_rate']:.3f}")
+    print(
+        f"[{device}] score (mean MI over the LV) {result.score:.4f} nats; flip rate {result.details['flip_rate']:.3f}"
+    )
 
 
 def main() -> None:

@@ -28,8 +28,13 @@ TARGETS = {"study list to first image": 5.0, "Run to overlay (first run of the s
 def one_run(folder: Path) -> dict[str, float]:
     env = {**os.environ, "CARDIAC_MI_ARTIFACTS": str(folder)}
     test = "tests/browser/test_browser_loop.py::test_clinician_loop"
-    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", test], cwd=ROOT, env=env,
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", test],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     measured = folder / "browser" / "measurements.json"
     if done.returncode != 0 or not measured.is_file():
         sys.exit(f"the browser loop failed (exit {done.returncode}):\n{done.stdout[-3000:]}{done.stderr[-2000:]}")
@@ -41,7 +46,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
     results: dict[str, list[float]] = {name: [] for name in TARGETS}
-    for i in range(args.runs):
+    for _ in range(args.runs):
         with tempfile.TemporaryDirectory(prefix="viewer_speed_") as tmp:
             for name, seconds in one_run(Path(tmp)).items():
                 results.setdefault(name, []).append(seconds)

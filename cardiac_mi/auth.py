@@ -44,8 +44,18 @@ from typing import Any
 
 from lgemri.errors import InputError
 
-__all__ = ["ROLES", "AuthError", "AuthStore", "Account", "hash_password", "check_password", "monailabel_roles",
-           "TOKEN_MINUTES", "SESSION_MINUTES", "ISSUER"]
+__all__ = [
+    "ROLES",
+    "AuthError",
+    "AuthStore",
+    "Account",
+    "hash_password",
+    "check_password",
+    "monailabel_roles",
+    "TOKEN_MINUTES",
+    "SESSION_MINUTES",
+    "ISSUER",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -81,8 +91,15 @@ def check_password(password: str, stored: str) -> bool:
         if scheme != "scrypt":
             return False
         expected = base64.b64decode(digest)
-        got = hashlib.scrypt(password.encode("utf-8"), salt=base64.b64decode(salt), n=int(n), r=int(r), p=int(p),
-                             dklen=len(expected), maxmem=64 << 20)
+        got = hashlib.scrypt(
+            password.encode("utf-8"),
+            salt=base64.b64decode(salt),
+            n=int(n),
+            r=int(r),
+            p=int(p),
+            dklen=len(expected),
+            maxmem=64 << 20,
+        )
     except (ValueError, TypeError):
         return False
     return hmac.compare_digest(got, expected)
@@ -104,8 +121,10 @@ def monailabel_roles(roles: list[str]) -> list[str]:
 
 def check_name(name: str) -> str:
     if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
-        raise AuthError(f"user name {name!r}: expected 1 to 64 letters, digits, '.', '_', '@' or '-' "
-                        "(starting with a letter or digit)")
+        raise AuthError(
+            f"user name {name!r}: expected 1 to 64 letters, digits, '.', '_', '@' or '-' "
+            "(starting with a letter or digit)"
+        )
     return name
 
 
@@ -194,10 +213,12 @@ class AuthStore:
         from cryptography.hazmat.primitives.asymmetric import rsa
 
         key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                    serialization.NoEncryption())
-        public = key.public_key().public_bytes(serialization.Encoding.PEM,
-                                               serialization.PublicFormat.SubjectPublicKeyInfo)
+        private = key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        public = key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
         _write_private(self.key_path, private)
         _write_private(self.public_key_path, public)
         logger.info("created the token signing key %s", self.key_path)
@@ -207,8 +228,10 @@ class AuthStore:
         try:
             stamp = self.users_path.stat().st_mtime_ns
         except FileNotFoundError:
-            raise AuthError(f"{self.users_path}: no account file; start `cardiac-mi serve` once with this state "
-                            "folder, or add an account with `cardiac-mi users add`") from None
+            raise AuthError(
+                f"{self.users_path}: no account file; start `cardiac-mi serve` once with this state "
+                "folder, or add an account with `cardiac-mi users add`"
+            ) from None
         if self._cache is not None and self._cache[0] == stamp:
             return self._cache[1]
         try:
@@ -319,16 +342,26 @@ class AuthStore:
         lines = self.public_key_pem().strip().splitlines()
         return "".join(line for line in lines if not line.startswith("-----"))
 
-    def issue(self, account: Account, minutes: float = TOKEN_MINUTES, kind: str = "api",
-              now: float | None = None) -> str:
+    def issue(
+        self, account: Account, minutes: float = TOKEN_MINUTES, kind: str = "api", now: float | None = None
+    ) -> str:
         """A signed token (RS256 JWT) for ``account``, valid ``minutes`` from ``now``."""
         import jwt
 
         now = time.time() if now is None else now
         roles = list(account.roles)
-        claims = {"iss": ISSUER, "sub": account.name, "preferred_username": account.name, "name": account.name,
-                  "iat": int(now), "exp": int(now + minutes * 60), "typ": kind, "cardiac_mi_roles": roles,
-                  "realm_access": {"roles": monailabel_roles(roles)}, "jti": secrets.token_hex(8)}
+        claims = {
+            "iss": ISSUER,
+            "sub": account.name,
+            "preferred_username": account.name,
+            "name": account.name,
+            "iat": int(now),
+            "exp": int(now + minutes * 60),
+            "typ": kind,
+            "cardiac_mi_roles": roles,
+            "realm_access": {"roles": monailabel_roles(roles)},
+            "jti": secrets.token_hex(8),
+        }
         return jwt.encode(claims, self.private_key(), algorithm=_ALGORITHM)
 
     def decode(self, token: str) -> dict[str, Any]:
@@ -337,5 +370,10 @@ class AuthStore:
 
         if self._public is None:
             self._public = self.private_key().public_key()
-        return jwt.decode(token, self._public, algorithms=[_ALGORITHM], issuer=ISSUER,
-                          options={"require": ["exp", "iat", "sub"], "verify_aud": False})
+        return jwt.decode(
+            token,
+            self._public,
+            algorithms=[_ALGORITHM],
+            issuer=ISSUER,
+            options={"require": ["exp", "iat", "sub"], "verify_aud": False},
+        )

@@ -23,7 +23,9 @@ def _fractions(text: str) -> tuple[float, ...]:
     try:
         return tuple(float(part) for part in text.split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected three comma-separated fractions like 0.7,0.15,0.15, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected three comma-separated fractions like 0.7,0.15,0.15, got {text!r}"
+        ) from None
 
 
 def _formats(text: str) -> tuple[str, ...]:
@@ -34,7 +36,13 @@ def cmd_phantom(args: argparse.Namespace) -> None:
     from lgemri.phantom import write_phantom
 
     index = write_phantom(
-        args.out, args.cases, args.seed, progress=not args.quiet, formats=args.format, contrast=args.contrast, style=args.style
+        args.out,
+        args.cases,
+        args.seed,
+        progress=not args.quiet,
+        formats=args.format,
+        contrast=args.contrast,
+        style=args.style,
     )
     logger.info("wrote %d phantom studies to %s (ground truth: %s)", args.cases, args.out, index)
 
@@ -69,7 +77,9 @@ def cmd_convert(args: argparse.Namespace) -> None:
         logger.info("%s (%d slices, series %s) -> %s", src, series.volume.shape[2], series.series_uid, dst)
     elif is_nifti(src):
         patient_id = args.patient_id or src.name.split(".")[0]
-        files = write_dicom_series(read_nifti(src), dst, patient_id=patient_id, patient_name=patient_id, series_description=args.description)
+        files = write_dicom_series(
+            read_nifti(src), dst, patient_id=patient_id, patient_name=patient_id, series_description=args.description
+        )
         logger.info("%s -> %d DICOM files in %s", src, len(files), dst)
     else:
         raise InputError(f"{src}: expected a DICOM series folder or a NIfTI file (.nii, .nii.gz)")
@@ -82,7 +92,9 @@ def cmd_preview(args: argparse.Namespace) -> None:
     image = read_image(args.image)
     label = read_image(args.label) if args.label else None
     if label is not None and label.shape != image.shape:
-        raise InputError(f"{args.label}: label shape {label.shape} differs from image shape {image.shape} ({args.image})")
+        raise InputError(
+            f"{args.label}: label shape {label.shape} differs from image shape {image.shape} ({args.image})"
+        )
     path = save_montage(image, args.out, label, title=Path(args.image).name)
     logger.info("wrote %s", path)
 
@@ -112,7 +124,9 @@ def embedded_store() -> tuple[str, str | None, str | None]:
     state = default_state_dir()
     server = running_orthanc(state)
     if server is None:
-        raise InputError(f"no embedded Orthanc runs for state folder {state}: start it with `cardiac-mi serve` or give --store URL")
+        raise InputError(
+            f"no embedded Orthanc runs for state folder {state}: start it with `cardiac-mi serve` or give --store URL"
+        )
     user, password = server.auth or (None, None)
     return server.dicomweb_url, user, password
 
@@ -135,8 +149,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path, help="output folder (emidec/, dicom/, phantom.json)")
     p.add_argument("--cases", type=int, default=10, help="number of studies (every third is normal; default 10)")
     p.add_argument("--seed", type=int, default=0, help="dataset seed (default 0)")
-    p.add_argument("--format", type=_formats, default=("emidec", "dicom"), help="comma-separated: emidec, dicom (default both)")
-    p.add_argument("--contrast", choices=("lge", "cine"), default="lge", help="LGE (default) or cine bSSFP-like contrast (the CycleGAN's domain A)")
+    p.add_argument(
+        "--format", type=_formats, default=("emidec", "dicom"), help="comma-separated: emidec, dicom (default both)"
+    )
+    p.add_argument(
+        "--contrast",
+        choices=("lge", "cine"),
+        default="lge",
+        help="LGE (default) or cine bSSFP-like contrast (the CycleGAN's domain A)",
+    )
     p.add_argument(
         "--style",
         choices=("classic", "real"),
@@ -144,13 +165,30 @@ def build_parser() -> argparse.ArgumentParser:
         help="classic (default) or real: the same hearts with domain-randomised surroundings, intensities and acquisition (LGE only)",
     )
 
-    p = add("prepare", cmd_prepare, "turn an EMIDEC-layout folder into named 2D slices, LV crops, a split and a manifest")
-    p.add_argument("--emidec", required=True, type=Path, help="folder with Case_N*/Case_P* sub-folders, or images/ and labels/ of PNG slices")
-    p.add_argument("--layout", choices=("auto", "nifti", "png"), default="auto", help="EMIDEC NIfTI as distributed, PNG slices (pixel size recovered from the LV), or auto (default)")
+    p = add(
+        "prepare", cmd_prepare, "turn an EMIDEC-layout folder into named 2D slices, LV crops, a split and a manifest"
+    )
+    p.add_argument(
+        "--emidec",
+        required=True,
+        type=Path,
+        help="folder with Case_N*/Case_P* sub-folders, or images/ and labels/ of PNG slices",
+    )
+    p.add_argument(
+        "--layout",
+        choices=("auto", "nifti", "png"),
+        default="auto",
+        help="EMIDEC NIfTI as distributed, PNG slices (pixel size recovered from the LV), or auto (default)",
+    )
     p.add_argument("--out", required=True, type=Path, help="output folder")
     p.add_argument("--spacing", type=float, default=1.0, help="in-plane voxel size in mm (default 1.0)")
     p.add_argument("--roi", type=int, default=128, help="side of the LV-centred crop in voxels (default 128)")
-    p.add_argument("--split", type=_fractions, default=(0.7, 0.15, 0.15), help="train,val,test fractions by case (default 0.7,0.15,0.15)")
+    p.add_argument(
+        "--split",
+        type=_fractions,
+        default=(0.7, 0.15, 0.15),
+        help="train,val,test fractions by case (default 0.7,0.15,0.15)",
+    )
     p.add_argument("--seed", type=int, default=0, help="split seed (default 0)")
 
     p = add("convert", cmd_convert, "convert a DICOM series folder to NIfTI, or a NIfTI file to a DICOM MR series")
@@ -163,18 +201,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("infer", cmd_infer, "segment a study: LV localization, 128 mm ROI, ResAtt-U-Net, label on the input grid")
     p.add_argument("--input", required=True, nargs="+", help="NIfTI file(s) or folder(s) with one DICOM series each")
     p.add_argument("--out", required=True, type=Path, help="output folder for <name>.nii.gz and <name>.json")
-    p.add_argument("--models", type=Path, help="folder with localization.pt and segmentation.pt (default: models/ or $CARDIAC_MI_MODELS)")
+    p.add_argument(
+        "--models",
+        type=Path,
+        help="folder with localization.pt and segmentation.pt (default: models/ or $CARDIAC_MI_MODELS)",
+    )
     p.add_argument("--series-uid", help="series to read when the DICOM folder holds several")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
 
-    from lgemri.evaluation import register as register_evaluate
-    from lgemri.training.cli import register as register_train
+    from cardiac_mi.pacs import register as register_pacs
     from cardiac_mi.serve import register as register_serve
     from cardiac_mi.upload import register as register_upload
     from cardiac_mi.users import register as register_users
-    from cardiac_mi.pacs import register as register_pacs
     from gan.cli import register as register_gan
+    from lgemri.evaluation import register as register_evaluate
     from lgemri.report.cli import register as register_report
+    from lgemri.training.cli import register as register_train
     from simulator.cli import register as register_simulate
 
     register_train(sub)

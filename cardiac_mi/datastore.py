@@ -48,19 +48,31 @@ import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any
 
 import pydicom
 import requests
 from fastapi import HTTPException
+from monailabel.datastore.dicom import DICOMwebClientX, DICOMWebDatastore
+from monailabel.datastore.local import LocalDatastore
+from monailabel.interfaces.datastore import DefaultLabelTag
 from pydicom.dataset import Dataset
 
 from cardiac_mi.ids import tag_problem, uid_problem
 from cardiac_mi.orthanc import describe_error
-from cardiac_mi.store import (CONNECT_TIMEOUT_S, HEARTBEAT_S, ArchiveDown, ArchiveSession, DicomStore, StowResult,
-                              archive_gate, archive_timeout)
+from cardiac_mi.store import (
+    CONNECT_TIMEOUT_S,
+    HEARTBEAT_S,
+    ArchiveDown,
+    ArchiveSession,
+    DicomStore,
+    StowResult,
+    archive_gate,
+    archive_timeout,
+)
 from lgemri.atomic import write_text
 from lgemri.dicom import DicomSeries, read_dicom_series
 from lgemri.errors import InputError
@@ -68,9 +80,6 @@ from lgemri.images import read_image
 from lgemri.labels import as_label
 from lgemri.seg import is_manual_seg, latest_final_seg, read_seg, seg_datetime, write_seg
 from lgemri.volume import Volume, write_nifti
-from monailabel.datastore.dicom import DICOMWebDatastore, DICOMwebClientX
-from monailabel.datastore.local import LocalDatastore
-from monailabel.interfaces.datastore import DefaultLabelTag
 
 __all__ = ["OrthancDatastore", "DatastoreError", "SeriesRef", "seg_for_series"]
 
@@ -80,8 +89,15 @@ FINAL = DefaultLabelTag.FINAL.value
 _RETRY_DELAYS_S = (2.0, 5.0, 10.0, 20.0, 30.0)  # and at once when the server answers again
 SAVE_TIMEOUT_S = 3.0  # a save's own STOW of its SEG (small); later tries from the outbox wait the full time-out
 STATUS_WAIT_S = 1.0  # the longest status() waits for fresh listings before it answers from the last ones
-_QIDO_FIELDS = ["StudyInstanceUID", "SeriesInstanceUID", "Modality", "SeriesDescription", "PatientID",
-                "StudyDate", "NumberOfSeriesRelatedInstances"]  # fmt: skip
+_QIDO_FIELDS = [
+    "StudyInstanceUID",
+    "SeriesInstanceUID",
+    "Modality",
+    "SeriesDescription",
+    "PatientID",
+    "StudyDate",
+    "NumberOfSeriesRelatedInstances",
+]
 
 
 class DatastoreError(HTTPException):
@@ -122,7 +138,7 @@ class SeriesRef:
     instances: int | None = None
 
     @classmethod
-    def from_json(cls, item: Dict[str, Any]) -> "SeriesRef":
+    def from_json(cls, item: dict[str, Any]) -> SeriesRef:
         ds = Dataset.from_json(item)
 
         def text(keyword: str) -> str:
@@ -140,7 +156,7 @@ class SeriesRef:
             instances=int(count) if count not in (None, "") else None,
         )
 
-    def info(self) -> Dict[str, Any]:
+    def info(self) -> dict[str, Any]:
         return {
             "StudyInstanceUID": self.study_uid,
             "SeriesInstanceUID": self.series_uid,
@@ -187,7 +203,7 @@ class OrthancDatastore(DICOMWebDatastore):
         password: str | None = None,
         *,
         cache_dir: str | os.PathLike,
-        search_filter: Optional[Dict[str, Any]] = None,
+        search_filter: dict[str, Any] | None = None,
         list_ttl: float = 30.0,
         timeout: float | None = None,
         heartbeat: float | None = HEARTBEAT_S,
@@ -212,20 +228,20 @@ class OrthancDatastore(DICOMWebDatastore):
         self.cache_dir.chmod(0o700)  # patient images, labels and SEGs: for this server's user only
         self.outbox.chmod(0o700)
         self._lock = threading.RLock()  # the listings and the local datastore; never held while the server is asked
-        self._image_locks: Dict[str, threading.RLock] = {}  # one fetch or conversion per series at a time
+        self._image_locks: dict[str, threading.RLock] = {}  # one fetch or conversion per series at a time
         self._refreshing = False
         self._refresher: threading.Thread | None = None
         self._listed = {"series": False, "segs": False}  # a listing succeeded once (refresh() keeps what it got)
-        self._series: Dict[str, SeriesRef] = {}
+        self._series: dict[str, SeriesRef] = {}
         self._series_time = -float("inf")
-        self._seg_meta: Dict[str, Dataset] = {}  # SEG SeriesInstanceUID -> header (immutable)
+        self._seg_meta: dict[str, Dataset] = {}  # SEG SeriesInstanceUID -> header (immutable)
         self._segs_time = -float("inf")
         self._retry_thread: threading.Thread | None = None
         self._retry_wake = threading.Event()
-        self.last_saves: Dict[str, Dict[str, Any]] = {}  # image id -> what the last save did
+        self.last_saves: dict[str, dict[str, Any]] = {}  # image id -> what the last save did
         self._this_save = threading.local()  # what the calling thread's last save_label did
-        self.fetch_timings: Dict[str, Dict[str, float]] = {}  # image NIfTI -> seconds to fetch, convert
-        self.on_final_label: List[Callable[[str, Dict[str, Any]], None]] = []
+        self.fetch_timings: dict[str, dict[str, float]] = {}  # image NIfTI -> seconds to fetch, convert
+        self.on_final_label: list[Callable[[str, dict[str, Any]], None]] = []
         LocalDatastore.__init__(self, datastore_path=str(self.cache_dir), images_dir="images", auto_reload=False)
         self.gate = archive_gate(self.url)
         self.gate.add_listener(self._archive_back)
@@ -262,7 +278,7 @@ class OrthancDatastore(DICOMWebDatastore):
             self._series_time = -float("inf")
             self._segs_time = -float("inf")
 
-    def _listing(self, force: bool = False, cached_ok: bool = False) -> Dict[str, SeriesRef]:
+    def _listing(self, force: bool = False, cached_ok: bool = False) -> dict[str, SeriesRef]:
         """The image series, listed at most every ``list_ttl`` s; the last list while the server is down.
 
         ``cached_ok``: a stale list is returned at once and refreshed in the background (the first
@@ -280,8 +296,12 @@ class OrthancDatastore(DICOMWebDatastore):
             with self._lock:
                 if self._listed["series"]:
                     log = logger.debug if isinstance(exc, ArchiveDown) else logger.warning
-                    log("listing %s failed (%s); using the list from %.0f s ago", self.url,
-                        describe_error(exc), time.monotonic() - self._series_time)  # fmt: skip
+                    log(
+                        "listing %s failed (%s); using the list from %.0f s ago",
+                        self.url,
+                        describe_error(exc),
+                        time.monotonic() - self._series_time,
+                    )
                     return self._series
             raise self._error(exc, "listing image series") from None
         series = [SeriesRef.from_json(item) for item in found]
@@ -313,7 +333,7 @@ class OrthancDatastore(DICOMWebDatastore):
             self._refresher.start()
             return self._refresher
 
-    def list_images(self) -> List[str]:
+    def list_images(self) -> list[str]:
         return list(self._listing())
 
     def _series_ref(self, image_id: str) -> SeriesRef:
@@ -330,11 +350,12 @@ class OrthancDatastore(DICOMWebDatastore):
         other = SeriesRef.from_json(found[0])
         wanted = ", ".join(f"{k}={v}" for k, v in self._search_filter.items())
         raise DatastoreError(
-            422, f"series {image_id} is a {other.modality or 'non-image'} series ({other.description or 'no description'}), "
+            422,
+            f"series {image_id} is a {other.modality or 'non-image'} series ({other.description or 'no description'}), "
             f"not an image series this server segments ({wanted})",
         )
 
-    def _seg_headers(self, force: bool = False, cached_ok: bool = False) -> List[Dataset]:
+    def _seg_headers(self, force: bool = False, cached_ok: bool = False) -> list[Dataset]:
         """Headers of every SEG on the server plus the pending ones in the outbox (``cached_ok``: see _listing)."""
         with self._lock:
             stale = force or time.monotonic() - self._segs_time >= self.list_ttl
@@ -366,7 +387,7 @@ class OrthancDatastore(DICOMWebDatastore):
                 headers.append(header)
         return headers
 
-    def _list_segs(self, known: Dict[str, Dataset]) -> Dict[str, Dataset]:
+    def _list_segs(self, known: dict[str, Dataset]) -> dict[str, Dataset]:
         """The SEG series of the server by UID; headers in ``known`` are reused, new ones are read.
 
         Raises whatever the listing raised, or a connection error met while reading a header (the
@@ -383,8 +404,9 @@ class OrthancDatastore(DICOMWebDatastore):
             except (requests.ConnectionError, requests.Timeout):
                 raise
             except Exception as exc:
-                logger.warning("SEG series %s: cannot read its metadata (%s); ignored", ref.series_uid,
-                               describe_error(exc))
+                logger.warning(
+                    "SEG series %s: cannot read its metadata (%s); ignored", ref.series_uid, describe_error(exc)
+                )
                 continue
             if meta:
                 header = Dataset.from_json(meta[0], bulk_data_uri_handler=lambda *_: None)
@@ -397,15 +419,18 @@ class OrthancDatastore(DICOMWebDatastore):
         _uid(image_id, "image")
         return latest_final_seg(self._seg_headers(), series_uid=image_id, allow_automatic=False)
 
-    def _labels(self, cached_ok: bool = False) -> Dict[str, Dataset]:
+    def _labels(self, cached_ok: bool = False) -> dict[str, Dataset]:
         images = set(self._listing(cached_ok=cached_ok))
-        by_image: Dict[str, List[Dataset]] = {}
+        by_image: dict[str, list[Dataset]] = {}
         for header in self._seg_headers(cached_ok=cached_ok):
             refs = {str(r.get("SeriesInstanceUID", "")) for r in header.get("ReferencedSeriesSequence", [])}
             known = refs & images
             if not known:
-                logger.debug("SEG %s references no listed image series (%s); ignored",
-                             header.get("SeriesInstanceUID"), ", ".join(sorted(refs)) or "none")  # fmt: skip
+                logger.debug(
+                    "SEG %s references no listed image series (%s); ignored",
+                    header.get("SeriesInstanceUID"),
+                    ", ".join(sorted(refs)) or "none",
+                )
             for uid in known:
                 by_image.setdefault(uid, []).append(header)
         chosen = {}
@@ -415,11 +440,11 @@ class OrthancDatastore(DICOMWebDatastore):
                 chosen[uid] = seg
         return chosen
 
-    def get_labeled_images(self, label_tag: Optional[str] = None, labels: Optional[List[str]] = None) -> List[str]:
+    def get_labeled_images(self, label_tag: str | None = None, labels: list[str] | None = None) -> list[str]:
         chosen = self._labels()
         return [uid for uid in self.list_images() if uid in chosen]
 
-    def get_unlabeled_images(self, label_tag: Optional[str] = None, labels: Optional[List[str]] = None) -> List[str]:
+    def get_unlabeled_images(self, label_tag: str | None = None, labels: list[str] | None = None) -> list[str]:
         chosen = self._labels()
         return [uid for uid in self.list_images() if uid not in chosen]
 
@@ -434,7 +459,10 @@ class OrthancDatastore(DICOMWebDatastore):
         except InputError as exc:
             raise DatastoreError(422, f"series {image_id}: {exc}") from None
         if series.volume.shape[2] < 2:
-            raise DatastoreError(422, f"series {image_id} holds a single image; segmentation needs a short-axis stack of 2 or more slices")
+            raise DatastoreError(
+                422,
+                f"series {image_id} holds a single image; segmentation needs a short-axis stack of 2 or more slices",
+            )
         return series
 
     def _image_lock(self, image_id: str) -> threading.RLock:
@@ -460,7 +488,9 @@ class OrthancDatastore(DICOMWebDatastore):
             os.replace(tmp, folder)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-        logger.info("fetched series %s (%d instances) in %.2f s", ref.series_uid, len(instances), time.perf_counter() - tick)
+        logger.info(
+            "fetched series %s (%d instances) in %.2f s", ref.series_uid, len(instances), time.perf_counter() - tick
+        )
 
     def get_image_uri(self, image_id: str) -> str:
         """The series as NIfTI (fetched and converted on first use); 404/422/503 otherwise."""
@@ -486,7 +516,7 @@ class OrthancDatastore(DICOMWebDatastore):
             logger.info("series %s -> %s in %.2f s", image_id, nifti.name, done - tick)
             return str(nifti)
 
-    def get_image_info(self, image_id: str) -> Dict[str, Any]:
+    def get_image_info(self, image_id: str) -> dict[str, Any]:
         _uid(image_id, "image")
         info = LocalDatastore.get_image_info(self, image_id)
         if not info:
@@ -494,7 +524,7 @@ class OrthancDatastore(DICOMWebDatastore):
             info = ref.info() if ref else {}
         return info
 
-    def update_image_info(self, image_id: str, info: Dict[str, Any]) -> None:
+    def update_image_info(self, image_id: str, info: dict[str, Any]) -> None:
         _uid(image_id, "image")
         if image_id not in self._datastore.objects:
             self.get_image_uri(image_id)
@@ -505,15 +535,17 @@ class OrthancDatastore(DICOMWebDatastore):
         self.get_image_uri(image_id)
         return self._series_dir(image_id)
 
-    def store_instances(self, paths: List[str | os.PathLike]) -> StowResult:
+    def store_instances(self, paths: list[str | os.PathLike]) -> StowResult:
         """STOW-RS DICOM files (e.g. a report) to the archive; each is stored, skipped or refused.
 
         Raises:
             InputError: The archive is unreachable or refused the request."""
         return self._store.stow(paths)
 
-    def add_image(self, image_id: str, image_filename: str, image_info: Dict[str, Any]) -> str:
-        raise DatastoreError(405, f"images are added to {self.url} as DICOM (cardiac-mi upload, or STOW-RS), not through this datastore")
+    def add_image(self, image_id: str, image_filename: str, image_info: dict[str, Any]) -> str:
+        raise DatastoreError(
+            405, f"images are added to {self.url} as DICOM (cardiac-mi upload, or STOW-RS), not through this datastore"
+        )
 
     def remove_image(self, image_id: str) -> None:
         raise DatastoreError(405, f"images are removed in {self.url} itself, not through this datastore")
@@ -555,7 +587,7 @@ class OrthancDatastore(DICOMWebDatastore):
                     LocalDatastore.save_label(self, image_id, str(converted), FINAL, self._seg_info(seg))
             return str(self._label_nifti(image_id))
 
-    def get_label_info(self, label_id: str, label_tag: str) -> Dict[str, Any]:
+    def get_label_info(self, label_id: str, label_tag: str) -> dict[str, Any]:
         """The label's info; for a final label, ``pending_upload`` says whether its SEG still waits in the
         outbox now (it is True when saved, until the archive takes the SEG)."""
         info = LocalDatastore.get_label_info(self, _uid(label_id, "label"), _tag(label_tag))
@@ -575,7 +607,7 @@ class OrthancDatastore(DICOMWebDatastore):
                 return True
         return False
 
-    def update_label_info(self, label_id: str, label_tag: str, info: Dict[str, Any]) -> None:
+    def update_label_info(self, label_id: str, label_tag: str, info: dict[str, Any]) -> None:
         return LocalDatastore.update_label_info(self, _uid(label_id, "label"), _tag(label_tag), info)
 
     def _fetch_seg(self, seg: Dataset, folder: Path) -> Path:
@@ -590,7 +622,7 @@ class OrthancDatastore(DICOMWebDatastore):
         return path
 
     @staticmethod
-    def _seg_info(seg: Dataset) -> Dict[str, Any]:
+    def _seg_info(seg: Dataset) -> dict[str, Any]:
         when = seg_datetime(seg)
         return {
             "seg_series_uid": str(seg.SeriesInstanceUID),
@@ -601,7 +633,7 @@ class OrthancDatastore(DICOMWebDatastore):
             "pending_upload": bool(seg.get("filename")),
         }
 
-    def datalist(self, full_path: bool = True) -> List[Dict[str, Any]]:
+    def datalist(self, full_path: bool = True) -> list[dict[str, Any]]:
         """``{"image", "label"}`` NIfTI pairs of every image with a final label (fetched as needed)."""
         items = []
         for image_id in self.get_labeled_images():
@@ -629,7 +661,9 @@ class OrthancDatastore(DICOMWebDatastore):
         except InputError as exc:
             raise DatastoreError(422, f"label for series {image_id}: {exc}") from None
         if volume.shape != series.volume.shape:
-            raise DatastoreError(422, f"label for series {image_id} has shape {volume.shape}; the series is {series.volume.shape}")
+            raise DatastoreError(
+                422, f"label for series {image_id} has shape {volume.shape}; the series is {series.volume.shape}"
+            )
         try:
             array = as_label(volume.array, path.name)
         except InputError as exc:
@@ -637,7 +671,7 @@ class OrthancDatastore(DICOMWebDatastore):
         return Volume(array, volume.affine)
 
     def save_label(
-        self, image_id: str, label_filename: str, label_tag: str, label_info: Dict[str, Any], label_id: str = ""
+        self, image_id: str, label_filename: str, label_tag: str, label_info: dict[str, Any], label_id: str = ""
     ) -> str:
         """Save a label; a ``final`` one becomes a MANUAL SEG in the server (queued if it is down).
 
@@ -655,19 +689,33 @@ class OrthancDatastore(DICOMWebDatastore):
                 write_nifti(label, converted)
                 with self._lock:
                     saved = LocalDatastore.save_label(self, image_id, str(converted), label_tag, label_info)
-            self._record_save(image_id, {
-                "tag": label_tag, "stored": False, "seg_series_uid": None, "pending": None,
-                "message": f"kept as a {label_tag!r} label in this server's cache, not sent to {self.url} "
-                           "(only 'final' labels become SEGs there)",
-            })
+            self._record_save(
+                image_id,
+                {
+                    "tag": label_tag,
+                    "stored": False,
+                    "seg_series_uid": None,
+                    "pending": None,
+                    "message": f"kept as a {label_tag!r} label in this server's cache, not sent to {self.url} "
+                    "(only 'final' labels become SEGs there)",
+                },
+            )
             return saved
         if not label.array.any():
-            raise DatastoreError(422, f"label for series {image_id} is empty: nothing to save (draw or run a model first)")
+            raise DatastoreError(
+                422, f"label for series {image_id} is empty: nothing to save (draw or run a model first)"
+            )
         user = str(label_info.get("user") or "").strip()
         pending = self.outbox / f"{_dt.datetime.now():%Y%m%dT%H%M%S%f}_{image_id}.dcm"
         try:
-            write_seg(label, series, pending, manual=True, content_creator=user or None,
-                      series_description="LGE segmentation (corrected)")  # fmt: skip
+            write_seg(
+                label,
+                series,
+                pending,
+                manual=True,
+                content_creator=user or None,
+                series_description="LGE segmentation (corrected)",
+            )
         except InputError as exc:
             raise DatastoreError(422, f"label for series {image_id}: {exc}") from None
         header = pydicom.dcmread(pending, stop_before_pixels=True)
@@ -676,8 +724,9 @@ class OrthancDatastore(DICOMWebDatastore):
             converted = Path(tmp) / f"{image_id}.nii.gz"
             write_nifti(Volume(label.array, series.volume.affine), converted)
             with self._lock:
-                LocalDatastore.save_label(self, image_id, str(converted), FINAL,
-                                          {**label_info, **self._seg_info(header)})
+                LocalDatastore.save_label(
+                    self, image_id, str(converted), FINAL, {**label_info, **self._seg_info(header)}
+                )
         stored, problem = self._send(pending, quick=True)
         if not stored:
             self._start_retry()
@@ -686,7 +735,9 @@ class OrthancDatastore(DICOMWebDatastore):
             "seg_series_uid": str(header.SeriesInstanceUID),
             "stored": stored,
             "pending": None if stored else str(pending),
-            "message": "stored in " + self.url if stored else f"kept locally and retried until {self.url} takes it ({problem})",
+            "message": "stored in " + self.url
+            if stored
+            else f"kept locally and retried until {self.url} takes it ({problem})",
         }
         self._record_save(image_id, result)
         with self._lock:
@@ -698,11 +749,11 @@ class OrthancDatastore(DICOMWebDatastore):
                 logger.exception("final-label listener failed")
         return image_id
 
-    def _record_save(self, image_id: str, result: Dict[str, Any]) -> None:
+    def _record_save(self, image_id: str, result: dict[str, Any]) -> None:
         self.last_saves[image_id] = result
         self._this_save.result = (image_id, result)
 
-    def save_outcome(self, image_id: str) -> Dict[str, Any]:
+    def save_outcome(self, image_id: str) -> dict[str, Any]:
         """What the calling thread's last ``save_label`` of ``image_id`` did; {} when it did not finish."""
         found = getattr(self._this_save, "result", None)
         return dict(found[1]) if found and found[0] == image_id else {}
@@ -711,12 +762,14 @@ class OrthancDatastore(DICOMWebDatastore):
         _uid(label_id, "label")
         _tag(label_tag)
         if label_tag == FINAL:
-            raise DatastoreError(405, f"final labels are DICOM SEGs in {self.url}; a newer correction replaces one, nothing is deleted")
+            raise DatastoreError(
+                405, f"final labels are DICOM SEGs in {self.url}; a newer correction replaces one, nothing is deleted"
+            )
         LocalDatastore.remove_label(self, label_id, label_tag)
 
     # ------------------------------------------------------------------------------ outbox
 
-    def _pending(self) -> List[Path]:
+    def _pending(self) -> list[Path]:
         return sorted(self.outbox.glob("*.dcm"))
 
     def _send(self, path: Path, quick: bool = False) -> tuple[bool, str]:
@@ -775,13 +828,17 @@ class OrthancDatastore(DICOMWebDatastore):
             left = self.flush()
             attempt = 0 if left == 0 else attempt + 1
             if left:
-                logger.warning("%d SEG(s) wait for %s (next try in %.0f s)", left, self.url,
-                               _RETRY_DELAYS_S[min(attempt, len(_RETRY_DELAYS_S) - 1)])  # fmt: skip
+                logger.warning(
+                    "%d SEG(s) wait for %s (next try in %.0f s)",
+                    left,
+                    self.url,
+                    _RETRY_DELAYS_S[min(attempt, len(_RETRY_DELAYS_S) - 1)],
+                )
         logger.info("outbox empty: every SEG is in %s", self.url)
 
     # ------------------------------------------------------------------------------ status
 
-    def status(self) -> Dict[str, Any]:
+    def status(self) -> dict[str, Any]:
         """Counts for ``/info/`` and ``/datastore/?output=stats``; from the last listings (refreshed in the
         background, waited for at most ``STATUS_WAIT_S``), so it answers at once while the server hangs or is
         down (``archive`` says which)."""
@@ -807,11 +864,14 @@ class OrthancDatastore(DICOMWebDatastore):
             "archive": self.gate.describe(),
         }
 
-    def json(self) -> Dict[str, Any]:
+    def json(self) -> dict[str, Any]:
         labels = self._labels()
         objects = {}
         for uid, ref in self._listing().items():
-            entry: Dict[str, Any] = {"image": {"info": {**ref.info(), **LocalDatastore.get_image_info(self, uid)}}, "labels": {}}
+            entry: dict[str, Any] = {
+                "image": {"info": {**ref.info(), **LocalDatastore.get_image_info(self, uid)}},
+                "labels": {},
+            }
             if uid in labels:
                 entry["labels"][FINAL] = {"info": self._seg_info(labels[uid])}
             objects[uid] = entry

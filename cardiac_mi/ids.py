@@ -18,8 +18,16 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["UID_MAX_LENGTH", "is_uid", "is_tag", "is_local_image_id", "uid_problem", "tag_problem", "device_problem",
-           "shown"]
+__all__ = [
+    "UID_MAX_LENGTH",
+    "is_uid",
+    "is_tag",
+    "is_local_image_id",
+    "uid_problem",
+    "tag_problem",
+    "device_problem",
+    "shown",
+]
 
 UID_MAX_LENGTH = 64
 _UID = re.compile(r"[0-9]+(?:\.[0-9]+)*")

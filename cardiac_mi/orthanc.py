@@ -550,8 +550,12 @@ class EmbeddedOrthanc:
         _write_private_json(self.config_path, self.config())
 
         command = [str(binary), str(self.config_path.resolve())]
-        logger.info("starting Orthanc on http://127.0.0.1:%s (DICOM %s) with state %s", self.http_port,
-                    f"port {self.dicom_port}, AE {self.aet}" if self.dicom_port else "off", self.folder)
+        logger.info(
+            "starting Orthanc on http://127.0.0.1:%s (DICOM %s) with state %s",
+            self.http_port,
+            f"port {self.dicom_port}, AE {self.aet}" if self.dicom_port else "off",
+            self.folder,
+        )
         started = time.monotonic()
         self._log_file = open(self.log_path, "ab" if self.starts else "wb")  # noqa: SIM115 - closed in stop()
         self.starts += 1
@@ -573,15 +577,18 @@ class EmbeddedOrthanc:
         except BaseException:
             self.stop()
             raise
-        _write_private_json(self.server_path, {
-            "pid": self._process.pid,
-            "url": self.url,
-            "dicomweb_url": self.dicomweb_url,
-            "http_port": self.http_port,
-            "dicom_port": self.dicom_port,
-            "aet": self.aet,
-            "version": self.version,
-        })
+        _write_private_json(
+            self.server_path,
+            {
+                "pid": self._process.pid,
+                "url": self.url,
+                "dicomweb_url": self.dicomweb_url,
+                "http_port": self.http_port,
+                "dicom_port": self.dicom_port,
+                "aet": self.aet,
+                "version": self.version,
+            },
+        )
         return self
 
     def restart(self) -> EmbeddedOrthanc:
@@ -658,4 +665,3 @@ class EmbeddedOrthanc:
     def __repr__(self) -> str:
         where = self.url if self.http_port else "not started"
         return f"EmbeddedOrthanc({str(self.state)!r}, {where})"
-

@@ -160,9 +160,7 @@ class PacsError(InputError):
 def _check_aet(value: str, what: str) -> str:
     text = str(value).strip()
     if not _AET_RE.match(text):
-        raise InputError(
-            f"{what} {value!r} is not an AE title: 1 to 16 printable ASCII characters, no backslash"
-        )
+        raise InputError(f"{what} {value!r} is not an AE title: 1 to 16 printable ASCII characters, no backslash")
     return text
 
 
@@ -205,7 +203,9 @@ class Tls:
             if self.cert is not None:
                 context.load_cert_chain(str(self.cert), str(self.key))
         except ssl.SSLError as exc:
-            raise InputError(f"cannot load the TLS files ({exc.reason or exc}): expected PEM certificates and key") from None
+            raise InputError(
+                f"cannot load the TLS files ({exc.reason or exc}): expected PEM certificates and key"
+            ) from None
         except OSError as exc:
             raise InputError(f"cannot read the TLS files ({exc.strerror or exc})") from None
         return context
@@ -511,15 +511,16 @@ class _PynetdicomLog(logging.Handler):
 
 def _tls_problem(exc: BaseException, settings: PacsSettings) -> str:
     if isinstance(exc, ssl.SSLCertVerificationError):
-        return (f"the PACS's TLS certificate is not trusted ({exc.verify_message}): give the CA that signed it "
-                "with --tls-ca, and check that the certificate names the host you connect to")
+        return (
+            f"the PACS's TLS certificate is not trusted ({exc.verify_message}): give the CA that signed it "
+            "with --tls-ca, and check that the certificate names the host you connect to"
+        )
     text = str(getattr(exc, "reason", None) or exc)
     lowered = str(exc).lower()
     if "certificate required" in lowered or "peer did not return a certificate" in lowered:
         return "the PACS requires a client certificate: give ours with --tls-cert and --tls-key"
     if "unknown ca" in lowered or "bad certificate" in lowered or "certificate unknown" in lowered:
-        return (f"the PACS does not trust our client certificate ({text}): have it trust the CA that signed "
-                "--tls-cert")
+        return f"the PACS does not trust our client certificate ({text}): have it trust the CA that signed --tls-cert"
     if "wrong version number" in lowered or "unexpected eof" in lowered or "record layer" in lowered:
         return f"TLS handshake failed ({text}): does the PACS speak DICOM over TLS on port {settings.port}?"
     return f"TLS handshake failed ({text})"
@@ -536,18 +537,24 @@ def _connection_problem(settings: PacsSettings, log: _PynetdicomLog) -> str | No
         detail = message.split("TCP Initialisation Error:", 1)[1].strip()
         lowered = detail.lower()
         if "refused" in lowered:
-            return (f"nothing accepts DICOM connections at {where} (connection refused): check --port and that "
-                    "the PACS's DICOM server runs")
+            return (
+                f"nothing accepts DICOM connections at {where} (connection refused): check --port and that "
+                "the PACS's DICOM server runs"
+            )
         if "timed out" in lowered:
-            return (f"no answer from {where} within {settings.timeout:g} s (connection timed out): check the host "
-                    "and port, and that no firewall drops DICOM traffic")
+            return (
+                f"no answer from {where} within {settings.timeout:g} s (connection timed out): check the host "
+                "and port, and that no firewall drops DICOM traffic"
+            )
         if "unreachable" in lowered or "no route" in lowered:
             return f"cannot reach {where} ({detail}): check the host and the network route"
         if "ssl" in lowered or "certificate" in lowered:
             return f"{where}: TLS handshake failed ({detail})"
         if settings.tls is not None and ("reset" in lowered or "eof" in lowered or "broken pipe" in lowered):
-            return (f"{where} closed the connection during the TLS handshake ({detail}): does the PACS speak "
-                    "DICOM over TLS on this port?")
+            return (
+                f"{where} closed the connection during the TLS handshake ({detail}): does the PACS speak "
+                "DICOM over TLS on this port?"
+            )
         return f"cannot connect to {where} ({detail})"
     return None
 
@@ -577,15 +584,21 @@ def _rejection(settings: PacsSettings, primitive: Any) -> str:
     text = f"{settings} rejected the association ({result.lower()} by the {source.lower()}: {reason})"
     lowered = reason.lower()
     if "called ae" in lowered:
-        return (f"{text}: the PACS does not answer to AE title {settings.called_aet!r}; check --pacs-aet "
-                "(or $CARDIAC_MI_PACS_AET)")
+        return (
+            f"{text}: the PACS does not answer to AE title {settings.called_aet!r}; check --pacs-aet "
+            "(or $CARDIAC_MI_PACS_AET)"
+        )
     if "calling ae" in lowered:
-        return (f"{text}: the PACS does not know our AE title {settings.calling_aet!r}; add it to the PACS's "
-                "list of DICOM nodes (see docs/pacs.md) or set --aet")
+        return (
+            f"{text}: the PACS does not know our AE title {settings.calling_aet!r}; add it to the PACS's "
+            "list of DICOM nodes (see docs/pacs.md) or set --aet"
+        )
     if "transient" in result.lower():
         return f"{text}: the PACS is busy, try again later"
-    return (f"{text}: check that the PACS knows our AE title {settings.calling_aet!r} and this host, and that "
-            f"{settings.called_aet!r} is its AE title")
+    return (
+        f"{text}: check that the PACS knows our AE title {settings.calling_aet!r} and this host, and that "
+        f"{settings.called_aet!r} is its AE title"
+    )
 
 
 @contextlib.contextmanager
@@ -632,14 +645,18 @@ def _associate(
         problem = _connection_problem(settings, log)
         if problem is None:
             if any("No accepted presentation contexts" in m for m in log.messages):
-                problem = (f"{settings} accepted none of the services we asked for "
-                           f"({', '.join(_service_name(uid) for uid, _ in contexts[:3])}): the PACS does not offer them"
-                           " to us")
+                problem = (
+                    f"{settings} accepted none of the services we asked for "
+                    f"({', '.join(_service_name(uid) for uid, _ in contexts[:3])}): the PACS does not offer them"
+                    " to us"
+                )
             elif any("ACSE timeout" in m for m in log.messages):
                 problem = f"{settings} did not answer the association request within {settings.timeout:g} s"
             elif settings.tls is None:
-                problem = (f"{settings} closed the connection during the association request (does it expect "
-                           "DICOM over TLS on this port? then give --tls-ca)")
+                problem = (
+                    f"{settings} closed the connection during the association request (does it expect "
+                    "DICOM over TLS on this port? then give --tls-ca)"
+                )
             else:
                 problem = f"{settings} closed the connection during the association request"
         raise PacsError(problem)
@@ -730,9 +747,11 @@ def _lost(settings: PacsSettings, assoc: Any, what: str) -> str:
     if how is None:
         return f"{settings} did not answer our {what} within {settings.timeout:g} s"
     logger.debug("%s ended the association during our %s: %s", settings, what, how)
-    return (f"{settings} ended the association instead of answering our {what} ({how}): the PACS may not allow "
-            f"AE {settings.calling_aet!r} to do this; add our AE title to its DICOM nodes with {what} allowed "
-            "(see docs/pacs.md)")
+    return (
+        f"{settings} ended the association instead of answering our {what} ({how}): the PACS may not allow "
+        f"AE {settings.calling_aet!r} to do this; add our AE title to its DICOM nodes with {what} allowed "
+        "(see docs/pacs.md)"
+    )
 
 
 def _status_text(service: str, status: Dataset) -> str:
@@ -783,9 +802,8 @@ def echo(settings: PacsSettings) -> float:
     Raises:
         PacsError: the PACS cannot be reached, rejects the association or answers with a failure.
     """
-    from pynetdicom.sop_class import Verification
-
     from pynetdicom import DEFAULT_TRANSFER_SYNTAXES
+    from pynetdicom.sop_class import Verification
 
     tick = time.perf_counter()
     with _associate(settings, [(Verification, DEFAULT_TRANSFER_SYNTAXES)]) as assoc:
@@ -806,12 +824,14 @@ def _find_studies(settings: PacsSettings, assoc: Any, query: Query) -> list[Matc
 def _find_series(settings: PacsSettings, assoc: Any, studies: list[Match], modality: str | None) -> list[Match]:
     series: list[Match] = []
     for study in studies:
-        found = [_series_match(study, ds)
-                 for ds in _c_find(settings, assoc, _series_identifier(study.study_uid, modality))]
+        found = [
+            _series_match(study, ds) for ds in _c_find(settings, assoc, _series_identifier(study.study_uid, modality))
+        ]
         if modality:  # a PACS may ignore the filter: keep only what matches
             found = [m for m in found if modality in m.modalities]
-        series += sorted(found, key=lambda m: (m.series_number if m.series_number is not None else 1 << 30,
-                                               m.series_uid or ""))
+        series += sorted(
+            found, key=lambda m: (m.series_number if m.series_number is not None else 1 << 30, m.series_uid or "")
+        )
     return series
 
 
@@ -834,9 +854,8 @@ def find(settings: PacsSettings, query: Query, level: str = "STUDY") -> list[Mat
     Raises:
         PacsError: connection, association or C-FIND failure.
     """
-    from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind as FIND
-
     from pynetdicom import DEFAULT_TRANSFER_SYNTAXES
+    from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind as FIND
 
     level = _check_level(level)
     with _associate(settings, [(FIND, DEFAULT_TRANSFER_SYNTAXES)]) as assoc:
@@ -968,9 +987,14 @@ class Retrieved:
     def __str__(self) -> str:
         what = f"series {self.series_uid}" if self.series_uid else f"study {self.study_uid}"
         who = f" ({self.patient_id}, {self.study_date}{', ' + self.description if self.description else ''})"
-        stored = (f"{self.in_store} of {self.expected} instances in the store" if self.expected is not None
-                  else f"{self.in_store} instances of the study in the store")
-        sent = f"PACS: {self.completed} sent, {self.failed} failed" + (f", {self.warning} warnings" if self.warning else "")
+        stored = (
+            f"{self.in_store} of {self.expected} instances in the store"
+            if self.expected is not None
+            else f"{self.in_store} instances of the study in the store"
+        )
+        sent = f"PACS: {self.completed} sent, {self.failed} failed" + (
+            f", {self.warning} warnings" if self.warning else ""
+        )
         return f"{what}{who}: {stored} ({sent}){'; ' + self.error if self.error else ''}"
 
 
@@ -1015,12 +1039,15 @@ def _storage_contexts(limit: int) -> list[tuple[str, tuple[str, ...]]]:
 
 
 def _sub_operations(status: Dataset) -> tuple[int, int, int]:
-    return tuple(_int(status, k) or 0 for k in ("NumberOfCompletedSuboperations", "NumberOfFailedSuboperations",
-                                                 "NumberOfWarningSuboperations"))  # type: ignore[return-value]
+    return tuple(
+        _int(status, k) or 0
+        for k in ("NumberOfCompletedSuboperations", "NumberOfFailedSuboperations", "NumberOfWarningSuboperations")
+    )  # type: ignore[return-value]
 
 
-def _run_retrieval(settings: PacsSettings, assoc: Any, responses: Iterator[tuple[Dataset, Any]], item: Retrieved,
-                   service: str) -> None:
+def _run_retrieval(
+    settings: PacsSettings, assoc: Any, responses: Iterator[tuple[Dataset, Any]], item: Retrieved, service: str
+) -> None:
     final = None
     for status, _identifier in responses:
         if not status:
@@ -1101,16 +1128,20 @@ def retrieve(
     if method not in METHODS:
         raise InputError(f"retrieve method {method!r}: choose get (C-GET) or move (C-MOVE)")
     if query.empty:
-        raise InputError("give what to retrieve (study UID, patient, date, accession or modality): "
-                         "retrieve will not fetch the whole PACS")
+        raise InputError(
+            "give what to retrieve (study UID, patient, date, accession or modality): "
+            "retrieve will not fetch the whole PACS"
+        )
     if method == "get" and (move_destination or receive_port is not None):
         raise InputError("a move destination or receive port only applies to --method move")
     if method == "move":
         if receive_port is not None and move_destination:
             raise InputError("give either a move destination or a receive port, not both")
         if receive_port is None and not move_destination:
-            raise InputError("C-MOVE needs a destination: the AE title the PACS sends to (--move-dest) or a port "
-                             "where we receive (--receive-port)")
+            raise InputError(
+                "C-MOVE needs a destination: the AE title the PACS sends to (--move-dest) or a port "
+                "where we receive (--receive-port)"
+            )
         if move_destination:
             move_destination = _check_aet(move_destination, "move destination")
     if max_studies < 1:
@@ -1138,8 +1169,7 @@ def retrieve(
     destination = move_destination or ""
     if receive_port is not None:
         tls = settings.tls if settings.tls is not None and settings.tls.cert is not None else None
-        listener = Listener(None, spool, port=receive_port, aet=settings.calling_aet, bind=bind, tls=tls,
-                            forward=False)
+        listener = Listener(None, spool, port=receive_port, aet=settings.calling_aet, bind=bind, tls=tls, forward=False)
         destination = settings.calling_aet
     report = RetrieveReport(method=method, destination=destination or "us (C-GET)", spool=spool.folder)
     expected: dict[int, set[str] | None] = {}
@@ -1156,14 +1186,21 @@ def retrieve(
         if not studies:
             raise PacsError(f"no study on {settings} matches {query}")
         if len(studies) > max_studies:
-            raise InputError(f"{len(studies)} studies match {query}, more than --max-studies {max_studies}: "
-                             "narrow the query or raise the limit")
+            raise InputError(
+                f"{len(studies)} studies match {query}, more than --max-studies {max_studies}: "
+                "narrow the query or raise the limit"
+            )
         targets = _find_series(settings, assoc, studies, query.modality) if query.modality else studies
         if not targets:
             raise PacsError(f"no {query.modality} series on {settings} in the {len(studies)} studies matching {query}")
         for index, target in enumerate(targets):
-            item = Retrieved(target.study_uid, target.series_uid, target.patient_id, target.study_date,
-                             target.series_description or target.study_description)
+            item = Retrieved(
+                target.study_uid,
+                target.series_uid,
+                target.patient_id,
+                target.study_date,
+                target.series_description or target.study_description,
+            )
             report.items.append(item)
             try:
                 images = _c_find(settings, assoc, _image_identifier(target.study_uid, target.series_uid))
@@ -1180,8 +1217,13 @@ def retrieve(
             else:
                 responses = assoc.send_c_move(identifier, destination, MOVE)
             _run_retrieval(settings, assoc, responses, item, f"C-{method.upper()}")
-            logger.info("C-%s %s: the PACS sent %d, %d failed", method.upper(), target.series_uid or target.study_uid,
-                        item.completed, item.failed)
+            logger.info(
+                "C-%s %s: the PACS sent %d, %d failed",
+                method.upper(),
+                target.series_uid or target.study_uid,
+                item.completed,
+                item.failed,
+            )
             if uses_spool:
                 stowed = stowed + spool.flush(store)
     report.stow = stowed if uses_spool or stowed.total else None
@@ -1284,7 +1326,7 @@ class Listener:
 
     def start(self) -> Listener:
         """Listen (in background threads) until ``stop``; raise ``PacsError`` when the port is taken."""
-        from pynetdicom import ALL_TRANSFER_SYNTAXES, AE, AllStoragePresentationContexts, evt
+        from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
         from pynetdicom.sop_class import Verification
 
         from cardiac_mi.store import StowResult
@@ -1297,15 +1339,22 @@ class Listener:
         ae.add_supported_context(Verification)
         for context in AllStoragePresentationContexts:
             ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
-        handlers = [(evt.EVT_C_STORE, self._on_store), (evt.EVT_RELEASED, self._on_end),
-                    (evt.EVT_ABORTED, self._on_end)]
+        handlers = [
+            (evt.EVT_C_STORE, self._on_store),
+            (evt.EVT_RELEASED, self._on_end),
+            (evt.EVT_ABORTED, self._on_end),
+        ]
         try:
-            self._server = ae.start_server((self.bind, self.port), block=False, evt_handlers=handlers,
-                                           ssl_context=ssl_context)
+            self._server = ae.start_server(
+                (self.bind, self.port), block=False, evt_handlers=handlers, ssl_context=ssl_context
+            )
         except OSError as exc:
             if exc.errno in (errno.EADDRINUSE, errno.EACCES):
-                problem = ("the port is already in use" if exc.errno == errno.EADDRINUSE
-                           else "permission denied (ports below 1024 need privileges)")
+                problem = (
+                    "the port is already in use"
+                    if exc.errno == errno.EADDRINUSE
+                    else "permission denied (ports below 1024 need privileges)"
+                )
                 raise PacsError(f"cannot listen on {self.bind}:{self.port}: {problem}; choose another port") from None
             raise PacsError(f"cannot listen on {self.bind}:{self.port} ({exc.strerror or exc})") from None
         self.port = self._server.server_address[1]
@@ -1313,8 +1362,9 @@ class Listener:
         if self.forward:
             self._thread = threading.Thread(target=self._forward_loop, name="pacs-forward", daemon=True)
             self._thread.start()
-        logger.info("listening for C-STORE to AE %s on %s:%d%s", self.aet, self.bind, self.port,
-                    " (TLS)" if ssl_context else "")
+        logger.info(
+            "listening for C-STORE to AE %s on %s:%d%s", self.aet, self.bind, self.port, " (TLS)" if ssl_context else ""
+        )
         return self
 
     def flush(self) -> StowResult | None:
@@ -1327,8 +1377,9 @@ class Listener:
         except DicomStoreError as exc:
             left = len(self.spool.pending())
             self.last_error = str(exc)
-            logger.warning("%s; %d files wait in %s (retrying every %g s)", exc, left, self.spool.incoming,
-                           self.retry_interval)
+            logger.warning(
+                "%s; %d files wait in %s (retrying every %g s)", exc, left, self.spool.incoming, self.retry_interval
+            )
             return None
         self.last_error = None
         if result.total:
@@ -1390,8 +1441,10 @@ def _env(name: str) -> str | None:
 
 
 def _tls_from_args(args: argparse.Namespace) -> Tls | None:
-    paths = {name: getattr(args, f"tls_{name}") or _env(f"CARDIAC_MI_PACS_TLS_{name.upper()}")
-             for name in ("ca", "cert", "key")}
+    paths = {
+        name: getattr(args, f"tls_{name}") or _env(f"CARDIAC_MI_PACS_TLS_{name.upper()}")
+        for name in ("ca", "cert", "key")
+    }
     if not any(paths.values()):
         return None
     return Tls(**{name: Path(value) if value else None for name, value in paths.items()})
@@ -1417,8 +1470,14 @@ def settings_from_args(args: argparse.Namespace) -> PacsSettings:
 
 
 def _query_from_args(args: argparse.Namespace) -> Query:
-    return Query(patient_id=args.patient_id, patient_name=args.patient_name, study_uids=tuple(args.study or ()),
-                 accession=args.accession, date=args.date, modality=args.modality)
+    return Query(
+        patient_id=args.patient_id,
+        patient_name=args.patient_name,
+        study_uids=tuple(args.study or ()),
+        accession=args.accession,
+        date=args.date,
+        modality=args.modality,
+    )
 
 
 def _quiet_pynetdicom(args: argparse.Namespace) -> None:
@@ -1442,16 +1501,31 @@ def cmd_echo(args: argparse.Namespace) -> None:
 
 def _table(matches: list[Match]) -> str:
     series_level = any(m.level == "SERIES" for m in matches)
-    head = ["date", "patient ID", "patient name", "modality" if series_level else "modalities",
-            "series" if not series_level else "number", "instances", "description",
-            "series UID" if series_level else "study UID"]
-    rows = [[
-        m.study_date, m.patient_id, m.patient_name, ",".join(m.modalities),
-        str(m.series_number if series_level else m.series) if (m.series_number if series_level else m.series) is not None else "",
-        str(m.instances) if m.instances is not None else "",
-        (m.series_description if series_level else m.study_description)[:40],
-        (m.series_uid if series_level else m.study_uid) or "",
-    ] for m in matches]
+    head = [
+        "date",
+        "patient ID",
+        "patient name",
+        "modality" if series_level else "modalities",
+        "series" if not series_level else "number",
+        "instances",
+        "description",
+        "series UID" if series_level else "study UID",
+    ]
+    rows = [
+        [
+            m.study_date,
+            m.patient_id,
+            m.patient_name,
+            ",".join(m.modalities),
+            str(m.series_number if series_level else m.series)
+            if (m.series_number if series_level else m.series) is not None
+            else "",
+            str(m.instances) if m.instances is not None else "",
+            (m.series_description if series_level else m.study_description)[:40],
+            (m.series_uid if series_level else m.study_uid) or "",
+        ]
+        for m in matches
+    ]
     widths = [max(len(row[i]) for row in [head, *rows]) for i in range(len(head))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in [head, *rows])
 
@@ -1468,8 +1542,7 @@ def cmd_find(args: argparse.Namespace) -> None:
     series = args.level.upper() == "SERIES"
     if matches:
         what = "series" if series else "study" if len(matches) == 1 else "studies"
-        logger.info("%d %s on %s match%s %s", len(matches), what, settings, "es" if len(matches) == 1 else "",
-                    query)
+        logger.info("%d %s on %s match%s %s", len(matches), what, settings, "es" if len(matches) == 1 else "", query)
     else:
         logger.warning("no %s on %s matches %s", "series" if series else "study", settings, query)
 
@@ -1479,21 +1552,29 @@ def _move_destination(args: argparse.Namespace) -> str | None:
     if args.method != "move" or args.receive_port is not None or args.move_dest:
         return args.move_dest
     if args.studies:
-        raise InputError("C-MOVE into a --studies server needs --move-dest (its AE title as the PACS knows it) "
-                         "or --receive-port")
+        raise InputError(
+            "C-MOVE into a --studies server needs --move-dest (its AE title as the PACS knows it) or --receive-port"
+        )
     from cardiac_mi.orthanc import default_state_dir, running_orthanc
 
     state = args.state or default_state_dir()
     orthanc = running_orthanc(state)
     if orthanc is None:
-        raise InputError(f"the embedded Orthanc of state folder {state} is not running: start it with "
-                         f"`cardiac-mi serve --state {state} --orthanc-dicom-port PORT`")
+        raise InputError(
+            f"the embedded Orthanc of state folder {state} is not running: start it with "
+            f"`cardiac-mi serve --state {state} --orthanc-dicom-port PORT`"
+        )
     if not orthanc.dicom_port:
-        raise InputError(f"the embedded Orthanc of {state} runs without a DICOM port, so the PACS cannot C-MOVE "
-                         "into it: restart it with `cardiac-mi serve --orthanc-dicom-port PORT`, use --method get, "
-                         "or --receive-port")
-    logger.info("C-MOVE destination: the embedded Orthanc, AE %s on DICOM port %d (the PACS must know it)",
-                orthanc.aet, orthanc.dicom_port)
+        raise InputError(
+            f"the embedded Orthanc of {state} runs without a DICOM port, so the PACS cannot C-MOVE "
+            "into it: restart it with `cardiac-mi serve --orthanc-dicom-port PORT`, use --method get, "
+            "or --receive-port"
+        )
+    logger.info(
+        "C-MOVE destination: the embedded Orthanc, AE %s on DICOM port %d (the PACS must know it)",
+        orthanc.aet,
+        orthanc.dicom_port,
+    )
     return orthanc.aet
 
 
@@ -1509,12 +1590,23 @@ def cmd_retrieve(args: argparse.Namespace) -> None:
     store.ping()
     spool = _spool_from_args(args)
     try:
-        report = retrieve(settings, store, query, spool=spool, method=args.method, move_destination=destination,
-                          receive_port=args.receive_port, bind=args.bind, max_studies=args.max_studies)
+        report = retrieve(
+            settings,
+            store,
+            query,
+            spool=spool,
+            method=args.method,
+            move_destination=destination,
+            receive_port=args.receive_port,
+            bind=args.bind,
+            max_studies=args.max_studies,
+        )
     except DicomStoreError as exc:
         left = len(spool.pending())
-        raise PacsError(f"{exc}; {left} retrieved files wait in {spool.incoming}: send them with "
-                        "`cardiac-mi pacs flush` (same store flags) when the store is back") from None
+        raise PacsError(
+            f"{exc}; {left} retrieved files wait in {spool.incoming}: send them with "
+            "`cardiac-mi pacs flush` (same store flags) when the store is back"
+        ) from None
     for item in report.items:
         logger.info("%s", item)
     logger.info("%s: %s", store.url, report.summary())
@@ -1535,9 +1627,16 @@ def cmd_listen(args: argparse.Namespace) -> None:
     store = store_from_args(args)
     store.ping()
     spool = _spool_from_args(args)
-    listener = Listener(store, spool, port=_check_port(port, "listen port", allow_zero=True),
-                        aet=args.aet or _env("CARDIAC_MI_AET") or AE_TITLE, bind=args.bind, tls=_tls_from_args(args),
-                        allowed_aets=args.allow_aet or (), retry_interval=args.retry)
+    listener = Listener(
+        store,
+        spool,
+        port=_check_port(port, "listen port", allow_zero=True),
+        aet=args.aet or _env("CARDIAC_MI_AET") or AE_TITLE,
+        bind=args.bind,
+        tls=_tls_from_args(args),
+        allowed_aets=args.allow_aet or (),
+        retry_interval=args.retry,
+    )
     if spool.pending():
         logger.info("%d files left in %s from an earlier run: sending them first", len(spool.pending()), spool.folder)
     listener.start()
@@ -1546,12 +1645,17 @@ def cmd_listen(args: argparse.Namespace) -> None:
         logger.info("only this machine can send: give --bind 0.0.0.0 (or this host's address) for a remote PACS")
     logger.info("forwarding to %s; Ctrl-C stops", store.url)
     listener.serve_forever()
-    logger.info("stopped: %d instances received; %s", listener.received,
-                listener.forwarded.summary() if listener.forwarded is not None else "nothing forwarded")
+    logger.info(
+        "stopped: %d instances received; %s",
+        listener.received,
+        listener.forwarded.summary() if listener.forwarded is not None else "nothing forwarded",
+    )
     left = spool.pending()
     if left:
-        raise PacsError(f"{len(left)} received files could not be sent to {store.url} and wait in {spool.incoming}: "
-                        "run `cardiac-mi pacs flush` when the store is back")
+        raise PacsError(
+            f"{len(left)} received files could not be sent to {store.url} and wait in {spool.incoming}: "
+            "run `cardiac-mi pacs flush` when the store is back"
+        )
 
 
 def cmd_flush(args: argparse.Namespace) -> None:
@@ -1570,21 +1674,37 @@ def _add_connection(p: argparse.ArgumentParser) -> None:
     group = p.add_argument_group("PACS connection")
     group.add_argument("--host", help="PACS host name or address (default $CARDIAC_MI_PACS_HOST)")
     group.add_argument("--port", type=int, help=f"PACS DICOM port (default $CARDIAC_MI_PACS_PORT or {DEFAULT_PORT})")
-    group.add_argument("--pacs-aet", metavar="AET", help="the PACS's AE title, the called AE (default $CARDIAC_MI_PACS_AET)")
-    group.add_argument("--aet", metavar="AET",
-                       help=f"our AE title, as the PACS knows it (default $CARDIAC_MI_AET or {AE_TITLE})")
-    group.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
-                       help=f"seconds to wait for the connection and each answer (default {DEFAULT_TIMEOUT:g})")
+    group.add_argument(
+        "--pacs-aet", metavar="AET", help="the PACS's AE title, the called AE (default $CARDIAC_MI_PACS_AET)"
+    )
+    group.add_argument(
+        "--aet", metavar="AET", help=f"our AE title, as the PACS knows it (default $CARDIAC_MI_AET or {AE_TITLE})"
+    )
+    group.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT,
+        help=f"seconds to wait for the connection and each answer (default {DEFAULT_TIMEOUT:g})",
+    )
     _add_tls(group)
 
 
 def _add_tls(group: Any) -> None:
-    group.add_argument("--tls-ca", type=Path, metavar="PEM",
-                       help="DICOM over TLS: CA certificate(s) of the peer (default $CARDIAC_MI_PACS_TLS_CA)")
-    group.add_argument("--tls-cert", type=Path, metavar="PEM",
-                       help="DICOM over TLS: our certificate (default $CARDIAC_MI_PACS_TLS_CERT)")
-    group.add_argument("--tls-key", type=Path, metavar="PEM",
-                       help="DICOM over TLS: our private key (default $CARDIAC_MI_PACS_TLS_KEY)")
+    group.add_argument(
+        "--tls-ca",
+        type=Path,
+        metavar="PEM",
+        help="DICOM over TLS: CA certificate(s) of the peer (default $CARDIAC_MI_PACS_TLS_CA)",
+    )
+    group.add_argument(
+        "--tls-cert",
+        type=Path,
+        metavar="PEM",
+        help="DICOM over TLS: our certificate (default $CARDIAC_MI_PACS_TLS_CERT)",
+    )
+    group.add_argument(
+        "--tls-key", type=Path, metavar="PEM", help="DICOM over TLS: our private key (default $CARDIAC_MI_PACS_TLS_KEY)"
+    )
 
 
 def _add_query(p: argparse.ArgumentParser) -> None:
@@ -1593,8 +1713,9 @@ def _add_query(p: argparse.ArgumentParser) -> None:
     group.add_argument("--patient-name", help="PatientName, e.g. DOE^JANE or DOE*")
     group.add_argument("--study", action="append", metavar="UID", help="StudyInstanceUID (repeat for several)")
     group.add_argument("--accession", help="AccessionNumber")
-    group.add_argument("--date", help="StudyDate: YYYYMMDD, YYYYMMDD-YYYYMMDD, YYYYMMDD-, -YYYYMMDD or "
-                                      "YYYY-MM-DD..YYYY-MM-DD")
+    group.add_argument(
+        "--date", help="StudyDate: YYYYMMDD, YYYYMMDD-YYYYMMDD, YYYYMMDD-, -YYYYMMDD or YYYY-MM-DD..YYYY-MM-DD"
+    )
     group.add_argument("--modality", help="MR, CT, SEG, ...: studies that hold it; retrieve fetches only those series")
 
 
@@ -1603,18 +1724,26 @@ def _add_store(p: argparse.ArgumentParser) -> None:
 
     group = p.add_argument_group("the product's store (DICOMweb)")
     add_store_arguments(group)
-    group.add_argument("--spool", type=Path, metavar="DIR",
-                       help="where instances wait until the store has them (default STATE/pacs-spool)")
+    group.add_argument(
+        "--spool",
+        type=Path,
+        metavar="DIR",
+        help="where instances wait until the store has them (default STATE/pacs-spool)",
+    )
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add ``pacs echo|find|retrieve|listen|flush``."""
     description = "connect to a DIMSE PACS: C-ECHO, C-FIND, C-GET/C-MOVE into the product's store, C-STORE listener"
-    epilog = "environment (used when the option is not given):\n" + "\n".join(
-        f"  {name:26s} {text}" for name, text in ENVIRONMENT.items()) + "\nguide: docs/pacs.md"
+    epilog = (
+        "environment (used when the option is not given):\n"
+        + "\n".join(f"  {name:26s} {text}" for name, text in ENVIRONMENT.items())
+        + "\nguide: docs/pacs.md"
+    )
     formatter = argparse.RawDescriptionHelpFormatter
-    p = subparsers.add_parser("pacs", help=description, description=description, epilog=epilog,
-                              formatter_class=formatter)
+    p = subparsers.add_parser(
+        "pacs", help=description, description=description, epilog=epilog, formatter_class=formatter
+    )
     actions = p.add_subparsers(dest="pacs_command", required=True, metavar="ACTION")
 
     def action(name: str, func: Callable[[argparse.Namespace], None], text: str) -> argparse.ArgumentParser:
@@ -1631,30 +1760,51 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     q.add_argument("--level", type=str.upper, choices=LEVELS, default="STUDY", help="STUDY (default) or SERIES")
     q.add_argument("--json", action="store_true", help="print the matches as JSON")
 
-    q = action("retrieve", cmd_retrieve, "fetch matching studies (or series of --modality) from the PACS into the "
-                                         "product's store, through the spool")
+    q = action(
+        "retrieve",
+        cmd_retrieve,
+        "fetch matching studies (or series of --modality) from the PACS into the product's store, through the spool",
+    )
     _add_connection(q)
     _add_query(q)
-    q.add_argument("--method", choices=METHODS, default="get",
-                   help="get: C-GET, no listening port needed (default); move: C-MOVE to --move-dest or --receive-port")
-    q.add_argument("--move-dest", metavar="AET",
-                   help="C-MOVE destination AE title the PACS knows (default: the embedded Orthanc's AE)")
-    q.add_argument("--receive-port", type=int, metavar="PORT",
-                   help="C-MOVE to us: listen on PORT as --aet while the move runs (the PACS must know that AE)")
+    q.add_argument(
+        "--method",
+        choices=METHODS,
+        default="get",
+        help="get: C-GET, no listening port needed (default); move: C-MOVE to --move-dest or --receive-port",
+    )
+    q.add_argument(
+        "--move-dest",
+        metavar="AET",
+        help="C-MOVE destination AE title the PACS knows (default: the embedded Orthanc's AE)",
+    )
+    q.add_argument(
+        "--receive-port",
+        type=int,
+        metavar="PORT",
+        help="C-MOVE to us: listen on PORT as --aet while the move runs (the PACS must know that AE)",
+    )
     q.add_argument("--bind", default="127.0.0.1", help="address of --receive-port (default 127.0.0.1)")
-    q.add_argument("--max-studies", type=int, default=DEFAULT_MAX_STUDIES,
-                   help=f"refuse queries matching more studies (default {DEFAULT_MAX_STUDIES})")
+    q.add_argument(
+        "--max-studies",
+        type=int,
+        default=DEFAULT_MAX_STUDIES,
+        help=f"refuse queries matching more studies (default {DEFAULT_MAX_STUDIES})",
+    )
     _add_store(q)
 
     q = action("listen", cmd_listen, "C-STORE listener: receive studies and forward them to the product's store")
     q.add_argument("--listen-port", type=int, metavar="PORT", help="port (default $CARDIAC_MI_LISTEN_PORT)")
-    q.add_argument("--bind", default="127.0.0.1",
-                   help="address to listen on (default 127.0.0.1; 0.0.0.0 for every interface)")
+    q.add_argument(
+        "--bind", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 for every interface)"
+    )
     q.add_argument("--aet", metavar="AET", help=f"our AE title (default $CARDIAC_MI_AET or {AE_TITLE})")
-    q.add_argument("--allow-aet", action="append", metavar="AET",
-                   help="accept only these calling AE titles (repeat; default: any)")
-    q.add_argument("--retry", type=float, default=30.0,
-                   help="seconds between attempts while the store is down (default 30)")
+    q.add_argument(
+        "--allow-aet", action="append", metavar="AET", help="accept only these calling AE titles (repeat; default: any)"
+    )
+    q.add_argument(
+        "--retry", type=float, default=30.0, help="seconds between attempts while the store is down (default 30)"
+    )
     _add_tls(q.add_argument_group("DICOM over TLS (our certificate; --tls-ca requires the senders' certificates)"))
     _add_store(q)
 

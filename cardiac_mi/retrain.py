@@ -139,8 +139,9 @@ def _case_id(image_id: str, taken: set[str]) -> str:
     return case_id
 
 
-def _split_train_val(categories: dict[str, str], val_fraction: float, seed: int,
-                     min_val: int = 1, fixed: Mapping[str, str] | None = None) -> tuple[dict[str, str], bool]:
+def _split_train_val(
+    categories: dict[str, str], val_fraction: float, seed: int, min_val: int = 1, fixed: Mapping[str, str] | None = None
+) -> tuple[dict[str, str], bool]:
     """``({case_id: "train" | "val"}, validated_on_training)``; one case is both (returned True).
 
     ``fixed`` cases keep their split (``train`` or ``val``: the served model's training cases and the
@@ -232,8 +233,14 @@ def prepare_pairs(
         label = validate_label(read_image(label_path), image, label_path, image_path)
         if not myocardium_mask(label.array).any():
             logger.warning("%s: label has no myocardium; pair skipped", label_path)
-            skipped.append({"image_id": image_id, "image": str(image_path), "label": str(label_path),
-                            "reason": "no myocardium in the label"})  # fmt: skip
+            skipped.append(
+                {
+                    "image_id": image_id,
+                    "image": str(image_path),
+                    "label": str(label_path),
+                    "reason": "no myocardium in the label",
+                }
+            )
             continue
         case_id = _case_id(image_id, taken)
         group = "N" if case_category(label.array) == "normal" else "P"
@@ -244,8 +251,13 @@ def prepare_pairs(
         raise InputError(f"none of the {len(pairs)} labels holds myocardium: nothing to train on")
 
     fixed = {c: (fixed_split or {}).get(sources[c][2]) for c in infos}
-    split, on_training = _split_train_val({c: i["category"] for c, i in infos.items()}, val_fraction, seed,
-                                          min_val_cases, {c: s for c, s in fixed.items() if s})
+    split, on_training = _split_train_val(
+        {c: i["category"] for c, i in infos.items()},
+        val_fraction,
+        seed,
+        min_val_cases,
+        {c: s for c, s in fixed.items() if s},
+    )
     rows: list[dict] = []
     for case_id, case_rows in rows_by_case.items():
         infos[case_id]["split"] = "train+val" if on_training else split[case_id]
@@ -261,10 +273,16 @@ def prepare_pairs(
         "out": str(out),
         "manifest": str(manifest),
         "cases": {
-            c: {"image_id": sources[c][2], "image": str(sources[c][0]), "label": str(sources[c][1]),
-                "split": infos[c]["split"], "category": infos[c]["category"], "slices": infos[c]["n_slices"]}
+            c: {
+                "image_id": sources[c][2],
+                "image": str(sources[c][0]),
+                "label": str(sources[c][1]),
+                "split": infos[c]["split"],
+                "category": infos[c]["category"],
+                "slices": infos[c]["n_slices"],
+            }
             for c in infos
-        },  # fmt: skip
+        },
         "train_cases": train_cases,
         "val_cases": val_cases,
         "slices": {
@@ -276,8 +294,11 @@ def prepare_pairs(
     }
     logger.info(
         "prepared %d labelled cases (%d train, %d val slices) in %s",
-        len(infos), result["slices"]["train"], result["slices"]["val"], out,
-    )  # fmt: skip
+        len(infos),
+        result["slices"]["train"],
+        result["slices"]["val"],
+        out,
+    )
     return result
 
 
@@ -444,7 +465,9 @@ def _copy_atomic(source: Path, target: Path) -> None:
             os.fsync(fh.fileno())
 
 
-def _decide(policy: str, new_score: float | None, current_score: float | None, current_exists: bool) -> tuple[bool, str]:
+def _decide(
+    policy: str, new_score: float | None, current_score: float | None, current_exists: bool
+) -> tuple[bool, str]:
     if policy == "never":
         return False, "policy 'never': trained and scored only"
     if policy == "review":
@@ -598,8 +621,9 @@ def _series(count: int) -> str:
     return f"{count} labelled series" if count != 1 else "1 labelled series"
 
 
-def publish_problem(stats: Mapping[str, Any], models_dir: str | os.PathLike,
-                    min_val_cases: int = MIN_VALIDATION_CASES) -> str | None:
+def publish_problem(
+    stats: Mapping[str, Any], models_dir: str | os.PathLike, min_val_cases: int = MIN_VALIDATION_CASES
+) -> str | None:
     """Why the run of ``stats`` may not replace the served model (a message for the clinician), or None.
 
     A new model is publishable only when it was validated on at least ``min_val_cases`` labelled cases
@@ -610,27 +634,37 @@ def publish_problem(stats: Mapping[str, Any], models_dir: str | os.PathLike,
     cases = stats.get("cases") or {}
     n_val, n_train = int(cases.get("val") or 0), int(cases.get("train") or 0)
     if cases.get("validation") == "training_case":
-        return (f"Not published: the new model was checked only on the series it was trained on ({_series(n_train)}), "
-                f"which says nothing about new patients. Publishing needs at least {min_val_cases} labelled series "
-                f"held out of training for validation: label {max(1, min_val_cases + 1 - n_train)} more series, "
-                "then press Update Model again.")
+        return (
+            f"Not published: the new model was checked only on the series it was trained on ({_series(n_train)}), "
+            f"which says nothing about new patients. Publishing needs at least {min_val_cases} labelled series "
+            f"held out of training for validation: label {max(1, min_val_cases + 1 - n_train)} more series, "
+            "then press Update Model again."
+        )
     if n_val < min_val_cases:
-        return (f"Not published: only {_series(n_val)} was held out of training for validation; publishing needs at "
-                f"least {min_val_cases}. Label {min_val_cases - n_val} more series, then press Update Model again.")
+        return (
+            f"Not published: only {_series(n_val)} was held out of training for validation; publishing needs at "
+            f"least {min_val_cases}. Label {min_val_cases - n_val} more series, then press Update Model again."
+        )
     served = served_entry(models_dir)
     overlap = sorted(set(stats.get("val_image_ids") or []) & set((served or {}).get("train_image_ids") or []))
     if overlap:
-        return (f"Not published: the served model was trained on validation series {', '.join(overlap)}, so the "
-                "comparison is not fair. Press Update Model again: those series now stay in training.")
+        return (
+            f"Not published: the served model was trained on validation series {', '.join(overlap)}, so the "
+            "comparison is not fair. Press Update Model again: those series now stay in training."
+        )
     if stats.get("val_dice_after") is None or (stats.get("init") and stats.get("val_dice_before") is None):
         return "Not published: the new model has no validation score (see the server log), so it cannot be compared."
     candidate = Path(str(stats.get("best_checkpoint") or ""))
     if not candidate.is_file():
-        return (f"Not published: the new model's file {candidate} is gone (its run folder was removed). Press "
-                "Update Model again.")
+        return (
+            f"Not published: the new model's file {candidate} is gone (its run folder was removed). Press "
+            "Update Model again."
+        )
     if stats.get("init_sha256", _sha256(models_dir / CHECKPOINT)) != _sha256(models_dir / CHECKPOINT):
-        return ("Not published: the served model changed after this run compared against it (another model was "
-                "published or rolled back), so its before/after figures no longer hold. Press Update Model again.")
+        return (
+            "Not published: the served model changed after this run compared against it (another model was "
+            "published or rolled back), so its before/after figures no longer hold. Press Update Model again."
+        )
     return None
 
 
@@ -648,8 +682,9 @@ def _save_stats(models_dir: Path, stats: Mapping[str, Any]) -> None:
     _write_json(models_dir / STATS_FILE, stats)
 
 
-def publish_reviewed(models_dir: str | os.PathLike, run: str | None = None, user: str = "",
-                     min_val_cases: int = MIN_VALIDATION_CASES) -> dict:
+def publish_reviewed(
+    models_dir: str | os.PathLike, run: str | None = None, user: str = "", min_val_cases: int = MIN_VALIDATION_CASES
+) -> dict:
     """Publish the last run's model after a person looked at its figures (``run``: the run folder's name they
     saw; a newer run is refused). The served model is kept as ``segmentation.prev.pt`` (:func:`rollback`).
 
@@ -664,12 +699,15 @@ def publish_reviewed(models_dir: str | os.PathLike, run: str | None = None, user
     models_dir = Path(models_dir)
     stats = read_stats(models_dir)
     if not stats.get("best_checkpoint"):
-        raise PublishRefused("Nothing to publish: no training run has finished on this server yet. Press Update "
-                             "Model first.")
+        raise PublishRefused(
+            "Nothing to publish: no training run has finished on this server yet. Press Update Model first."
+        )
     name = Path(str(stats.get("run_dir") or "")).name
     if run is not None and run != name:
-        raise PublishRefused("Not published: another training run finished after these figures were shown. Look at "
-                             "its figures, then publish again.")
+        raise PublishRefused(
+            "Not published: another training run finished after these figures were shown. Look at "
+            "its figures, then publish again."
+        )
     target = models_dir / CHECKPOINT
     if _sha256(Path(stats["best_checkpoint"])) == _sha256(target):
         raise PublishRefused("This model is already the served model.")
@@ -677,24 +715,50 @@ def publish_reviewed(models_dir: str | os.PathLike, run: str | None = None, user
     if problem:
         raise PublishRefused(problem)
     previous_sha = _sha256(target)
-    outcome = publish(stats["best_checkpoint"], models_dir, policy="always", new_score=stats["val_dice_after"],
-                      current_score=stats.get("val_dice_before"))
+    outcome = publish(
+        stats["best_checkpoint"],
+        models_dir,
+        policy="always",
+        new_score=stats["val_dice_after"],
+        current_score=stats.get("val_dice_before"),
+    )
     reason = f"published after review by {user or 'a user'}: {_figures(stats)}"
-    stats = {**stats, "published": True, "reason": reason, "review": "published", "published_at": _now(),
-             "published_by": user, "previous": outcome["previous"]}
+    stats = {
+        **stats,
+        "published": True,
+        "reason": reason,
+        "review": "published",
+        "published_at": _now(),
+        "published_by": user,
+        "previous": outcome["previous"],
+    }
     _save_stats(models_dir, stats)
-    _log_published(models_dir, {
-        "action": "publish", "by": user, "sha256": _sha256(target), "replaced_sha256": previous_sha,
-        "run_dir": stats.get("run_dir"), "train_image_ids": stats.get("train_image_ids") or [],
-        "val_image_ids": stats.get("val_image_ids") or [], "val_dice_before": stats.get("val_dice_before"),
-        "val_dice_after": stats.get("val_dice_after"),
-    })  # fmt: skip
+    _log_published(
+        models_dir,
+        {
+            "action": "publish",
+            "by": user,
+            "sha256": _sha256(target),
+            "replaced_sha256": previous_sha,
+            "run_dir": stats.get("run_dir"),
+            "train_image_ids": stats.get("train_image_ids") or [],
+            "val_image_ids": stats.get("val_image_ids") or [],
+            "val_dice_before": stats.get("val_dice_before"),
+            "val_dice_after": stats.get("val_dice_after"),
+        },
+    )
     logger.info("%s", reason)
-    return {"published": True, "run": name, "val_dice_before": stats.get("val_dice_before"),
-            "val_dice_after": stats["val_dice_after"], "val_cases": stats["cases"]["val"],
-            "val_image_ids": stats.get("val_image_ids") or [], "previous": outcome["previous"] is not None,
-            "message": f"The new model is served now ({_figures(stats)}). The previous model is kept: Roll back "
-                       "returns to it."}  # fmt: skip
+    return {
+        "published": True,
+        "run": name,
+        "val_dice_before": stats.get("val_dice_before"),
+        "val_dice_after": stats["val_dice_after"],
+        "val_cases": stats["cases"]["val"],
+        "val_image_ids": stats.get("val_image_ids") or [],
+        "previous": outcome["previous"] is not None,
+        "message": f"The new model is served now ({_figures(stats)}). The previous model is kept: Roll back "
+        "returns to it.",
+    }
 
 
 def rollback(models_dir: str | os.PathLike, user: str = "") -> dict:
@@ -729,11 +793,15 @@ def rollback(models_dir: str | os.PathLike, user: str = "") -> dict:
     stats = read_stats(models_dir)
     if stats.get("published") and stats.get("best_checkpoint") and _sha256(Path(stats["best_checkpoint"])) == replaced:
         _save_stats(models_dir, {**stats, "review": "rolled_back", "rolled_back_at": _now(), "rolled_back_by": user})
-    logger.info("rolled back %s to the previous model (%s, replacing %s) by %s", target, restored, replaced,
-                user or "a user")  # fmt: skip
-    return {"rolled_back": True, "sha256": restored, "replaced_sha256": replaced,
-            "message": "The previous model is served again. The model it replaced is kept: Roll back again returns "
-                       "to it."}  # fmt: skip
+    logger.info(
+        "rolled back %s to the previous model (%s, replacing %s) by %s", target, restored, replaced, user or "a user"
+    )
+    return {
+        "rolled_back": True,
+        "sha256": restored,
+        "replaced_sha256": replaced,
+        "message": "The previous model is served again. The model it replaced is kept: Roll back again returns to it.",
+    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -780,28 +848,38 @@ class RetrainConfig:
         """Raise :class:`InputError` naming the first bad setting."""
         self.synthetic_ratio = _check_ratio(self.synthetic_ratio)
         checks = [
-            (self.synthetic_slices is None or self.synthetic_slices >= 1,
-             f"synthetic_slices must be at least 1, got {self.synthetic_slices}"),
-            (self.synthetic_mode in SYNTHETIC_MODES,
-             f"unknown synthetic_mode {self.synthetic_mode!r}; choose from {', '.join(SYNTHETIC_MODES)}"),
+            (
+                self.synthetic_slices is None or self.synthetic_slices >= 1,
+                f"synthetic_slices must be at least 1, got {self.synthetic_slices}",
+            ),
+            (
+                self.synthetic_mode in SYNTHETIC_MODES,
+                f"unknown synthetic_mode {self.synthetic_mode!r}; choose from {', '.join(SYNTHETIC_MODES)}",
+            ),
             (self.max_epochs >= 1, f"max_epochs must be at least 1, got {self.max_epochs}"),
-            (self.max_steps_per_epoch is None or self.max_steps_per_epoch >= 1,
-             f"max_steps_per_epoch must be at least 1, got {self.max_steps_per_epoch}"),
+            (
+                self.max_steps_per_epoch is None or self.max_steps_per_epoch >= 1,
+                f"max_steps_per_epoch must be at least 1, got {self.max_steps_per_epoch}",
+            ),
             (self.batch_size >= 1, f"batch_size must be at least 1, got {self.batch_size}"),
             (math.isfinite(self.lr) and self.lr > 0, f"learning rate must be positive, got {self.lr}"),
-            (math.isfinite(self.val_fraction) and 0 < self.val_fraction < 1,
-             f"val_fraction must lie strictly between 0 and 1, got {self.val_fraction}"),
+            (
+                math.isfinite(self.val_fraction) and 0 < self.val_fraction < 1,
+                f"val_fraction must lie strictly between 0 and 1, got {self.val_fraction}",
+            ),
             (self.seed >= 0, f"seed must be non-negative, got {self.seed}"),
-            (self.publish in PUBLISH_POLICIES,
-             f"unknown publish policy {self.publish!r}; choose from {', '.join(PUBLISH_POLICIES)}"),
-        ]  # fmt: skip
+            (
+                self.publish in PUBLISH_POLICIES,
+                f"unknown publish policy {self.publish!r}; choose from {', '.join(PUBLISH_POLICIES)}",
+            ),
+        ]
         for ok, message in checks:
             if not ok:
                 raise InputError(message)
 
 
 def _now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
 
 
 def _dice_by_class(metrics: Mapping | None) -> dict | None:
@@ -864,9 +942,17 @@ def retrain(
     models_dir, run_dir = Path(models_dir), Path(run_dir)
     if run_dir.exists() and any(run_dir.iterdir()):
         raise InputError(f"{run_dir}: run folder already in use; choose a new one")
-    progress = {"state": "running", "phase": "preparing", "started": _now(), "started_local": _local_now(),
-                "pid": os.getpid(), "run_dir": str(run_dir), "train_dir": str(run_dir / "train"),
-                "epochs": config.max_epochs, "min_validation_cases": MIN_VALIDATION_CASES}  # fmt: skip
+    progress = {
+        "state": "running",
+        "phase": "preparing",
+        "started": _now(),
+        "started_local": _local_now(),
+        "pid": os.getpid(),
+        "run_dir": str(run_dir),
+        "train_dir": str(run_dir / "train"),
+        "epochs": config.max_epochs,
+        "min_validation_cases": MIN_VALIDATION_CASES,
+    }
     write_progress(models_dir, progress)
     try:
         stats = _retrain(pairs, models_dir, run_dir, config, progress, TrainConfig, train)
@@ -874,8 +960,17 @@ def retrain(
         message = str(exc) if isinstance(exc, InputError) else f"unexpected error ({type(exc).__name__}: {exc})"
         write_progress(models_dir, {**progress, "state": "failed", "finished": _now(), "message": message})
         raise
-    write_progress(models_dir, {**progress, "state": "done", "phase": "done", "finished": stats["finished"],
-                                "published": stats["published"], "reason": stats["reason"]})  # fmt: skip
+    write_progress(
+        models_dir,
+        {
+            **progress,
+            "state": "done",
+            "phase": "done",
+            "finished": stats["finished"],
+            "published": stats["published"],
+            "reason": stats["reason"],
+        },
+    )
     return stats
 
 
@@ -888,11 +983,20 @@ def _retrain(pairs, models_dir: Path, run_dir: Path, config: RetrainConfig, prog
     current_sha = _sha256(current)
     timings: dict[str, float] = {}
 
-    real = prepare_pairs(pairs, run_dir / "real", val_fraction=config.val_fraction, seed=config.seed,
-                         min_val_cases=MIN_VALIDATION_CASES, fixed_split=_fixed_split(models_dir))  # fmt: skip
+    real = prepare_pairs(
+        pairs,
+        run_dir / "real",
+        val_fraction=config.val_fraction,
+        seed=config.seed,
+        min_val_cases=MIN_VALIDATION_CASES,
+        fixed_split=_fixed_split(models_dir),
+    )
     timings["prepare"] = time.perf_counter() - tick
-    progress["cases"] = {"train": len(real["train_cases"]), "val": len(real["val_cases"]),
-                         "validation": real["validation"]}  # fmt: skip
+    progress["cases"] = {
+        "train": len(real["train_cases"]),
+        "val": len(real["val_cases"]),
+        "validation": real["validation"],
+    }
     synthetic = None
     n_syn = 0
     if config.synthetic_ratio > 0:
@@ -900,9 +1004,13 @@ def _retrain(pairs, models_dir: Path, run_dir: Path, config: RetrainConfig, prog
         wanted = config.synthetic_slices or synthetic_count(real["slices"]["train"], config.synthetic_ratio)
         recipients = [real["cases"][c]["label"] for c in real["train_cases"]]
         synthetic = synthesize_slices(
-            wanted, run_dir / "synthetic", seed=config.seed, checkpoint=config.gan_checkpoint,
-            mode=config.synthetic_mode, recipients=recipients,
-        )  # fmt: skip
+            wanted,
+            run_dir / "synthetic",
+            seed=config.seed,
+            checkpoint=config.gan_checkpoint,
+            mode=config.synthetic_mode,
+            recipients=recipients,
+        )
         n_syn = synthetic["slices"]
     timings["synthesize"] = time.perf_counter() - tick - sum(timings.values())
     data = training_sources(real["out"], synthetic["folder"] if synthetic else None, config.synthetic_ratio)
@@ -910,11 +1018,19 @@ def _retrain(pairs, models_dir: Path, run_dir: Path, config: RetrainConfig, prog
 
     settings = _init_settings(init) if init is not None else {"loss": "ce+dice", "channels": (8, 16, 32, 64, 96, 128)}
     train_config = TrainConfig(
-        task="segmentation", data=data, out=str(run_dir / "train"), epochs=config.max_epochs,
-        batch_size=config.batch_size, lr=config.lr, seed=config.seed,
-        init=None if init is None else str(init), max_steps_per_epoch=config.max_steps_per_epoch,
-        device=config.device, progress=False, **settings,
-    )  # fmt: skip
+        task="segmentation",
+        data=data,
+        out=str(run_dir / "train"),
+        epochs=config.max_epochs,
+        batch_size=config.batch_size,
+        lr=config.lr,
+        seed=config.seed,
+        init=None if init is None else str(init),
+        max_steps_per_epoch=config.max_steps_per_epoch,
+        device=config.device,
+        progress=False,
+        **settings,
+    )
     write_progress(models_dir, {**progress, "phase": "training"})
     summary = train(train_config)
     timings["train"] = time.perf_counter() - tick - sum(timings.values())
@@ -935,8 +1051,9 @@ def _retrain(pairs, models_dir: Path, run_dir: Path, config: RetrainConfig, prog
         },
         "image_ids": sorted(c["image_id"] for c in real["cases"].values()),
         "train_image_ids": sorted(image_id[c] for c in real["train_cases"]),
-        "val_image_ids": ([] if real["validation"] == "training_case"
-                          else sorted(image_id[c] for c in real["val_cases"])),
+        "val_image_ids": (
+            [] if real["validation"] == "training_case" else sorted(image_id[c] for c in real["val_cases"])
+        ),
         "slices": {"real_train": real["slices"]["train"], "real_val": real["slices"]["val"], "synthetic": n_syn},
         "synthetic_ratio": config.synthetic_ratio,
         "sampling_weights": {"real": weights[0], "synthetic": weights[1]},
@@ -947,8 +1064,10 @@ def _retrain(pairs, models_dir: Path, run_dir: Path, config: RetrainConfig, prog
         "best_epoch": summary["best_epoch"],
         "val_dice_before": before,
         "val_dice_after": after,
-        "val_dice_by_class": {"before": _dice_by_class(summary["init_metrics"]),
-                              "after": _dice_by_class(summary["best_metrics"])},  # fmt: skip
+        "val_dice_by_class": {
+            "before": _dice_by_class(summary["init_metrics"]),
+            "after": _dice_by_class(summary["best_metrics"]),
+        },
         "init": None if init is None else str(init),
         "init_sha256": current_sha,
         "run_dir": str(run_dir),
@@ -964,40 +1083,64 @@ def _retrain(pairs, models_dir: Path, run_dir: Path, config: RetrainConfig, prog
         logger.info("not publishing %s: %s", summary["best_checkpoint"], problem)
     else:
         outcome = publish(
-            summary["best_checkpoint"], models_dir, policy=config.publish, new_score=after,
-            current_score=before, expected_sha256=current_sha,
-        )  # fmt: skip
+            summary["best_checkpoint"],
+            models_dir,
+            policy=config.publish,
+            new_score=after,
+            current_score=before,
+            expected_sha256=current_sha,
+        )
     if config.publish == "review":
-        outcome["reason"] = problem or (f"waiting for review: {_figures(stats)}; publish it from the viewer's Active "
-                                        "Learning tab (or POST /viewer/training/publish)")
+        outcome["reason"] = problem or (
+            f"waiting for review: {_figures(stats)}; publish it from the viewer's Active "
+            "Learning tab (or POST /viewer/training/publish)"
+        )
     timings["publish"] = time.perf_counter() - tick - sum(timings.values())
-    stats.update({
-        "finished": _now(),
-        "duration_s": round(time.perf_counter() - tick, 1),
-        "timings_s": {k: round(v, 2) for k, v in timings.items()},
-        "published": outcome["published"],
-        "reason": outcome["reason"],
-        "review": "published" if outcome["published"] else ("pending" if problem is None and config.publish == "review"
-                                                             else "not_publishable" if problem else None),
-        "publishable": problem is None,
-        "problem": problem,
-        "policy": config.publish,
-        "checkpoint": outcome["path"],
-        "previous": outcome["previous"],
-        "config": dataclasses.asdict(config),
-    })  # fmt: skip
+    stats.update(
+        {
+            "finished": _now(),
+            "duration_s": round(time.perf_counter() - tick, 1),
+            "timings_s": {k: round(v, 2) for k, v in timings.items()},
+            "published": outcome["published"],
+            "reason": outcome["reason"],
+            "review": "published"
+            if outcome["published"]
+            else (
+                "pending" if problem is None and config.publish == "review" else "not_publishable" if problem else None
+            ),
+            "publishable": problem is None,
+            "problem": problem,
+            "policy": config.publish,
+            "checkpoint": outcome["path"],
+            "previous": outcome["previous"],
+            "config": dataclasses.asdict(config),
+        }
+    )
     if outcome["published"]:
-        _log_published(models_dir, {
-            "action": "publish", "by": f"policy {config.publish}", "sha256": _sha256(current),
-            "replaced_sha256": current_sha, "run_dir": str(run_dir), "train_image_ids": stats["train_image_ids"],
-            "val_image_ids": stats["val_image_ids"], "val_dice_before": before, "val_dice_after": after,
-        })  # fmt: skip
+        _log_published(
+            models_dir,
+            {
+                "action": "publish",
+                "by": f"policy {config.publish}",
+                "sha256": _sha256(current),
+                "replaced_sha256": current_sha,
+                "run_dir": str(run_dir),
+                "train_image_ids": stats["train_image_ids"],
+                "val_image_ids": stats["val_image_ids"],
+                "val_dice_before": before,
+                "val_dice_after": after,
+            },
+        )
     _save_stats(models_dir, stats)
     logger.info(
         "retrained on %d cases + %d synthetic slices: val Dice %s -> %s; %s (%s)",
-        len(real["cases"]), n_syn, before, after, "published" if outcome["published"] else "not published",
+        len(real["cases"]),
+        n_syn,
+        before,
+        after,
+        "published" if outcome["published"] else "not published",
         outcome["reason"],
-    )  # fmt: skip
+    )
     return _plain(stats)
 
 

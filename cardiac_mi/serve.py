@@ -84,14 +84,14 @@ ENVIRONMENT = {
     "CARDIAC_MI_DICOMWEB_PASSWORD": "basic-auth password of the external DICOMweb server",
     "CARDIAC_MI_MODELS": "models folder (default: the repository's models/)",
     "CARDIAC_MI_ALLOWED_ORIGINS": "more browser origins allowed to use the server, comma-separated "
-                                  "(MONAI_LABEL_CORS_ORIGINS is read too)",
+    "(MONAI_LABEL_CORS_ORIGINS is read too)",
     "CARDIAC_MI_ARCHIVE_TIMEOUT": "seconds to wait for an answer of the archive (default 10)",
     "CARDIAC_MI_MAX_BODY_MB": "largest request body in MB (default 16; the next three for their routes)",
     "CARDIAC_MI_MAX_LABEL_MB": "largest label upload (/datastore/label, viewer saves) in MB (default 64)",
     "CARDIAC_MI_MAX_STOW_MB": "largest STOW-RS upload through the viewer's DICOMweb proxy in MB (default 256)",
     "CARDIAC_MI_MAX_MODEL_MB": "largest model upload (PUT /model/NAME) in MB (default 256)",
     "CARDIAC_MI_AUTH": "authentication: embedded (default: accounts of STATE/auth, `cardiac-mi users`), oidc "
-                       "(MONAI_LABEL_AUTH_REALM_URI, a Keycloak realm) or off",
+    "(MONAI_LABEL_AUTH_REALM_URI, a Keycloak realm) or off",
     "CARDIAC_MI_SESSION_MINUTES": "a browser session ends after this long without a request (default 480)",
 }
 AUTH_MODES = ("embedded", "oidc", "off")
@@ -218,8 +218,12 @@ class ServeHandle:
                 if not self.orthanc.exited:  # running, or stopped on purpose with orthanc.stop()
                     continue
                 restart = True
-                logger.error("Orthanc exited (status %s); last lines of %s:\n%s", self.orthanc.exit_status,
-                             self.orthanc.log_path, self.orthanc.log_tail(8))
+                logger.error(
+                    "Orthanc exited (status %s); last lines of %s:\n%s",
+                    self.orthanc.exit_status,
+                    self.orthanc.log_path,
+                    self.orthanc.log_tail(8),
+                )
             if time.monotonic() - started >= STABLE_S:
                 in_a_row = 0
             delay = RESTART_DELAYS_S[min(in_a_row, len(RESTART_DELAYS_S) - 1)]
@@ -238,8 +242,12 @@ class ServeHandle:
                     continue
                 restart = False
                 self.orthanc_restarts += 1
-                logger.info("Orthanc runs again (pid %s, restart %d) at %s", self.orthanc.pid, self.orthanc_restarts,
-                            self.orthanc.dicomweb_url)
+                logger.info(
+                    "Orthanc runs again (pid %s, restart %d) at %s",
+                    self.orthanc.pid,
+                    self.orthanc_restarts,
+                    self.orthanc.dicomweb_url,
+                )
 
     def stop(self, timeout: float = 20.0) -> None:
         """Stop MONAI Label (its whole process group), then Orthanc. Safe to call twice."""
@@ -295,16 +303,25 @@ def _upload_samples(orthanc: Any, state: Path) -> Any:
     logger.info("uploaded the sample studies in %.1f s: %s", time.perf_counter() - tick, result.summary())
     if result.refused:
         raise InputError(f"Orthanc refused {len(result.refused)} sample files (listed above); see {orthanc.log_path}")
-    record = {"uploaded": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "folders": [p.name for p in folders],
-              "summary": result.summary()}
+    record = {
+        "uploaded": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "folders": [p.name for p in folders],
+        "summary": result.summary(),
+    }
     write_text(marker, json.dumps(record, indent=2) + "\n")
     marker.chmod(0o600)  # lgemri.atomic gives the umask its import found, not the one serve set
     return result
 
 
-def _monailabel_env(user: str | None, password: str | None, cache: Path,
-                    origins: list[str] | None = None, auth: str = "off", state: Path | None = None,
-                    port: int = DEFAULT_PORT) -> dict[str, str]:
+def _monailabel_env(
+    user: str | None,
+    password: str | None,
+    cache: Path,
+    origins: list[str] | None = None,
+    auth: str = "off",
+    state: Path | None = None,
+    port: int = DEFAULT_PORT,
+) -> dict[str, str]:
     from cardiac_mi.viewer.login import AUTH_DIR_ENV, LOG_FILE_ENV, MODE_ENV
     from cardiac_mi.viewer.security import ORIGINS_ENV
 
@@ -315,8 +332,12 @@ def _monailabel_env(user: str | None, password: str | None, cache: Path,
     if origins:
         env[ORIGINS_ENV] = ",".join(origins)
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
-    for key in ("MONAI_LABEL_DICOMWEB_USERNAME", "MONAI_LABEL_DICOMWEB_PASSWORD",
-                "MONAI_LABEL_DATASTORE_USERNAME", "MONAI_LABEL_DATASTORE_PASSWORD"):
+    for key in (
+        "MONAI_LABEL_DICOMWEB_USERNAME",
+        "MONAI_LABEL_DICOMWEB_PASSWORD",
+        "MONAI_LABEL_DATASTORE_USERNAME",
+        "MONAI_LABEL_DATASTORE_PASSWORD",
+    ):
         env.pop(key, None)
     if user is not None and password is not None:
         env["MONAI_LABEL_DICOMWEB_USERNAME"] = env["MONAI_LABEL_DATASTORE_USERNAME"] = user
@@ -371,8 +392,9 @@ def _state_models(state: Path, shipped: Path) -> Path:
     return folder
 
 
-def _start_monailabel(handle: ServeHandle, *, host: str, port: int, models: Path, user: str | None,
-                      password: str | None, timeout: float) -> None:
+def _start_monailabel(
+    handle: ServeHandle, *, host: str, port: int, models: Path, user: str | None, password: str | None, timeout: float
+) -> None:
     from cardiac_mi.orthanc import port_in_use, wait_for_http
 
     if port_in_use(port):
@@ -382,36 +404,76 @@ def _start_monailabel(handle: ServeHandle, *, host: str, port: int, models: Path
     if (work / ".env").exists():
         raise InputError(f"{work / '.env'}: MONAI Label would read it and override the settings of serve; remove it")
     env = _monailabel_env(user, password, work / "dicom-cache", handle.origins, handle.auth, handle.state, port)
-    command = [sys.executable, "-m", "monailabel.main", "start_server", "--app", str(APP_DIR),
-               "--studies", handle.studies_url, "--conf", "models", str(models),
-               "--conf", "train_dir", str(handle.state / "train"),
-               "--host", host, "--port", str(port), "--log_config", str(_log_config(handle.state))]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "monailabel.main",
+        "start_server",
+        "--app",
+        str(APP_DIR),
+        "--studies",
+        handle.studies_url,
+        "--conf",
+        "models",
+        str(models),
+        "--conf",
+        "train_dir",
+        str(handle.state / "train"),
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--log_config",
+        str(_log_config(handle.state)),
+    ]
     # the viewer (cardiac_mi/viewer): MONAI Label's app with our OHIF configuration, proxy and save in front
     from cardiac_mi.viewer import UVICORN_APP
 
     command += ["--uvicorn_app", UVICORN_APP]
     handle.log_path = handle.state / "monailabel.log"
     handle._log_file = open(handle.log_path, "wb")  # noqa: SIM115 - closed in ServeHandle.stop()
-    logger.info("starting MONAI Label on %s (studies %s, models %s; log %s)", handle.url, handle.studies_url, models,
-                handle.log_path)
+    logger.info(
+        "starting MONAI Label on %s (studies %s, models %s; log %s)",
+        handle.url,
+        handle.studies_url,
+        models,
+        handle.log_path,
+    )
     try:
-        handle.process = subprocess.Popen(command, cwd=work, env=env, stdin=subprocess.DEVNULL, stdout=handle._log_file,
-                                          stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent)
+        handle.process = subprocess.Popen(
+            command,
+            cwd=work,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=handle._log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
     except OSError as exc:
         raise InputError(f"cannot run MONAI Label ({sys.executable}): {exc}") from None
     process = handle.process
     local = host if host not in ("0.0.0.0", "::", "") else "127.0.0.1"
     try:
         # with a login, /info/ answers 401 to a request without one: that answer means the app is up too
-        wait_for_http(f"http://{local}:{port}/info/", timeout=timeout, alive=lambda: process.poll() is None,
-                      expect=200 if handle.auth == "off" else 401, interval=0.25)
+        wait_for_http(
+            f"http://{local}:{port}/info/",
+            timeout=timeout,
+            alive=lambda: process.poll() is None,
+            expect=200 if handle.auth == "off" else 401,
+            interval=0.25,
+        )
     except ConnectionError:
         process.wait()
-        raise InputError(f"MONAI Label exited early (status {process.returncode}); last lines of "
-                         f"{handle.log_path}:\n{_tail(handle.log_path)}") from None
+        raise InputError(
+            f"MONAI Label exited early (status {process.returncode}); last lines of "
+            f"{handle.log_path}:\n{_tail(handle.log_path)}"
+        ) from None
     except TimeoutError:
-        raise InputError(f"MONAI Label did not answer {handle.url}/info/ within {timeout:g} s; last lines of "
-                         f"{handle.log_path}:\n{_tail(handle.log_path)}") from None
+        raise InputError(
+            f"MONAI Label did not answer {handle.url}/info/ within {timeout:g} s; last lines of "
+            f"{handle.log_path}:\n{_tail(handle.log_path)}"
+        ) from None
 
 
 def serve(options: Any, *, block: bool = True, start_timeout: float = START_TIMEOUT_S) -> ServeHandle | None:
@@ -421,10 +483,9 @@ def serve(options: Any, *, block: bool = True, start_timeout: float = START_TIME
     names; missing ones fall back to the ``CARDIAC_MI_*`` environment and the defaults).
     """
     from cardiac_mi.orthanc import default_state_dir
-    from lgemri.inference import default_models_dir
-
     from cardiac_mi.store import archive_timeout
     from cardiac_mi.viewer.security import body_limits
+    from lgemri.inference import default_models_dir
 
     os.umask(PRIVATE_UMASK)  # before anything is written or started: state files 0600, folders 0700
     archive_timeout(), body_limits()  # bad settings are an error now, not in the server's log later
@@ -441,8 +502,10 @@ def serve(options: Any, *, block: bool = True, start_timeout: float = START_TIME
     if auth not in AUTH_MODES:
         raise InputError(f"--auth {auth!r}: expected one of {', '.join(AUTH_MODES)}")
     if auth == "oidc" and not os.environ.get("MONAI_LABEL_AUTH_REALM_URI"):
-        raise InputError("--auth oidc needs $MONAI_LABEL_AUTH_REALM_URI, the realm of the OpenID provider "
-                         "(e.g. https://keycloak.hospital.org/realms/monailabel); see docs/deploy.md")
+        raise InputError(
+            "--auth oidc needs $MONAI_LABEL_AUTH_REALM_URI, the realm of the OpenID provider "
+            "(e.g. https://keycloak.hospital.org/realms/monailabel); see docs/deploy.md"
+        )
     if not 0 < port < 65536:
         raise InputError(f"--port {port} is not a TCP port (1-65535)")
     origins = _origins(options, host, port)
@@ -462,9 +525,20 @@ def serve(options: Any, *, block: bool = True, start_timeout: float = START_TIME
         # starts background jobs with it ignored.
         previous = {sig: signal.signal(sig, _raise_interrupt) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        handle = _start(options, state=state, port=port, host=host, studies=studies, user=user, password=password,
-                        models=models, no_samples=no_samples, start_timeout=start_timeout, origins=origins,
-                        auth=auth)
+        handle = _start(
+            options,
+            state=state,
+            port=port,
+            host=host,
+            studies=studies,
+            user=user,
+            password=password,
+            models=models,
+            no_samples=no_samples,
+            start_timeout=start_timeout,
+            origins=origins,
+            auth=auth,
+        )
         if not block:
             return handle
         _block(handle)
@@ -508,17 +582,34 @@ def _no_interrupts() -> Any:
             signal.signal(sig, handler)
 
 
-def _start(options: Any, *, state: Path, port: int, host: str, studies: str | None, user: str | None,
-           password: str | None, models: Path, no_samples: bool, start_timeout: float,
-           origins: list[str] | None = None, auth: str = "embedded") -> ServeHandle:
+def _start(
+    options: Any,
+    *,
+    state: Path,
+    port: int,
+    host: str,
+    studies: str | None,
+    user: str | None,
+    password: str | None,
+    models: Path,
+    no_samples: bool,
+    start_timeout: float,
+    origins: list[str] | None = None,
+    auth: str = "embedded",
+) -> ServeHandle:
     from cardiac_mi.orthanc import EmbeddedOrthanc, port_in_use
 
     if port_in_use(port):
         raise InputError(f"cannot start MONAI Label: port {port} is already in use; choose another with --port")
     tick = time.perf_counter()
     display_host = host if host not in ("0.0.0.0", "::", "") else "127.0.0.1"
-    handle = ServeHandle(state=state, url=f"http://{display_host}:{port}", studies_url=studies or "",
-                         origins=list(origins or []), auth=auth)
+    handle = ServeHandle(
+        state=state,
+        url=f"http://{display_host}:{port}",
+        studies_url=studies or "",
+        origins=list(origins or []),
+        auth=auth,
+    )
     if auth == "embedded":
         from cardiac_mi.auth import AuthError
 
@@ -548,8 +639,9 @@ def _start(options: Any, *, state: Path, port: int, host: str, studies: str | No
             user, password = handle.orthanc.user, handle.orthanc.password
             if not no_samples:
                 handle.uploaded = _upload_samples(handle.orthanc, state)
-        _start_monailabel(handle, host=host, port=port, models=models, user=user, password=password,
-                          timeout=start_timeout)
+        _start_monailabel(
+            handle, host=host, port=port, models=models, user=user, password=password, timeout=start_timeout
+        )
     except BaseException:
         with _no_interrupts():
             handle.stop()
@@ -560,21 +652,31 @@ def _start(options: Any, *, state: Path, port: int, host: str, studies: str | No
     logger.info("MONAI Label server: %s", handle.url)
     logger.info("OHIF viewer:        %s", handle.ohif_url)
     if handle.orthanc is not None:
-        logger.info("Orthanc explorer:   %s (user %s; password in %s)", handle.orthanc_explorer_url,
-                    handle.orthanc.user, handle.orthanc.credentials_path)
+        logger.info(
+            "Orthanc explorer:   %s (user %s; password in %s)",
+            handle.orthanc_explorer_url,
+            handle.orthanc.user,
+            handle.orthanc.credentials_path,
+        )
     logger.info("DICOMweb studies:   %s", handle.studies_url)
     logger.info("allowed origins:    %s (more with --allow-origin)", ", ".join(handle.origins))
     if auth == "embedded":
         logger.info("log in at:          %s (accounts: cardiac-mi users list --state %s)", handle.login_url, state)
         if handle.admin_password is not None:
-            logger.warning("first start of this state folder: created the account 'admin' with the password %s "
-                           "(kept in %s, readable only by you; change it with `cardiac-mi users passwd admin`)",
-                           handle.admin_password, handle.auth_store.admin_password_path)
+            logger.warning(
+                "first start of this state folder: created the account 'admin' with the password %s "
+                "(kept in %s, readable only by you; change it with `cardiac-mi users passwd admin`)",
+                handle.admin_password,
+                handle.auth_store.admin_password_path,
+            )
         elif handle.auth_store.admin_password_path.exists():
             logger.info("the generated password of 'admin' is in %s", handle.auth_store.admin_password_path)
     elif auth == "oidc":
-        logger.info("log in at:          %s (OpenID provider %s)", handle.login_url,
-                    os.environ.get("MONAI_LABEL_AUTH_REALM_URI"))
+        logger.info(
+            "log in at:          %s (OpenID provider %s)",
+            handle.login_url,
+            os.environ.get("MONAI_LABEL_AUTH_REALM_URI"),
+        )
     else:
         logger.warning("authentication is off (--auth off): whoever reaches %s has every role", handle.url)
     return handle
@@ -612,37 +714,67 @@ def cmd_serve(args: argparse.Namespace) -> None:
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add ``serve [--port] [--host] [--orthanc-port] [--orthanc-dicom-port] [--state] [--studies --user --password]
     [--models] [--no-samples] [--allow-origin URL ...]``."""
-    description = ("run the embedded Orthanc (DICOMweb) and the MONAI Label server with the cardiac_mi app "
-                   "and its OHIF viewer; Ctrl-C stops both")
+    description = (
+        "run the embedded Orthanc (DICOMweb) and the MONAI Label server with the cardiac_mi app "
+        "and its OHIF viewer; Ctrl-C stops both"
+    )
     epilog = "environment (used when the option is not given):\n" + "\n".join(
-        f"  {name:30s} {text}" for name, text in ENVIRONMENT.items())
-    p = subparsers.add_parser("serve", help=description, description=description, epilog=epilog,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+        f"  {name:30s} {text}" for name, text in ENVIRONMENT.items()
+    )
+    p = subparsers.add_parser(
+        "serve",
+        help=description,
+        description=description,
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--port", type=int, help="MONAI Label port (default $CARDIAC_MI_PORT or 8000)")
     p.add_argument("--host", help="MONAI Label address (default $CARDIAC_MI_HOST or 127.0.0.1)")
-    p.add_argument("--orthanc-port", type=int,
-                   help="embedded Orthanc HTTP port, loopback only (default $CARDIAC_MI_ORTHANC_PORT, or 8042 if free, "
-                        "else a free port; 0 picks a free one)")
-    p.add_argument("--orthanc-dicom-port", type=int,
-                   help="run Orthanc's DICOM server (C-STORE to AE CARDIACMI) on this port, reachable from the "
-                        "network (default $CARDIAC_MI_ORTHANC_DICOM_PORT, else off; 0 picks a free one)")
+    p.add_argument(
+        "--orthanc-port",
+        type=int,
+        help="embedded Orthanc HTTP port, loopback only (default $CARDIAC_MI_ORTHANC_PORT, or 8042 if free, "
+        "else a free port; 0 picks a free one)",
+    )
+    p.add_argument(
+        "--orthanc-dicom-port",
+        type=int,
+        help="run Orthanc's DICOM server (C-STORE to AE CARDIACMI) on this port, reachable from the "
+        "network (default $CARDIAC_MI_ORTHANC_DICOM_PORT, else off; 0 picks a free one)",
+    )
     p.add_argument("--state", type=Path, help="state folder (default $CARDIAC_MI_STATE or ./state)")
-    p.add_argument("--studies", metavar="URL",
-                   help="DICOMweb root of an external server instead of the embedded Orthanc "
-                        "(default $CARDIAC_MI_STUDIES)")
+    p.add_argument(
+        "--studies",
+        metavar="URL",
+        help="DICOMweb root of an external server instead of the embedded Orthanc (default $CARDIAC_MI_STUDIES)",
+    )
     p.add_argument("--user", help="basic-auth user for --studies (default $CARDIAC_MI_DICOMWEB_USER)")
     p.add_argument("--password", help="basic-auth password for --studies (default $CARDIAC_MI_DICOMWEB_PASSWORD)")
-    p.add_argument("--models", type=Path, help="models folder (default $CARDIAC_MI_MODELS, else STATE/models, a copy of the repository's models/ made on first start)")
-    p.add_argument("--no-samples", action="store_true",
-                   help="do not upload sample-data/dicom to the embedded Orthanc on the first start of a state folder")
-    p.add_argument("--allow-origin", action="append", metavar="URL",
-                   help="a browser origin (scheme://host[:port], e.g. https://viewer.hospital.org) allowed to use the "
-                        "server besides its own (http://127.0.0.1:PORT, http://localhost:PORT, the --host address); "
-                        "repeat for more; also $CARDIAC_MI_ALLOWED_ORIGINS (comma-separated)")
-    p.add_argument("--auth", choices=AUTH_MODES,
-                   help="who may use the server: embedded (default: accounts with roles in STATE/auth, managed with "
-                        "`cardiac-mi users`; the first start creates 'admin'), oidc (an OpenID provider, Keycloak: "
-                        "MONAI_LABEL_AUTH_REALM_URI and friends) or off (no login; everyone has every role); "
-                        "default $CARDIAC_MI_AUTH or embedded")
+    p.add_argument(
+        "--models",
+        type=Path,
+        help="models folder (default $CARDIAC_MI_MODELS, else STATE/models, a copy of the repository's models/ made on first start)",
+    )
+    p.add_argument(
+        "--no-samples",
+        action="store_true",
+        help="do not upload sample-data/dicom to the embedded Orthanc on the first start of a state folder",
+    )
+    p.add_argument(
+        "--allow-origin",
+        action="append",
+        metavar="URL",
+        help="a browser origin (scheme://host[:port], e.g. https://viewer.hospital.org) allowed to use the "
+        "server besides its own (http://127.0.0.1:PORT, http://localhost:PORT, the --host address); "
+        "repeat for more; also $CARDIAC_MI_ALLOWED_ORIGINS (comma-separated)",
+    )
+    p.add_argument(
+        "--auth",
+        choices=AUTH_MODES,
+        help="who may use the server: embedded (default: accounts with roles in STATE/auth, managed with "
+        "`cardiac-mi users`; the first start creates 'admin'), oidc (an OpenID provider, Keycloak: "
+        "MONAI_LABEL_AUTH_REALM_URI and friends) or off (no login; everyone has every role); "
+        "default $CARDIAC_MI_AUTH or embedded",
+    )
     p.set_defaults(func=cmd_serve)
     return p

@@ -39,20 +39,34 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pydicom
 import requests
 from pydicom.dataelem import RawDataElement
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID
-from urllib.parse import urlsplit
 
 from cardiac_mi.orthanc import describe_error
 from lgemri.errors import InputError
 
-__all__ = ["DicomStore", "DicomStoreError", "Refused", "StowResult", "Study", "upload", "iter_files",
-           "ArchiveDown", "ArchiveGate", "ArchiveSession", "archive_gate", "archive_timeout",
-           "CONNECT_TIMEOUT_S", "HEARTBEAT_S", "ARCHIVE_TIMEOUT_ENV"]
+__all__ = [
+    "DicomStore",
+    "DicomStoreError",
+    "Refused",
+    "StowResult",
+    "Study",
+    "upload",
+    "iter_files",
+    "ArchiveDown",
+    "ArchiveGate",
+    "ArchiveSession",
+    "archive_gate",
+    "archive_timeout",
+    "CONNECT_TIMEOUT_S",
+    "HEARTBEAT_S",
+    "ARCHIVE_TIMEOUT_ENV",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -252,8 +266,10 @@ class ArchiveGate:
         """Return when a request may go out; raise :class:`ArchiveDown` while the archive does not answer."""
         since = self.down_since
         if since is not None:
-            raise ArchiveDown(f"the archive at {self.origin} is not answering (for {time.monotonic() - since:.0f} s: "
-                              f"{self.reason}); not asked again until it answers a probe")
+            raise ArchiveDown(
+                f"the archive at {self.origin} is not answering (for {time.monotonic() - since:.0f} s: "
+                f"{self.reason}); not asked again until it answers a probe"
+            )
 
     def failed(self, exc: BaseException) -> None:
         """A request got no answer (refused, timed out): close the gate and probe until the archive is back."""
@@ -261,8 +277,11 @@ class ArchiveGate:
             self.reason = describe_error(exc)
             if self.down_since is None:
                 self.down_since = time.monotonic()
-                logger.warning("the archive at %s does not answer (%s); requests to it answer 503 until it is back",
-                               self.origin, self.reason)
+                logger.warning(
+                    "the archive at %s does not answer (%s); requests to it answer 503 until it is back",
+                    self.origin,
+                    self.reason,
+                )
             self._start_probe()
 
     def watch(self, heartbeat: float = HEARTBEAT_S) -> None:
@@ -300,8 +319,9 @@ class ArchiveGate:
             time.sleep(self.probe_interval if down else self._heartbeat)
             wait = self.probe_interval * 5 if down else max(3.0, self._heartbeat)
             try:
-                session.get(f"{self.origin}/", timeout=(CONNECT_TIMEOUT_S, wait), stream=True,
-                            allow_redirects=False).close()
+                session.get(
+                    f"{self.origin}/", timeout=(CONNECT_TIMEOUT_S, wait), stream=True, allow_redirects=False
+                ).close()
             except requests.RequestException as exc:
                 if self.down_since is None:
                     self.failed(exc)  # the heartbeat found it: close the gate
@@ -365,8 +385,9 @@ def _dropped(exc: requests.ConnectionError) -> bool:
     if isinstance(exc, requests.Timeout):
         return False
     text = repr(exc)
-    return any(marker in text for marker in ("RemoteDisconnected", "Connection aborted", "Connection reset",
-                                              "BadStatusLine"))
+    return any(
+        marker in text for marker in ("RemoteDisconnected", "Connection aborted", "Connection reset", "BadStatusLine")
+    )
 
 
 # --------------------------------------------------------------------------------------------- local checks
@@ -495,8 +516,9 @@ class DicomStore:
     def _request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         url = f"{self.url}{path}"
         try:
-            response = self.session.request(method, url, timeout=(min(CONNECT_TIMEOUT_S, self.timeout), self.timeout),
-                                            **kwargs)
+            response = self.session.request(
+                method, url, timeout=(min(CONNECT_TIMEOUT_S, self.timeout), self.timeout), **kwargs
+            )
         except requests.Timeout:
             raise DicomStoreError(f"DICOMweb server at {self.url} did not answer within {self.timeout:g} s") from None
         except requests.ConnectionError as exc:

@@ -27,14 +27,20 @@ def add_store_arguments(parser: argparse.ArgumentParser) -> None:
 
     ``store_from_args`` turns them into a ``DicomStore``; ``upload`` and ``pacs`` share them.
     """
-    parser.add_argument("--studies", metavar="URL", default=os.environ.get(STUDIES_ENV) or None,
-                        help="DICOMweb root of another server, e.g. http://pacs:8042/dicom-web "
-                        f"(default: ${STUDIES_ENV}, else the embedded Orthanc of --state)")
-    parser.add_argument("--user", help=f"basic-auth user (default: ${USER_ENV} with --studies, "
-                        "else the embedded Orthanc's credentials)")
+    parser.add_argument(
+        "--studies",
+        metavar="URL",
+        default=os.environ.get(STUDIES_ENV) or None,
+        help="DICOMweb root of another server, e.g. http://pacs:8042/dicom-web "
+        f"(default: ${STUDIES_ENV}, else the embedded Orthanc of --state)",
+    )
+    parser.add_argument(
+        "--user", help=f"basic-auth user (default: ${USER_ENV} with --studies, else the embedded Orthanc's credentials)"
+    )
     parser.add_argument("--password", help=f"basic-auth password (default: ${PASSWORD_ENV})")
-    parser.add_argument("--state", type=Path,
-                        help="state folder of the embedded Orthanc (default: $CARDIAC_MI_STATE or ./state)")
+    parser.add_argument(
+        "--state", type=Path, help="state folder of the embedded Orthanc (default: $CARDIAC_MI_STATE or ./state)"
+    )
 
 
 def store_from_args(args: argparse.Namespace) -> DicomStore:
@@ -50,7 +56,9 @@ def store_from_args(args: argparse.Namespace) -> DicomStore:
     if args.studies:
         user = args.user if args.user is not None else os.environ.get(USER_ENV) or None
         if (user is None) != (password is None):
-            raise InputError(f"give both --user and --password (or ${USER_ENV} and ${PASSWORD_ENV}) for {args.studies}, or neither")
+            raise InputError(
+                f"give both --user and --password (or ${USER_ENV} and ${PASSWORD_ENV}) for {args.studies}, or neither"
+            )
         return DicomStore(args.studies, user, password)
     state = args.state or default_state_dir()
     orthanc = running_orthanc(state)

@@ -32,8 +32,10 @@ def _store(args: argparse.Namespace, create: bool = False) -> AuthStore:
     store = AuthStore.of_state(state)
     if not store.users_path.exists():
         if not create:
-            raise AuthError(f"no accounts in {state} yet ({store.users_path} is missing): start `cardiac-mi serve "
-                            f"--state {state}` once, or add one with `cardiac-mi users add`")
+            raise AuthError(
+                f"no accounts in {state} yet ({store.users_path} is missing): start `cardiac-mi serve "
+                f"--state {state}` once, or add one with `cardiac-mi users add`"
+            )
         if not state.is_dir():
             raise AuthError(f"{state}: no such state folder (give --state DIR, or start `cardiac-mi serve` once)")
         password = store.ensure()
@@ -115,9 +117,13 @@ def _roles(text: str) -> list[str]:
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     description = "manage the accounts (user names, passwords, roles) of the server's embedded login"
-    p = subparsers.add_parser("users", help=description, description=description,
-                              epilog="roles: reviewer (view, run the model), annotator (also save labels, upload "
-                                     "studies), admin (also train, publish, upload or delete models, logs)")
+    p = subparsers.add_parser(
+        "users",
+        help=description,
+        description=description,
+        epilog="roles: reviewer (view, run the model), annotator (also save labels, upload "
+        "studies), admin (also train, publish, upload or delete models, logs)",
+    )
     sub = p.add_subparsers(dest="users_command", required=True, metavar="ACTION")
 
     def add(name: str, func, help: str) -> argparse.ArgumentParser:
@@ -129,8 +135,13 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     add("list", cmd_list, "list the accounts and their roles")
     q = add("add", cmd_add, "add an account")
     q.add_argument("name", help="user name (letters, digits, '.', '_', '@', '-')")
-    q.add_argument("--role", action="extend", type=_roles, required=True,
-                   help=f"one of {', '.join(ROLES)} (repeat, or comma-separated, for several)")
+    q.add_argument(
+        "--role",
+        action="extend",
+        type=_roles,
+        required=True,
+        help=f"one of {', '.join(ROLES)} (repeat, or comma-separated, for several)",
+    )
     q.add_argument("--password-stdin", action="store_true", help="read the password as one line from stdin")
     q = add("passwd", cmd_passwd, "set an account's password")
     q.add_argument("name")
@@ -140,8 +151,11 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     q.add_argument("roles", type=_roles, help=f"comma-separated: {', '.join(ROLES)}")
     q = add("remove", cmd_remove, "remove an account (not the last admin)")
     q.add_argument("name")
-    q = add("token", cmd_token, "print a token for scripts ('Authorization: Bearer TOKEN'), signed with this "
-                                "state folder's key")
+    q = add(
+        "token",
+        cmd_token,
+        "print a token for scripts ('Authorization: Bearer TOKEN'), signed with this state folder's key",
+    )
     q.add_argument("name")
     q.add_argument("--minutes", type=float, default=TOKEN_MINUTES, help=f"valid this long (default {TOKEN_MINUTES})")
     return p

@@ -148,9 +148,11 @@ class AblationConfig:
             (self.batch_size >= 1, f"batch size must be at least 1, got {self.batch_size}"),
             (self.workers >= 0, f"workers must be non-negative, got {self.workers}"),
             (math.isfinite(self.lr) and self.lr > 0, f"learning rate must be positive, got {self.lr}"),
-            (len(self.channels) >= 2 and min(self.channels) >= 1,
-             f"channels must be two or more positive numbers, got {self.channels}"),
-        ]  # fmt: skip
+            (
+                len(self.channels) >= 2 and min(self.channels) >= 1,
+                f"channels must be two or more positive numbers, got {self.channels}",
+            ),
+        ]
         for ok, message in checks:
             if not ok:
                 raise InputError(message)
@@ -276,8 +278,14 @@ def select_synthetic(rows: Sequence[dict], counts: dict[str, int], seed: int) ->
 
 
 def _entry(row: dict) -> dict:
-    return {"image": row["image"], "label": row["label"], "name": row["name"], "case_id": row["case_id"],
-            "spacing_mm": 1.0, "category": row["slice_category"]}  # fmt: skip
+    return {
+        "image": row["image"],
+        "label": row["label"],
+        "name": row["name"],
+        "case_id": row["case_id"],
+        "spacing_mm": 1.0,
+        "category": row["slice_category"],
+    }
 
 
 def write_datalist(path: Path, training: Sequence[dict], validation: Sequence[dict], passes: int = 1) -> Path:
@@ -308,8 +316,10 @@ def gan_seen_cases(checkpoint: str | os.PathLike) -> set[tuple[str, str]]:
     payload = read_gan_file(checkpoint)
     sources = ((payload.get("extra") or {}).get("config") or {}).get("data")
     if not sources:
-        raise InputError(f"{checkpoint}: the checkpoint does not record its training data; cannot check "
-                         "that it never saw the validation cases")  # fmt: skip
+        raise InputError(
+            f"{checkpoint}: the checkpoint does not record its training data; cannot check "
+            "that it never saw the validation cases"
+        )
     seen: set[tuple[str, str]] = set()
     for split in ("train", "val"):
         try:
@@ -329,8 +339,10 @@ def check_gan_isolation(checkpoint: str | os.PathLike, evaluated: Iterable[dict]
     leaked = sorted({_case_key(r["image"], r["case_id"]) for r in evaluated} & seen)
     if leaked:
         folder, case = leaked[0]
-        raise InputError(f"{checkpoint}: the GAN trained or was selected on {len(leaked)} evaluated case(s), "
-                         f"e.g. {case} of {folder}; train it without them (leave --gan-checkpoint unset)")  # fmt: skip
+        raise InputError(
+            f"{checkpoint}: the GAN trained or was selected on {len(leaked)} evaluated case(s), "
+            f"e.g. {case} of {folder}; train it without them (leave --gan-checkpoint unset)"
+        )
     return len(seen)
 
 
@@ -341,12 +353,20 @@ def train_pool_gan(pool_datalist: Path, out: Path, config: AblationConfig, progr
 
     last = out / "last.pt"
     gan_config = GanTrainConfig(
-        model="pix2pix", data=[str(pool_datalist)], out=str(out),
+        model="pix2pix",
+        data=[str(pool_datalist)],
+        out=str(out),
         options={"ngf": config.gan_ngf, "ndf": config.gan_ndf},
-        epochs=config.gan_epochs, batch_size=config.gan_batch_size, seed=config.gan_seed, augment=True,
-        val_limit=16, sample_every=config.gan_epochs, device=config.device, progress=progress,
+        epochs=config.gan_epochs,
+        batch_size=config.gan_batch_size,
+        seed=config.gan_seed,
+        augment=True,
+        val_limit=16,
+        sample_every=config.gan_epochs,
+        device=config.device,
+        progress=progress,
         resume=last.is_file(),
-    )  # fmt: skip
+    )
     train_gan(gan_config)
     return last
 
@@ -406,38 +426,59 @@ def build(work: str | os.PathLike, config: AblationConfig, progress: bool = Fals
 
     n_syn = len(pool)
     w_real, w_syn = sampling_weights(len(pool), n_syn, 0.5)
-    synth = synthesize_slices(config.sim_factor * n_syn, work / "synth", seed=config.sim_seed, checkpoint=checkpoint,
-                              device=config.device)  # fmt: skip
+    synth = synthesize_slices(
+        config.sim_factor * n_syn, work / "synth", seed=config.sim_seed, checkpoint=checkpoint, device=config.device
+    )
     synthetic = select_synthetic(read_manifest(synth["folder"]), category_counts(pool), config.sim_seed)
 
     arms = {"ard": [*pool, *pool], "md": [*pool, *synthetic], "ard-2r": pool_2r}
     passes = {arm: config.passes(len(train)) for arm, train in arms.items()}  # ard and md: equal N, equal passes
-    datalists = {arm: str(write_datalist(data / f"{arm}.json", train, val, passes[arm]))
-                 for arm, train in arms.items()}  # fmt: skip
+    datalists = {arm: str(write_datalist(data / f"{arm}.json", train, val, passes[arm])) for arm, train in arms.items()}
     result = {
         "config": dataclasses.asdict(config),
         "passes": passes,
         "counts": {
-            "pool": len(pool), "pool_cases": len({p["case_id"] for p in pool}),
-            "ard": len(arms["ard"]), "md_real": len(pool), "md_gan": len(synthetic), "ard-2r": len(pool_2r),
-            "ard-2r_cases": len({p["case_id"] for p in pool_2r}), "val": len(val),
-            "val_cases": len({v["case_id"] for v in val}), "test": len(test),
+            "pool": len(pool),
+            "pool_cases": len({p["case_id"] for p in pool}),
+            "ard": len(arms["ard"]),
+            "md_real": len(pool),
+            "md_gan": len(synthetic),
+            "ard-2r": len(pool_2r),
+            "ard-2r_cases": len({p["case_id"] for p in pool_2r}),
+            "val": len(val),
+            "val_cases": len({v["case_id"] for v in val}),
+            "test": len(test),
             "test_cases": len({t["case_id"] for t in test}),
         },
-        "categories": {"pool": category_counts(pool), "gan": category_counts(synthetic),
-                       "ard-2r": category_counts(pool_2r), "val": category_counts(val)},
+        "categories": {
+            "pool": category_counts(pool),
+            "gan": category_counts(synthetic),
+            "ard-2r": category_counts(pool_2r),
+            "val": category_counts(val),
+        },
         "sampling_weights_md": [w_real, w_syn],
         "pool_cases": sorted({p["case_id"] for p in pool}),
-        "gan": {"checkpoint": str(checkpoint), "trained_here": config.gan_checkpoint is None,
-                "cases_seen": gan_cases, "sha256": synth["checkpoint_sha256"]},
+        "gan": {
+            "checkpoint": str(checkpoint),
+            "trained_here": config.gan_checkpoint is None,
+            "cases_seen": gan_cases,
+            "sha256": synth["checkpoint_sha256"],
+        },
         "synthetic": {**synth, "chosen": len(synthetic), "chosen_cases": len({s["case_id"] for s in synthetic})},
         "test_folder": str(Path(test[0]["image"]).parents[2]) if test else None,
         "datalists": datalists,
         "build_seconds": round(time.perf_counter() - started, 1),
     }
     write_text(work / CONFIG_FILE, json.dumps(result, indent=2) + "\n")
-    logger.info("built %s: pool %d slices (%d cases), GAN %d slices, val %d, test %d", work, len(pool),
-                result["counts"]["pool_cases"], len(synthetic), len(val), len(test))  # fmt: skip
+    logger.info(
+        "built %s: pool %d slices (%d cases), GAN %d slices, val %d, test %d",
+        work,
+        len(pool),
+        result["counts"]["pool_cases"],
+        len(synthetic),
+        len(val),
+        len(test),
+    )
     return result
 
 
@@ -470,13 +511,24 @@ def train_config(work: str | os.PathLike, arm: str, seed: int, progress: bool = 
     design, config = load_design(work)
     out = run_dir(work, arm, seed)
     return TrainConfig(
-        task="segmentation", data=[design["datalists"][arm]], out=str(out), epochs=config.epochs,
-        batch_size=config.batch_size, lr=config.lr, lr_schedule="cosine", seed=int(seed), loss=config.loss,
-        channels=tuple(config.channels), dropout=config.dropout, augment=True,
-        max_steps_per_epoch=config.steps_per_epoch, device=config.device, num_workers=config.workers,
+        task="segmentation",
+        data=[design["datalists"][arm]],
+        out=str(out),
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        lr=config.lr,
+        lr_schedule="cosine",
+        seed=int(seed),
+        loss=config.loss,
+        channels=tuple(config.channels),
+        dropout=config.dropout,
+        augment=True,
+        max_steps_per_epoch=config.steps_per_epoch,
+        device=config.device,
+        num_workers=config.workers,
         progress=progress,
         resume=(out / "last.pt").is_file(),
-    )  # fmt: skip
+    )
 
 
 def train_arm(work: str | os.PathLike, arm: str, seed: int, progress: bool = False) -> dict:
@@ -499,8 +551,9 @@ def train_arm(work: str | os.PathLike, arm: str, seed: int, progress: bool = Fal
     return summary
 
 
-def evaluate_checkpoint(checkpoint: str | os.PathLike, rows: Sequence[dict], batch_size: int = 32,
-                        device: str = "cpu") -> dict:  # fmt: skip
+def evaluate_checkpoint(
+    checkpoint: str | os.PathLike, rows: Sequence[dict], batch_size: int = 32, device: str = "cpu"
+) -> dict:
     """Dice per class of a segmentation checkpoint on ROI slices, per case then averaged.
 
     Each case's slices form one 3D overlap count per class; a case counts for a class when its
@@ -533,8 +586,13 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, rows: Sequence[dict], bat
         dice[LABEL_NAMES[k]] = float(np.mean(values)) if values else None
         used[LABEL_NAMES[k]] = len(values)
     finite = [v for v in dice.values() if v is not None]
-    return {"slices": len(rows), "cases": len(counts), "dice": dice,
-            "mean_dice": float(np.mean(finite)) if finite else None, "cases_per_class": used}  # fmt: skip
+    return {
+        "slices": len(rows),
+        "cases": len(counts),
+        "dice": dice,
+        "mean_dice": float(np.mean(finite)) if finite else None,
+        "cases_per_class": used,
+    }
 
 
 def _mean(values: Sequence[float | None]) -> float | None:
@@ -569,8 +627,9 @@ def report(work: str | os.PathLike) -> dict:
         for last in runs:
             state = torch.load(last, map_location="cpu", weights_only=True)
             if state.get("epoch", 0) < config.epochs:
-                logger.warning("%s: unfinished (%s of %d epochs); left out", last.parent, state.get("epoch"),
-                               config.epochs)  # fmt: skip
+                logger.warning(
+                    "%s: unfinished (%s of %d epochs); left out", last.parent, state.get("epoch"), config.epochs
+                )
                 continue
             seed = int(last.parent.name.rsplit("-s", 1)[1])
             history = state.get("history") or []
@@ -605,8 +664,13 @@ def _names() -> list[str]:
     return [LABEL_NAMES[k] for k in CLASSES]
 
 
-_SHOWN = {"lv_cavity": "1 LV cavity", "myocardium": "2 healthy myocardium", "infarct": "3 infarct",
-          "no_reflow": "4 no-reflow", "mean_dice": "mean (1-4)"}  # fmt: skip
+_SHOWN = {
+    "lv_cavity": "1 LV cavity",
+    "myocardium": "2 healthy myocardium",
+    "infarct": "3 infarct",
+    "no_reflow": "4 no-reflow",
+    "mean_dice": "mean (1-4)",
+}
 
 
 def markdown_table(results: dict) -> str:
@@ -619,9 +683,11 @@ def markdown_table(results: dict) -> str:
     arms = [a for a in ARMS if a in runs]
     lines: list[str] = []
     counts = results["design"]["counts"]
-    titles = {"val": f"validation: {counts['val']} real slices, {counts['val_cases']} cases",
-              "test": f"test: {counts['test']} slices, {counts['test_cases']} held-out studies",
-              "gan": f"diagnostic, MD's own GAN slices: {counts['md_gan']} slices of simulated cases"}
+    titles = {
+        "val": f"validation: {counts['val']} real slices, {counts['val_cases']} cases",
+        "test": f"test: {counts['test']} slices, {counts['test_cases']} held-out studies",
+        "gan": f"diagnostic, MD's own GAN slices: {counts['md_gan']} slices of simulated cases",
+    }
     for where, title in titles.items():
         if not any(where in means.get(a, {}) for a in arms):
             continue
@@ -700,13 +766,26 @@ def _parser() -> argparse.ArgumentParser:
 
 def _config(args: argparse.Namespace) -> AblationConfig:
     return AblationConfig(
-        data=str(Path(args.data).resolve()), test=str(Path(args.test).resolve()) if args.test else None,
-        real_slices=args.real_slices, pool_seed=args.pool_seed, gan_checkpoint=args.gan_checkpoint,
-        gan_epochs=args.gan_epochs, gan_seed=args.gan_seed, gan_batch_size=args.gan_batch_size,
-        gan_ngf=args.gan_ngf, gan_ndf=args.gan_ndf, sim_seed=args.sim_seed, sim_factor=args.sim_factor,
-        epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size, lr=args.lr,
-        channels=tuple(args.channels), device=args.device, workers=args.workers,
-    )  # fmt: skip
+        data=str(Path(args.data).resolve()),
+        test=str(Path(args.test).resolve()) if args.test else None,
+        real_slices=args.real_slices,
+        pool_seed=args.pool_seed,
+        gan_checkpoint=args.gan_checkpoint,
+        gan_epochs=args.gan_epochs,
+        gan_seed=args.gan_seed,
+        gan_batch_size=args.gan_batch_size,
+        gan_ngf=args.gan_ngf,
+        gan_ndf=args.gan_ndf,
+        sim_seed=args.sim_seed,
+        sim_factor=args.sim_factor,
+        epochs=args.epochs,
+        steps_per_epoch=args.steps_per_epoch,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        channels=tuple(args.channels),
+        device=args.device,
+        workers=args.workers,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

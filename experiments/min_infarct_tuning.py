@@ -53,8 +53,10 @@ def main() -> None:
                 rows[key].append(score)
                 if t.any():
                     rows[f"{key}_with"].append(score)
-        print(f"{threshold:6.2f}   {np.mean(rows['inf']):11.3f}  {np.mean(rows['inf_with']):12.3f}"
-              f"   {np.mean(rows['mvo']):13.3f}  {np.mean(rows['mvo_with']):14.3f}")
+        print(
+            f"{threshold:6.2f}   {np.mean(rows['inf']):11.3f}  {np.mean(rows['inf_with']):12.3f}"
+            f"   {np.mean(rows['mvo']):13.3f}  {np.mean(rows['mvo_with']):14.3f}"
+        )
 
 
 if __name__ == "__main__":

@@ -110,7 +110,9 @@ def main() -> None:
     parser.add_argument("--test", required=True, type=Path, help="phantom folder (holds emidec/)")
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--models", default=None)
-    parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset of: " + ", ".join(VARIANTS))
+    parser.add_argument(
+        "--variants", default=",".join(VARIANTS), help="comma-separated subset of: " + ", ".join(VARIANTS)
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     models = load_models(args.models)
@@ -124,7 +126,9 @@ def main() -> None:
     keys = list(next(iter(results.values())))
     lines = ["| variant | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
     for name, row in results.items():
-        lines.append(f"| {name} | " + " | ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in row.values()) + " |")
+        lines.append(
+            f"| {name} | " + " | ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in row.values()) + " |"
+        )
     (args.out / "results.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -49,8 +49,10 @@ def calibrate(root: Path) -> float:
         if stats is not None:
             diameters.append(stats[2] * np.sqrt(sx * sy))
     value = float(np.median(diameters))
-    print(f"{len(diameters)} studies: mid-ventricular LV diameter median {value:.1f} mm "
-          f"(IQR {np.percentile(diameters, 25):.1f}-{np.percentile(diameters, 75):.1f})")
+    print(
+        f"{len(diameters)} studies: mid-ventricular LV diameter median {value:.1f} mm "
+        f"(IQR {np.percentile(diameters, 25):.1f}-{np.percentile(diameters, 75):.1f})"
+    )
     return value
 
 
@@ -61,30 +63,42 @@ def test(root: Path, out: Path | None) -> dict:
         est = recover_spacing(label)
         stretch_err = (est[0] / est[1]) / (truth[0] / truth[1]) - 1
         scale_err = np.sqrt(est[0] * est[1]) / np.sqrt(truth[0] * truth[1]) - 1
-        rows.append({
-            "case": case_id, "true_mm": [round(t, 4) for t in truth], "recovered_mm": [round(e, 4) for e in est],
-            "true_stretch": round(truth[0] / truth[1], 4), "stretch_error": round(float(stretch_err), 4),
-            "scale_error": round(float(scale_err), 4),
-            "axis_error": [round(e / t - 1, 4) for e, t in zip(est, truth)],
-        })  # fmt: skip
+        rows.append(
+            {
+                "case": case_id,
+                "true_mm": [round(t, 4) for t in truth],
+                "recovered_mm": [round(e, 4) for e in est],
+                "true_stretch": round(truth[0] / truth[1], 4),
+                "stretch_error": round(float(stretch_err), 4),
+                "scale_error": round(float(scale_err), 4),
+                "axis_error": [round(e / t - 1, 4) for e, t in zip(est, truth)],
+            }
+        )
     print(f"{'case':<12} {'true mm (i, j)':>16} {'recovered':>16} {'stretch err':>12} {'scale err':>10}")
     for r in rows:
-        print(f"{r['case']:<12} {r['true_mm'][0]:>7.3f} {r['true_mm'][1]:>7.3f}  {r['recovered_mm'][0]:>7.3f} "
-              f"{r['recovered_mm'][1]:>7.3f} {100 * r['stretch_error']:>+11.1f}% {100 * r['scale_error']:>+9.1f}%")
+        print(
+            f"{r['case']:<12} {r['true_mm'][0]:>7.3f} {r['true_mm'][1]:>7.3f}  {r['recovered_mm'][0]:>7.3f} "
+            f"{r['recovered_mm'][1]:>7.3f} {100 * r['stretch_error']:>+11.1f}% {100 * r['scale_error']:>+9.1f}%"
+        )
     stretch = np.abs([r["stretch_error"] for r in rows])
     scale = np.abs([r["scale_error"] for r in rows])
     axis = np.abs([e for r in rows for e in r["axis_error"]])
     true_stretch = np.abs(np.log([r["true_stretch"] for r in rows]))
     summary = {
         "cases": len(rows),
-        "stretch_abs_error_median": float(np.median(stretch)), "stretch_abs_error_p90": float(np.percentile(stretch, 90)),
-        "scale_abs_error_median": float(np.median(scale)), "scale_abs_error_p90": float(np.percentile(scale, 90)),
-        "axis_abs_error_median": float(np.median(axis)), "axis_abs_error_p90": float(np.percentile(axis, 90)),
+        "stretch_abs_error_median": float(np.median(stretch)),
+        "stretch_abs_error_p90": float(np.percentile(stretch, 90)),
+        "scale_abs_error_median": float(np.median(scale)),
+        "scale_abs_error_p90": float(np.percentile(scale, 90)),
+        "axis_abs_error_median": float(np.median(axis)),
+        "axis_abs_error_p90": float(np.percentile(axis, 90)),
         "baseline_no_recovery_stretch_abs_error_median": float(np.median(np.exp(true_stretch) - 1)),
-    }  # fmt: skip
+    }
     print(f"\n|error| median / 90th percentile over {len(rows)} studies:")
-    print(f"  stretch  {100 * summary['stretch_abs_error_median']:.1f} % / {100 * summary['stretch_abs_error_p90']:.1f} %"
-          f"   (baseline, square pixels assumed: median {100 * summary['baseline_no_recovery_stretch_abs_error_median']:.1f} %)")
+    print(
+        f"  stretch  {100 * summary['stretch_abs_error_median']:.1f} % / {100 * summary['stretch_abs_error_p90']:.1f} %"
+        f"   (baseline, square pixels assumed: median {100 * summary['baseline_no_recovery_stretch_abs_error_median']:.1f} %)"
+    )
     print(f"  scale    {100 * summary['scale_abs_error_median']:.1f} % / {100 * summary['scale_abs_error_p90']:.1f} %")
     print(f"  per axis {100 * summary['axis_abs_error_median']:.1f} % / {100 * summary['axis_abs_error_p90']:.1f} %")
     if out is not None:

@@ -47,11 +47,16 @@ def ensemble(sources: list[Path]) -> dict:
         if "provenance" not in payload.get("extra", {}):
             raise SystemExit(f"{source}: no provenance in the checkpoint; train it with the current loop")
         provenance += [r for r in payload["extra"]["provenance"] if r not in provenance]
-    state = {f"members.{i}.{k}": (v.half() if v.is_floating_point() else v)
-             for i, p in enumerate(payloads) for k, v in p["state_dict"].items()}
+    state = {
+        f"members.{i}.{k}": (v.half() if v.is_floating_point() else v)
+        for i, p in enumerate(payloads)
+        for k, v in p["state_dict"].items()
+    }
     first = payloads[0]
-    members = [{"published_from": s.parent.name, **{k: p["extra"].get(k) for k in ("config", "metrics", "epoch")}}
-               for s, p in zip(sources, payloads)]
+    members = [
+        {"published_from": s.parent.name, **{k: p["extra"].get(k) for k in ("config", "metrics", "epoch")}}
+        for s, p in zip(sources, payloads)
+    ]
     extra = {**first["extra"], "provenance": provenance, "members": members}
     network = {"name": "ensemble", "kwargs": {"members": [p["network"] for p in payloads]}}
     return {**first, "network": network, "state_dict": state, "extra": extra}
@@ -68,12 +73,15 @@ def publish_ensemble(sources: list[Path], dest: Path, flip_tta: bool, **settings
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--localization", required=True, type=Path)
-    parser.add_argument("--segmentation", required=True, type=Path, nargs="+",
-                        help="one checkpoint, or several for an ensemble")
+    parser.add_argument(
+        "--segmentation", required=True, type=Path, nargs="+", help="one checkpoint, or several for an ensemble"
+    )
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--flip-tta", action="store_true", help="average the four mirror images at inference")
     parser.add_argument("--min-infarct-ml", type=float, help="smallest infarct component kept (ml)")
-    parser.add_argument("--infarct-min-probability", type=float, help="least P(infarct) + P(no-reflow) of an infarct voxel")
+    parser.add_argument(
+        "--infarct-min-probability", type=float, help="least P(infarct) + P(no-reflow) of an infarct voxel"
+    )
     args = parser.parse_args()
     publish(args.localization, args.out / "localization.pt", args.flip_tta)
     settings = {"min_infarct_ml": args.min_infarct_ml, "infarct_min_probability": args.infarct_min_probability}

@@ -47,7 +47,9 @@ def degrade(kind: str, image: np.ndarray, label: np.ndarray, seed: int) -> tuple
     if kind == "noise":
         rng = np.random.default_rng(seed)
         sigma = 0.3 * top
-        return np.hypot(image + rng.normal(0, sigma, image.shape), rng.normal(0, sigma, image.shape)).astype(np.float32), label
+        return np.hypot(image + rng.normal(0, sigma, image.shape), rng.normal(0, sigma, image.shape)).astype(
+            np.float32
+        ), label
     if kind == "blur":
         return ndimage.gaussian_filter(image, sigma=(3, 3, 0)), label
     if kind == "ghost":

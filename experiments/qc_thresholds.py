@@ -94,8 +94,10 @@ def reference_table(specs: list[str]) -> None:
     for code, vals in values.items():
         v = np.asarray(vals)
         rule, limits = suggested(code, v), LIMITS[code]
-        print(f"| {code} | {v.min():.3f} | {np.percentile(v, 1):.3f} | {np.percentile(v, 99):.3f} | {v.max():.3f} "
-              f"| {fmt(rule[0])} – {fmt(rule[1])} | {fmt(limits[0])} – {fmt(limits[1])} |")
+        print(
+            f"| {code} | {v.min():.3f} | {np.percentile(v, 1):.3f} | {np.percentile(v, 99):.3f} | {v.max():.3f} "
+            f"| {fmt(rule[0])} – {fmt(rule[1])} | {fmt(limits[0])} – {fmt(limits[1])} |"
+        )
 
 
 def _uncertainty(pred_dir: Path, case: str) -> float | None:
@@ -115,8 +117,14 @@ def _results(spec: str) -> tuple[str, list[dict]]:
     for case in cases:
         pred = read_nifti(Path(pred_dir) / f"{case}.nii.gz")
         truth = read_nifti(folder / case / "Contours" / f"{case}.nii.gz").array
-        rows.append({"case": case, "outcome": outcome(pred.array, truth), "findings": [f.code for f in quality_checks(pred)],
-                     "uncertainty": _uncertainty(Path(pred_dir), case)})  # fmt: skip
+        rows.append(
+            {
+                "case": case,
+                "outcome": outcome(pred.array, truth),
+                "findings": [f.code for f in quality_checks(pred)],
+                "uncertainty": _uncertainty(Path(pred_dir), case),
+            }
+        )
     return name, rows
 
 
@@ -140,15 +148,19 @@ def uncertainty_table(sets: dict[str, list[dict]], choose_from: list[str], limit
         print(f"| {name} | {fmt(good)} | {fmt(failed)} |")
     if choose_from:
         chosen = suggested_uncertainty_limit([r for n in choose_from for r in sets[n]])
-        print(f"\nuncertainty limit by the rule (largest good result of {', '.join(choose_from)}, rounded up): "
-              f"{'—' if chosen is None else f'{chosen:.4f}'}; lgemri.qc.UNCERTAINTY_LIMIT {UNCERTAINTY_LIMIT}; evaluated with {limit}")  # fmt: skip
+        print(
+            f"\nuncertainty limit by the rule (largest good result of {', '.join(choose_from)}, rounded up): "
+            f"{'—' if chosen is None else f'{chosen:.4f}'}; lgemri.qc.UNCERTAINTY_LIMIT {UNCERTAINTY_LIMIT}; evaluated with {limit}"
+        )
 
 
 def results_table(specs: list[str], choose_from: list[str], limit: float | None) -> None:
     sets = dict(_results(spec) for spec in specs)
     limit = UNCERTAINTY_LIMIT if limit is None else limit
-    print("\n| results | cases | failed | flagged | by the plausibility checks | by the uncertainty | good | flagged "
-          "| by the plausibility checks | by the uncertainty | checks fired |")  # fmt: skip
+    print(
+        "\n| results | cases | failed | flagged | by the plausibility checks | by the uncertainty | good | flagged "
+        "| by the plausibility checks | by the uncertainty | checks fired |"
+    )
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for name, rows in sets.items():
         counts = {}
@@ -162,7 +174,7 @@ def results_table(specs: list[str], choose_from: list[str], limit: float | None)
             c[1] += bool(codes)
             c[2] += bool(r["findings"])
             c[3] += uncertain
-        cell = lambda o: " | ".join(str(v) for v in counts.get(o, [0, 0, 0, 0]))  # noqa: E731
+        cell = lambda o, counts=counts: " | ".join(str(v) for v in counts.get(o, [0, 0, 0, 0]))  # noqa: E731
         checks = ", ".join(f"{k} {v}" for k, v in fired.most_common()) or "—"
         print(f"| {name} | {len(rows)} | {cell('failed')} | {cell('good')} | {checks} |")
     uncertainty_table(sets, choose_from, limit)
@@ -172,9 +184,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--reference", nargs="*", default=[])
     parser.add_argument("--results", nargs="*", default=[])
-    parser.add_argument("--uncertainty-from", nargs="*", default=[], metavar="NAME",
-                        help="--results sets the uncertainty limit is chosen on (largest good result x MARGIN)")
-    parser.add_argument("--uncertainty-limit", type=float, help="evaluate with this limit (default lgemri.qc.UNCERTAINTY_LIMIT)")
+    parser.add_argument(
+        "--uncertainty-from",
+        nargs="*",
+        default=[],
+        metavar="NAME",
+        help="--results sets the uncertainty limit is chosen on (largest good result x MARGIN)",
+    )
+    parser.add_argument(
+        "--uncertainty-limit", type=float, help="evaluate with this limit (default lgemri.qc.UNCERTAINTY_LIMIT)"
+    )
     args = parser.parse_args()
     if args.reference:
         reference_table(args.reference)

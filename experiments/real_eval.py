@@ -44,10 +44,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from experiments.peers.run import run_myopari  # noqa: E402
+from lgemri.dicom import write_dicom_series  # noqa: E402
 from lgemri.emidec import find_cases  # noqa: E402
 from lgemri.labels import infarct_mask, myocardium_mask  # noqa: E402
 from lgemri.metrics import dice  # noqa: E402
-from lgemri.dicom import write_dicom_series  # noqa: E402
 from lgemri.volume import read_nifti  # noqa: E402
 
 logger = logging.getLogger("real_eval")
@@ -134,7 +134,15 @@ def prepare_inputs(images: list[Path], form: str, work: Path) -> list[Path]:
 
 def run_infer(images: list[Path], out: Path, models: Path | None) -> float:
     """``cardiac-mi infer`` on all images in one process; returns its wall time in seconds."""
-    command = [str(Path(sys.executable).parent / "cardiac-mi"), "-q", "infer", "--input", *map(str, images), "--out", str(out)]
+    command = [
+        str(Path(sys.executable).parent / "cardiac-mi"),
+        "-q",
+        "infer",
+        "--input",
+        *map(str, images),
+        "--out",
+        str(out),
+    ]
     if models is not None:
         command += ["--models", str(models)]
     tick = time.perf_counter()
@@ -143,25 +151,35 @@ def run_infer(images: list[Path], out: Path, models: Path | None) -> float:
 
 
 def _table(title: str, rows: list[dict], names: list[str]) -> str:
-    lines = [f"### {title}", "", "| study | cavity | myocardium | infarct | no-reflow | infarct % true | pred - true | call |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+    lines = [
+        f"### {title}",
+        "",
+        "| study | cavity | myocardium | infarct | no-reflow | infarct % true | pred - true | call |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for name, r in zip(names, rows):
         inf = f"{r['infarct']:.3f}" if r["has_infarct"] else "—"
         mvo = f"{r['no_reflow']:.3f}" if r["has_no_reflow"] else "—"
         ok = "ok" if r["call_true"] == r["call_pred"] else f"**{r['call_pred']}**"
-        lines.append(f"| {name} | {r['cavity']:.3f} | {r['myocardium']:.3f} | {inf} | {mvo} | "
-                     f"{r['infarct_pct_true']:.1f} | {r['infarct_pct_error']:+.1f} | {ok} |")  # fmt: skip
+        lines.append(
+            f"| {name} | {r['cavity']:.3f} | {r['myocardium']:.3f} | {inf} | {mvo} | "
+            f"{r['infarct_pct_true']:.1f} | {r['infarct_pct_error']:+.1f} | {ok} |"
+        )
     return "\n".join(lines)
 
 
 def _summary_table(summaries: dict[str, dict]) -> str:
-    lines = ["| model | studies | cavity | myocardium | infarct (with) | no-reflow (with) | |infarct % error| | call right |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+    lines = [
+        "| model | studies | cavity | myocardium | infarct (with) | no-reflow (with) | |infarct % error| | call right |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     fmt = lambda v: "—" if v is None else f"{v:.3f}"  # noqa: E731
     for name, s in summaries.items():
-        lines.append(f"| {name} | {s['studies']} | {fmt(s['cavity'])} | {fmt(s['myocardium'])} | "
-                     f"{fmt(s['infarct'])} ({s['with_infarct']}) | {fmt(s['no_reflow'])} ({s['with_no_reflow']}) | "
-                     f"{s['infarct_pct_abs_error']:.1f} | {100 * s['call_accuracy']:.0f} % |")  # fmt: skip
+        lines.append(
+            f"| {name} | {s['studies']} | {fmt(s['cavity'])} | {fmt(s['myocardium'])} | "
+            f"{fmt(s['infarct'])} ({s['with_infarct']}) | {fmt(s['no_reflow'])} ({s['with_no_reflow']}) | "
+            f"{s['infarct_pct_abs_error']:.1f} | {100 * s['call_accuracy']:.0f} % |"
+        )
     return "\n".join(lines)
 
 
@@ -173,8 +191,12 @@ def main() -> None:
     parser.add_argument("--models", type=Path, help="models folder (default: the shipped models/)")
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--no-peer", action="store_true", help="skip the myopari peer")
-    parser.add_argument("--form", choices=("nifti", "emidec-distributed", "dicom"), default="nifti",
-                        help="what infer reads (see the module docstring; default nifti)")
+    parser.add_argument(
+        "--form",
+        choices=("nifti", "emidec-distributed", "dicom"),
+        default="nifti",
+        help="what infer reads (see the module docstring; default nifti)",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
@@ -195,8 +217,14 @@ def main() -> None:
             predictions["myopari 0.1.6 (trained on all 100 EMIDEC training cases)"] = args.out / "myopari"
             seconds["myopari"] = time.perf_counter() - tick
 
-    results: dict = {"cases_dir": str(args.cases), "split": args.split if args.split_from else "all", "form": args.form,
-                     "cases": cases, "seconds": seconds, "models": {}}  # fmt: skip
+    results: dict = {
+        "cases_dir": str(args.cases),
+        "split": args.split if args.split_from else "all",
+        "form": args.form,
+        "cases": cases,
+        "seconds": seconds,
+        "models": {},
+    }
     markdown = [f"# Evaluation on {args.cases} ({results['split']}, {len(cases)} studies, read as {args.form})", ""]
     summaries = {}
     for model, folder in predictions.items():

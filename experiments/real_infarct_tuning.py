@@ -58,18 +58,24 @@ def main() -> None:
     print("min P   min ml   call right   infarct (with)   infarct (all)   no-reflow (with)")
     best = None
     for probability in PROBABILITIES:
-        labels = [segment_volume(image, models, 0.0, probability if probability else 0.0).label.array
-                  for image, _, _ in studies]  # fmt: skip
+        labels = [
+            segment_volume(image, models, 0.0, probability if probability else 0.0).label.array
+            for image, _, _ in studies
+        ]
         for min_ml in MIN_ML:
-            rows = [score(remove_small_infarcts(label, voxel_ml, min_ml), truth)
-                    for label, (_, truth, voxel_ml) in zip(labels, studies)]  # fmt: skip
+            rows = [
+                score(remove_small_infarcts(label, voxel_ml, min_ml), truth)
+                for label, (_, truth, voxel_ml) in zip(labels, studies)
+            ]
             call = np.mean([r["call_true"] == r["call_pred"] for r in rows])
             inf_with = np.mean([r["infarct"] for r in rows if r["has_infarct"]])
             inf_all = np.mean([r["infarct"] for r in rows])
             mvo = [r["no_reflow"] for r in rows if r["has_no_reflow"]]
             mvo_with = np.mean(mvo) if mvo else float("nan")
             shown = "argmax" if probability is None else f"{probability:.1f}"
-            print(f"{shown:>6} {min_ml:>7.1f} {100 * call:>10.0f} % {inf_with:>14.3f} {inf_all:>15.3f} {mvo_with:>16.3f}")
+            print(
+                f"{shown:>6} {min_ml:>7.1f} {100 * call:>10.0f} % {inf_with:>14.3f} {inf_all:>15.3f} {mvo_with:>16.3f}"
+            )
             key = (call, inf_with)
             if best is None or key > best[0]:
                 best = (key, probability, min_ml)

@@ -38,10 +38,14 @@ def main() -> None:
         calls.append((q["classification"]["label"] == "pathological") == (truth["group"] == "P"))
     errors_arr = np.abs(np.asarray(errors))
     print(f"{len(errors)} studies")
-    print(f"infarct % of LV, |model - truth|: mean {errors_arr.mean():.2f}, median {np.median(errors_arr):.2f}, "
-          f"within 2 points in {100 * np.mean(errors_arr <= 2):.0f} % of studies")
-    print(f"infarcted-segment agreement (17 segments): mean {100 * np.mean(agreement):.1f} %, "
-          f">= 90 % in {100 * np.mean(np.asarray(agreement) >= 0.9):.0f} % of studies")
+    print(
+        f"infarct % of LV, |model - truth|: mean {errors_arr.mean():.2f}, median {np.median(errors_arr):.2f}, "
+        f"within 2 points in {100 * np.mean(errors_arr <= 2):.0f} % of studies"
+    )
+    print(
+        f"infarcted-segment agreement (17 segments): mean {100 * np.mean(agreement):.1f} %, "
+        f">= 90 % in {100 * np.mean(np.asarray(agreement) >= 0.9):.0f} % of studies"
+    )
     print(f"normal/pathological call correct in {100 * np.mean(calls):.0f} % of studies")
 
 

@@ -29,17 +29,24 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import lgemri.inference as inference  # noqa: E402
-from experiments.qc_thresholds import outcome  # noqa: E402
-from experiments.qc_thresholds import _cases  # noqa: E402
+from experiments.qc_thresholds import (
+    _cases,  # noqa: E402
+    outcome,  # noqa: E402
+)
 from lgemri import uncertainty as U  # noqa: E402
 from lgemri.volume import read_nifti  # noqa: E402
 
 PASSES = 4
 VARIANTS = {  # name: (members, passes, pooling)
-    "pooled-4": ((0, 1), 4, "pool"), "pooled-2": ((0, 1), 2, "pool"), "ensemble-4": ((0, 1), 4, "mean"),
-    "ensemble-2": ((0, 1), 2, "mean"), "narrow-4": ((0,), 4, "pool"), "narrow-3": ((0,), 3, "pool"),
-    "narrow-2": ((0,), 2, "pool"), "wide-4": ((1,), 4, "pool"),
-}  # fmt: skip
+    "pooled-4": ((0, 1), 4, "pool"),
+    "pooled-2": ((0, 1), 2, "pool"),
+    "ensemble-4": ((0, 1), 4, "mean"),
+    "ensemble-2": ((0, 1), 2, "mean"),
+    "narrow-4": ((0,), 4, "pool"),
+    "narrow-3": ((0,), 3, "pool"),
+    "narrow-2": ((0,), 2, "pool"),
+    "wide-4": ((1,), 4, "pool"),
+}
 
 
 def raw_passes(image, models):
@@ -114,10 +121,16 @@ def main() -> None:
             good = [r[v] for r in subset if r["outcome"] == "good"]
             failed = [r[v] for r in subset if r["outcome"] == "failed"]
             a = auc(failed, good)
-            rho = stats.spearmanr([r[v] for r in subset], [r["pooled-4"] for r in subset])[0] if len(subset) > 2 else float("nan")
+            rho = (
+                stats.spearmanr([r[v] for r in subset], [r["pooled-4"] for r in subset])[0]
+                if len(subset) > 2
+                else float("nan")
+            )
             fmt = lambda x: f"{np.mean(x):.4f}" if x else "—"  # noqa: E731
-            print(f"| {name} | {v} | {fmt(good)} ({len(good)}) | {fmt(failed)} ({len(failed)}) | "
-                  f"{'—' if a is None else f'{a:.2f}'} | {rho:.3f} |")  # fmt: skip
+            print(
+                f"| {name} | {v} | {fmt(good)} ({len(good)}) | {fmt(failed)} ({len(failed)}) | "
+                f"{'—' if a is None else f'{a:.2f}'} | {rho:.3f} |"
+            )
 
 
 if __name__ == "__main__":

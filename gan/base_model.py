@@ -312,14 +312,16 @@ class BaseModel:
     ) -> Path:
         """Write everything needed to resume training (``last.pt``) atomically."""
         payload = self._payload("training_state", extra)
-        payload.update({
-            "epoch": int(epoch),
-            "optimizers": [o.state_dict() for o in self.optimizers],
-            "schedulers": [s.state_dict() for s in self.schedulers],
-            "scaler": self.scaler.state_dict() if self.use_amp else None,
-            "rng": _rng_states(),
-            "history": to_plain(list(history or [])),
-        })  # fmt: skip
+        payload.update(
+            {
+                "epoch": int(epoch),
+                "optimizers": [o.state_dict() for o in self.optimizers],
+                "schedulers": [s.state_dict() for s in self.schedulers],
+                "scaler": self.scaler.state_dict() if self.use_amp else None,
+                "rng": _rng_states(),
+                "history": to_plain(list(history or [])),
+            }
+        )
         return _save(path, payload)
 
     def load(self, path: str | os.PathLike, *, restore_rng: bool = True) -> dict:
@@ -379,8 +381,18 @@ class BaseModel:
         }
 
 
-_TRAINING_ONLY_OPTIONS = {"lr", "beta1", "class_weights", "gan_mode", "lambda_l1", "lambda_cycle",
-                          "lambda_identity", "pool_size", "cycle_weighting", "background_weight"}  # fmt: skip
+_TRAINING_ONLY_OPTIONS = {
+    "lr",
+    "beta1",
+    "class_weights",
+    "gan_mode",
+    "lambda_l1",
+    "lambda_cycle",
+    "lambda_identity",
+    "pool_size",
+    "cycle_weighting",
+    "background_weight",
+}
 
 
 def _network_options(opt: Any) -> dict:
@@ -408,8 +420,9 @@ def _save(path: str | os.PathLike, payload: dict) -> Path:
     return path
 
 
-def read_gan_file(path: str | os.PathLike, *, model: str | None = None, kind: str | None = None,
-                  device: str | torch.device = "cpu") -> dict:  # fmt: skip
+def read_gan_file(
+    path: str | os.PathLike, *, model: str | None = None, kind: str | None = None, device: str | torch.device = "cpu"
+) -> dict:
     """Load and check one of our GAN files with ``weights_only=True``.
 
     Args:

@@ -30,8 +30,11 @@ __all__ = ["register", "options_from_args", "config_from_args", "MODEL_CHOICES"]
 logger = logging.getLogger(__name__)
 
 # repeated from their modules so that building the parser stays light (tests check they agree)
-MODEL_CHOICES = tuple(sorted(p.name.removesuffix("_model.py") for p in Path(__file__).parent.glob("*_model.py")
-                             if p.name != "base_model.py"))  # fmt: skip
+MODEL_CHOICES = tuple(
+    sorted(
+        p.name.removesuffix("_model.py") for p in Path(__file__).parent.glob("*_model.py") if p.name != "base_model.py"
+    )
+)
 LR_SCHEDULES = ("linear", "cosine", "constant")
 WEIGHT_SCHEMES = ("inverse_sqrt", "inverse", "median", "none")
 DEVICES = ("auto", "cpu", "cuda")
@@ -45,12 +48,25 @@ SPLITS = ("train", "val", "test")
 
 # CLI destination -> model option name (only options given on the command line are passed)
 _OPTION_ARGS = {
-    "lr": "lr", "beta1": "beta1", "depth": "depth", "ngf": "ngf", "ndf": "ndf", "d_layers": "n_layers_d",
-    "norm": "norm", "dropout": "dropout", "output": "output", "gan_mode": "gan_mode", "lambda_l1": "lambda_l1",
-    "d_input": "d_input", "lambda_cycle": "lambda_cycle", "lambda_identity": "lambda_identity",
-    "cycle_weighting": "cycle_weighting", "background_weight": "background_weight", "pool_size": "pool_size",
+    "lr": "lr",
+    "beta1": "beta1",
+    "depth": "depth",
+    "ngf": "ngf",
+    "ndf": "ndf",
+    "d_layers": "n_layers_d",
+    "norm": "norm",
+    "dropout": "dropout",
+    "output": "output",
+    "gan_mode": "gan_mode",
+    "lambda_l1": "lambda_l1",
+    "d_input": "d_input",
+    "lambda_cycle": "lambda_cycle",
+    "lambda_identity": "lambda_identity",
+    "cycle_weighting": "cycle_weighting",
+    "background_weight": "background_weight",
+    "pool_size": "pool_size",
     "condition_on_mask": "condition_on_mask",
-}  # fmt: skip
+}
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -71,15 +87,30 @@ def _add_train(sub) -> None:
     p.set_defaults(func=cmd_train)
     arg = p.add_argument
     arg("--model", required=True, choices=MODEL_CHOICES, help="which model to train")
-    arg("--data", required=True, nargs="+", type=_source, metavar="DIR",
-        help="prepared folder(s)/datalist(s) of mask + LGE ROI pairs (CycleGAN: domain B); DIR=WEIGHT to weight")
-    arg("--data-a", nargs="+", type=_source, metavar="DIR",
-        help="CycleGAN domain A: cine ROI images with masks (a prepared cine phantom)")
+    arg(
+        "--data",
+        required=True,
+        nargs="+",
+        type=_source,
+        metavar="DIR",
+        help="prepared folder(s)/datalist(s) of mask + LGE ROI pairs (CycleGAN: domain B); DIR=WEIGHT to weight",
+    )
+    arg(
+        "--data-a",
+        nargs="+",
+        type=_source,
+        metavar="DIR",
+        help="CycleGAN domain A: cine ROI images with masks (a prepared cine phantom)",
+    )
     arg("--out", required=True, type=Path, help="run folder")
     arg("--epochs", type=int, default=100, help="number of epochs (default 100)")
     arg("--batch-size", type=int, default=8, help="slices per batch, per GPU (default 8)")
-    arg("--lr-schedule", choices=LR_SCHEDULES, default="linear",
-        help="linear: constant for half the epochs, then linearly to 0 (default)")
+    arg(
+        "--lr-schedule",
+        choices=LR_SCHEDULES,
+        default="linear",
+        help="linear: constant for half the epochs, then linearly to 0 (default)",
+    )
     arg("--seed", type=int, default=0, help="seed (default 0)")
     arg("--resume", action="store_true", help="continue the run in --out from its last.pt")
     g = p.add_argument_group("model options (default: the model's own; Pix2Pix: the paper's final model)")
@@ -101,10 +132,20 @@ def _add_train(sub) -> None:
     opt("--cycle-weighting", choices=CYCLE_WEIGHTINGS, help="cyclegan: mask M of the cycle loss (default class)")
     opt("--background-weight", type=float, help="cyclegan: M outside the LV with --cycle-weighting lv (default 0.1)")
     opt("--pool-size", type=int, help="cyclegan: discriminator image pool (default 50)")
-    opt("--no-mask-condition", dest="condition_on_mask", action="store_const", const=False,
-        help="cyclegan: do not feed the mask to the networks")
-    arg("--class-weights", dest="class_weighting", choices=WEIGHT_SCHEMES, default="inverse_sqrt",
-        help="class-weight scheme of the weighted L1, as the segmentation loss's (default inverse_sqrt)")
+    opt(
+        "--no-mask-condition",
+        dest="condition_on_mask",
+        action="store_const",
+        const=False,
+        help="cyclegan: do not feed the mask to the networks",
+    )
+    arg(
+        "--class-weights",
+        dest="class_weighting",
+        choices=WEIGHT_SCHEMES,
+        default="inverse_sqrt",
+        help="class-weight scheme of the weighted L1, as the segmentation loss's (default inverse_sqrt)",
+    )
     arg("--augment", action="store_true", help="random rotation/zoom/shift of mask and image together")
     arg("--max-steps", type=int, dest="max_steps_per_epoch", help="at most N batches per epoch")
     arg("--train-limit", type=int, help="use only N training slices (spread over the split)")
@@ -120,17 +161,27 @@ def _add_train(sub) -> None:
 
 def _add_metrics(sub) -> None:
     help_text = "FID, KID, IS, LPIPS, PSNR, SSIM of generated images against real ones"
-    p = sub.add_parser("metrics", help=help_text, description=help_text + (
-        ". Feature extractor: the project's LGE encoder (default, gan/weights/lge_encoder.pt or "
-        "$CARDIAC_MI_GAN_ENCODER), or Inception-v3 / AlexNet from a local torchvision or pytorch-fid "
-        "weights file (--weights); nothing is downloaded. Every figure names its extractor."))  # fmt: skip
+    p = sub.add_parser(
+        "metrics",
+        help=help_text,
+        description=help_text
+        + (
+            ". Feature extractor: the project's LGE encoder (default, gan/weights/lge_encoder.pt or "
+            "$CARDIAC_MI_GAN_ENCODER), or Inception-v3 / AlexNet from a local torchvision or pytorch-fid "
+            "weights file (--weights); nothing is downloaded. Every figure names its extractor."
+        ),
+    )
     p.set_defaults(func=cmd_metrics)
     arg = p.add_argument
     arg("--real", required=True, type=Path, help="real images: prepared folder, roi/images or .npy folder")
     arg("--fake", required=True, type=Path, help="generated images (e.g. a 'gan synthesize' output)")
     arg("--extractor", choices=EXTRACTORS, default="lge-encoder", help="feature extractor of FID/KID/IS")
-    arg("--weights", type=Path, help="its weights file (inception_v3_google-0cc3c7bd.pth, "
-        "pt_inception-2015-12-05-6726825d.pth, alexnet-owt-7be5be79.pth, or an LGE encoder)")
+    arg(
+        "--weights",
+        type=Path,
+        help="its weights file (inception_v3_google-0cc3c7bd.pth, "
+        "pt_inception-2015-12-05-6726825d.pth, alexnet-owt-7be5be79.pth, or an LGE encoder)",
+    )
     arg("--lpips-extractor", choices=EXTRACTORS, help="LPIPS's extractor (default: --extractor)")
     arg("--lpips-backbone", type=Path, help="weights of --lpips-extractor when it differs")
     arg("--lpips-weights", type=Path, help="LPIPS v0.1 linear layers for AlexNet (lpips/weights/v0.1/alex.pth)")
@@ -148,8 +199,11 @@ def _add_synthesize(sub) -> None:
     arg = p.add_argument
     arg("--masks", required=True, type=Path, help="simulator output (roi/labels/*.npy) or a folder of .npy masks")
     arg("--out", required=True, type=Path, help="output folder")
-    arg("--checkpoint", type=Path,
-        help="GAN checkpoint (default gan/weights/pix2pix_phantom.pt or $CARDIAC_MI_GAN_CHECKPOINT)")
+    arg(
+        "--checkpoint",
+        type=Path,
+        help="GAN checkpoint (default gan/weights/pix2pix_phantom.pt or $CARDIAC_MI_GAN_CHECKPOINT)",
+    )
     arg("--images", type=Path, help="CycleGAN: cine image of each mask, by name")
     arg("--masks-split", choices=SPLITS, help="only the masks of this split of --masks's manifest")
     arg("--batch-size", type=int, default=16, help="masks per generator call (default 16)")
@@ -223,9 +277,13 @@ def cmd_train(args: argparse.Namespace) -> None:
     score = summary["best_score"]
     logger.info(
         "%s: best epoch %s (%s %s) -> %s; samples in %s/samples",
-        summary["model"], summary["best_epoch"], summary["score_name"],
-        "n/a" if score is None else f"{score:.4f}", summary["best_checkpoint"], summary["run_dir"],
-    )  # fmt: skip
+        summary["model"],
+        summary["best_epoch"],
+        summary["score_name"],
+        "n/a" if score is None else f"{score:.4f}",
+        summary["best_checkpoint"],
+        summary["run_dir"],
+    )
     if summary["stopped_early"]:
         logger.info("stopped after epoch %d of %d; continue with --resume", summary["epochs_completed"], args.epochs)
 
@@ -244,11 +302,18 @@ def cmd_metrics(args: argparse.Namespace) -> None:
     if args.limit is not None and args.limit < 2:
         raise InputError(f"--limit must be at least 2 (FID needs two images), got {args.limit}")
     result = compute_metrics(
-        args.real, args.fake, extractor=args.extractor, weights=args.weights, lpips_extractor=args.lpips_extractor,
-        lpips_backbone=args.lpips_backbone, lpips_weights=args.lpips_weights, split=args.split,
+        args.real,
+        args.fake,
+        extractor=args.extractor,
+        weights=args.weights,
+        lpips_extractor=args.lpips_extractor,
+        lpips_backbone=args.lpips_backbone,
+        lpips_weights=args.lpips_weights,
+        split=args.split,
         fake_split=args.fake_split,
-        limit=args.limit, device=args.device,
-    )  # fmt: skip
+        limit=args.limit,
+        device=args.device,
+    )
     text = json.dumps(_json_safe(result), indent=2)
     if args.out is not None:
         from lgemri.atomic import write_text
@@ -262,22 +327,48 @@ def cmd_synthesize(args: argparse.Namespace) -> None:
     from .synthesize import synthesize
 
     result = synthesize(
-        args.masks, args.out, args.checkpoint, images=args.images, masks_split=args.masks_split,
-        batch_size=args.batch_size, device=args.device,
-        seed=args.seed, split=args.split, stochastic=args.stochastic, overwrite=args.overwrite,
+        args.masks,
+        args.out,
+        args.checkpoint,
+        images=args.images,
+        masks_split=args.masks_split,
+        batch_size=args.batch_size,
+        device=args.device,
+        seed=args.seed,
+        split=args.split,
+        stochastic=args.stochastic,
+        overwrite=args.overwrite,
         progress=not getattr(args, "quiet", False),
-    )  # fmt: skip
-    logger.info("wrote %d %s image/label pairs to %s (%s, %s)", result["count"], result["model"], result["out"],
-                result["manifest"], result["datalist"])  # fmt: skip
+    )
+    logger.info(
+        "wrote %d %s image/label pairs to %s (%s, %s)",
+        result["count"],
+        result["model"],
+        result["out"],
+        result["manifest"],
+        result["datalist"],
+    )
 
 
 def cmd_encoder(args: argparse.Namespace) -> None:
     from .metrics.features import train_encoder
 
     result = train_encoder(
-        list(args.data), args.out, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-        augment=args.augment, device=args.device, max_steps_per_epoch=args.max_steps_per_epoch,
+        list(args.data),
+        args.out,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        augment=args.augment,
+        device=args.device,
+        max_steps_per_epoch=args.max_steps_per_epoch,
         progress=not getattr(args, "quiet", False),
-    )  # fmt: skip
-    logger.info("wrote %s (%s): val accuracy %s, %.0f s",
-                result["path"], result["name"], result["val_accuracy"], result["seconds"])  # fmt: skip
+    )
+    logger.info(
+        "wrote %s (%s): val accuracy %s, %.0f s",
+        result["path"],
+        result["name"],
+        result["val_accuracy"],
+        result["seconds"],
+    )

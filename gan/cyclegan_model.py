@@ -171,8 +171,9 @@ class CycleGANModel(BaseModel):
         self.loss_G_B = self.criterion_gan(pred_B, True)
         self.loss_cycle_A = weighted_l1(self.rec_A, self.real_A, w_a) * o.lambda_cycle
         self.loss_cycle_B = weighted_l1(self.rec_B, self.real_B, w_b) * o.lambda_cycle
-        self.loss_G = (self.loss_G_A + self.loss_G_B + self.loss_cycle_A + self.loss_cycle_B
-                       + self.loss_idt_A + self.loss_idt_B)  # fmt: skip
+        self.loss_G = (
+            self.loss_G_A + self.loss_G_B + self.loss_cycle_A + self.loss_cycle_B + self.loss_idt_A + self.loss_idt_B
+        )
         self.backward(self.loss_G)
 
     def _backward_D(self, net, pool: ImagePool, fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
@@ -194,10 +195,12 @@ class CycleGANModel(BaseModel):
         self.step(self.optimizer_G, [self.netG_A, self.netG_B])
         set_requires_grad([self.netD_A, self.netD_B], True)
         self.optimizer_D.zero_grad(set_to_none=True)
-        self.loss_D_A = self._backward_D(self.netD_A, self.pool_B, self._cond(self.fake_B, self.oh_A),
-                                         self._cond(self.real_B, self.oh_B))  # fmt: skip
-        self.loss_D_B = self._backward_D(self.netD_B, self.pool_A, self._cond(self.fake_A, self.oh_B),
-                                         self._cond(self.real_A, self.oh_A))  # fmt: skip
+        self.loss_D_A = self._backward_D(
+            self.netD_A, self.pool_B, self._cond(self.fake_B, self.oh_A), self._cond(self.real_B, self.oh_B)
+        )
+        self.loss_D_B = self._backward_D(
+            self.netD_B, self.pool_A, self._cond(self.fake_A, self.oh_B), self._cond(self.real_A, self.oh_A)
+        )
         self.step(self.optimizer_D, [self.netD_A, self.netD_B])
         self.end_step()
 

@@ -104,8 +104,16 @@ class PairedRoiDataset(SliceDataset):
         InputError: Missing data, an empty split, slices without a ROI image or label.
     """
 
-    def __init__(self, sources: Source | Sequence[Source], split: str, augment: bool = False, *,
-                 seed: int = 0, limit: int | None = None, augmentation: Augmentation | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        sources: Source | Sequence[Source],
+        split: str,
+        augment: bool = False,
+        *,
+        seed: int = 0,
+        limit: int | None = None,
+        augmentation: Augmentation | None = None,
+    ) -> None:
         super().__init__(sources, split, augment, seed, augmentation)
         if limit is not None:
             if limit < 1:
@@ -170,9 +178,17 @@ class UnpairedDataset(torch.utils.data.Dataset):
         pair_by_name: Pair slices of the same name (validation).
     """
 
-    def __init__(self, sources_a: Source | Sequence[Source], sources_b: Source | Sequence[Source], split: str,
-                 augment: bool = False, *, seed: int = 0, limit: int | None = None,
-                 pair_by_name: bool = False) -> None:  # fmt: skip
+    def __init__(
+        self,
+        sources_a: Source | Sequence[Source],
+        sources_b: Source | Sequence[Source],
+        split: str,
+        augment: bool = False,
+        *,
+        seed: int = 0,
+        limit: int | None = None,
+        pair_by_name: bool = False,
+    ) -> None:
         self.a = PairedRoiDataset(sources_a, split, augment, seed=seed, limit=limit)
         self.b = PairedRoiDataset(sources_b, split, augment, seed=seed + 1, limit=None if pair_by_name else limit)
         self.split = split
@@ -218,8 +234,14 @@ class UnpairedDataset(torch.utils.data.Dataset):
         partner = self._partner.get(a_index) if index < len(self.a) else None
         b = self.b[int(self._perm[index]) if partner is None else partner]
         a = self.a[a_index]
-        return {"A": a["image"], "mask_A": a["mask"], "B": b["image"], "mask_B": b["mask"],
-                "paired": partner is not None, "index": int(index)}  # fmt: skip
+        return {
+            "A": a["image"],
+            "mask_A": a["mask"],
+            "B": b["image"],
+            "mask_B": b["mask"],
+            "paired": partner is not None,
+            "index": int(index),
+        }
 
 
 class MaskFolder(torch.utils.data.Dataset):

@@ -117,22 +117,26 @@ class UnetGenerator(nn.Module):
         down = [nn.Conv2d(in_channels, ch[0], 4, 2, 1, bias=use_bias)]
         for i in range(1, depth):
             inner = i == depth - 1
-            down.append(_block(
-                nn.LeakyReLU(0.2, True),
-                nn.Conv2d(ch[i - 1], ch[i], 4, 2, 1, bias=use_bias),
-                None if inner else norm_of(ch[i]),
-            ))  # fmt: skip
+            down.append(
+                _block(
+                    nn.LeakyReLU(0.2, True),
+                    nn.Conv2d(ch[i - 1], ch[i], 4, 2, 1, bias=use_bias),
+                    None if inner else norm_of(ch[i]),
+                )
+            )
         self.down = nn.ModuleList(down)
         up = []
         for i in range(depth - 1, 0, -1):
             in_ch = ch[i] if i == depth - 1 else 2 * ch[i]
             drop = dropout > 0 and (depth - 1 - i) < dropout_layers
-            up.append(_block(
-                nn.ReLU(True),
-                nn.ConvTranspose2d(in_ch, ch[i - 1], 4, 2, 1, bias=use_bias),
-                norm_of(ch[i - 1]),
-                nn.Dropout(dropout) if drop else None,
-            ))  # fmt: skip
+            up.append(
+                _block(
+                    nn.ReLU(True),
+                    nn.ConvTranspose2d(in_ch, ch[i - 1], 4, 2, 1, bias=use_bias),
+                    norm_of(ch[i - 1]),
+                    nn.Dropout(dropout) if drop else None,
+                )
+            )
         self.up = nn.ModuleList(up)
         self.outermost = _block(
             nn.ReLU(True),
@@ -288,9 +292,7 @@ def one_hot(mask: torch.Tensor, num_classes: int = 5) -> torch.Tensor:
     if mask.ndim == 4 and mask.shape[1] == 1:
         mask = mask[:, 0]
     if mask.numel() and (int(mask.min()) < 0 or int(mask.max()) >= num_classes):
-        raise InputError(
-            f"mask labels must lie in 0..{num_classes - 1}, found {int(mask.min())}..{int(mask.max())}"
-        )
+        raise InputError(f"mask labels must lie in 0..{num_classes - 1}, found {int(mask.min())}..{int(mask.max())}")
     return F.one_hot(mask, num_classes).permute(0, 3, 1, 2).float()
 
 

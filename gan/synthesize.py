@@ -50,9 +50,20 @@ logger = logging.getLogger(__name__)
 CHECKPOINT_ENV = "CARDIAC_MI_GAN_CHECKPOINT"
 _DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "weights" / "pix2pix_phantom.pt"
 MANIFEST_FIELDS = (
-    "name", "case_id", "group", "slice", "split", "infarct", "no_reflow", "category",
-    "spacing_mm", "lv_pixels", "infarct_pixels", "no_reflow_pixels", "source",
-)  # fmt: skip
+    "name",
+    "case_id",
+    "group",
+    "slice",
+    "split",
+    "infarct",
+    "no_reflow",
+    "category",
+    "spacing_mm",
+    "lv_pixels",
+    "infarct_pixels",
+    "no_reflow_pixels",
+    "source",
+)
 _SPLIT_KEYS = {"train": "training", "val": "validation", "test": "test"}
 
 
@@ -187,15 +198,32 @@ def synthesize(
             _save_npy(out / "roi" / "images" / f"{name}.npy", generated[j, 0].astype(np.float32))
             _save_npy(out / "roi" / "labels" / f"{name}.npy", mask.astype(np.uint8))
             case_id, group, k = _identity(name, folder.rows.get(name))
-            rows.append({
-                "name": name, "case_id": case_id, "group": group, "slice": k, "split": split,
-                "infarct": int(infarct_mask(mask).any()), "no_reflow": int((mask == NO_REFLOW).any()),
-                "category": case_category(mask), "spacing_mm": 1.0, "lv_pixels": int(lv_mask(mask).sum()),
-                "infarct_pixels": int(infarct_mask(mask).sum()), "no_reflow_pixels": int((mask == NO_REFLOW).sum()),
-                "source": f"gan:{model.name}",
-            })  # fmt: skip
-            entries.append({"image": f"roi/images/{name}.npy", "label": f"roi/labels/{name}.npy",
-                            "name": name, "case_id": case_id, "spacing_mm": 1.0})  # fmt: skip
+            rows.append(
+                {
+                    "name": name,
+                    "case_id": case_id,
+                    "group": group,
+                    "slice": k,
+                    "split": split,
+                    "infarct": int(infarct_mask(mask).any()),
+                    "no_reflow": int((mask == NO_REFLOW).any()),
+                    "category": case_category(mask),
+                    "spacing_mm": 1.0,
+                    "lv_pixels": int(lv_mask(mask).sum()),
+                    "infarct_pixels": int(infarct_mask(mask).sum()),
+                    "no_reflow_pixels": int((mask == NO_REFLOW).sum()),
+                    "source": f"gan:{model.name}",
+                }
+            )
+            entries.append(
+                {
+                    "image": f"roi/images/{name}.npy",
+                    "label": f"roi/labels/{name}.npy",
+                    "name": name,
+                    "case_id": case_id,
+                    "spacing_mm": 1.0,
+                }
+            )
 
     datalist = {key: (entries if s == split else []) for s, key in _SPLIT_KEYS.items()}
     write_text(out / "datalist.json", json.dumps(datalist, indent=1) + "\n")
@@ -215,7 +243,7 @@ def synthesize(
         "seed": seed,
         "stochastic": bool(stochastic),
         "image_range": [0.0, 1.0],
-        "written": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "written": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
     write_text(out / "synthesize.json", json.dumps(provenance, indent=1, default=str) + "\n")
     buffer = io.StringIO()

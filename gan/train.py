@@ -46,7 +46,15 @@ from lgemri.errors import InputError
 from lgemri.labels import NUM_CLASSES
 from lgemri.losses import WEIGHT_SCHEMES, class_frequencies, class_weights
 from lgemri.training.data import EpochSampler, Source
-from lgemri.training.loop import DEVICES, _device, _environment, _finite, _seed_everything, _write_json, run_in_process_group
+from lgemri.training.loop import (
+    DEVICES,
+    _device,
+    _environment,
+    _finite,
+    _seed_everything,
+    _write_json,
+    run_in_process_group,
+)
 from lgemri.training.loop import _lr_lambda as _segmentation_lr_lambda
 
 from .base_model import BaseModel, available_models, create_model, find_model, read_gan_file
@@ -147,16 +155,23 @@ class GanTrainConfig:
         checks = [
             (self.epochs >= 1, f"epochs must be at least 1, got {self.epochs}"),
             (self.batch_size >= 1, f"batch size must be at least 1, got {self.batch_size}"),
-            (self.max_steps_per_epoch is None or self.max_steps_per_epoch >= 1,
-             f"max steps per epoch must be at least 1, got {self.max_steps_per_epoch}"),
-            (self.train_limit is None or self.train_limit >= 1, f"train limit must be at least 1, got {self.train_limit}"),
+            (
+                self.max_steps_per_epoch is None or self.max_steps_per_epoch >= 1,
+                f"max steps per epoch must be at least 1, got {self.max_steps_per_epoch}",
+            ),
+            (
+                self.train_limit is None or self.train_limit >= 1,
+                f"train limit must be at least 1, got {self.train_limit}",
+            ),
             (self.val_limit is None or self.val_limit >= 1, f"val limit must be at least 1, got {self.val_limit}"),
-            (self.sample_every >= 1 and self.num_samples >= 1,
-             f"sample_every and num_samples must be at least 1, got {self.sample_every}, {self.num_samples}"),
+            (
+                self.sample_every >= 1 and self.num_samples >= 1,
+                f"sample_every and num_samples must be at least 1, got {self.sample_every}, {self.num_samples}",
+            ),
             (self.num_workers >= 0, f"workers must be non-negative, got {self.num_workers}"),
             (self.stop_after is None or self.stop_after >= 1, f"stop_after must be at least 1, got {self.stop_after}"),
             (self.max_minutes is None or self.max_minutes > 0, f"max_minutes must be positive, got {self.max_minutes}"),
-        ]  # fmt: skip
+        ]
         for ok, message in checks:
             if not ok:
                 raise InputError(message)
@@ -339,8 +354,12 @@ def _options(config: GanTrainConfig, train_ds) -> tuple[dict, dict]:
     frequencies = class_frequencies(train_ds.target_arrays(), num_classes=NUM_CLASSES)
     weights = class_weights(frequencies, config.class_weighting, config.class_weight_clip)
     options["class_weights"] = tuple(float(w) for w in weights)
-    info = {"scheme": config.class_weighting, "clip": config.class_weight_clip,
-            "frequencies": frequencies.tolist(), "weights": weights.tolist()}  # fmt: skip
+    info = {
+        "scheme": config.class_weighting,
+        "clip": config.class_weight_clip,
+        "frequencies": frequencies.tolist(),
+        "weights": weights.tolist(),
+    }
     return options, info
 
 
@@ -375,29 +394,38 @@ def _train(config: GanTrainConfig, out: Path, rank: int, local_rank: int, world:
     }
     if main:
         out.mkdir(parents=True, exist_ok=True)
-        _write_json(out / "config.json", {
-            "config": _plain(config),
-            "model": config.model,
-            "options": dataclasses.asdict(model.opt),
-            "parameters": model.parameter_counts(),
-            "loss_names": list(cls.loss_names),
-            "visual_names": list(cls.visual_names),
-            "score": {"name": score_name, "mode": score_mode},
-            "class_weighting": weighting,
-            "data": data_description,
-            "device": str(device),
-            "amp": model.use_amp,
-            "world_size": world,
-            "resumed_after_epoch": start_epoch if config.resume else None,
-            "written": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "environment": _environment(),
-        })  # fmt: skip
+        _write_json(
+            out / "config.json",
+            {
+                "config": _plain(config),
+                "model": config.model,
+                "options": dataclasses.asdict(model.opt),
+                "parameters": model.parameter_counts(),
+                "loss_names": list(cls.loss_names),
+                "visual_names": list(cls.visual_names),
+                "score": {"name": score_name, "mode": score_mode},
+                "class_weighting": weighting,
+                "data": data_description,
+                "device": str(device),
+                "amp": model.use_amp,
+                "world_size": world,
+                "resumed_after_epoch": start_epoch if config.resume else None,
+                "written": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+                "environment": _environment(),
+            },
+        )
 
-    sampler = EpochSampler(len(train_ds), weights=train_ds.sample_weights, seed=config.seed, rank=rank, world_size=world)
+    sampler = EpochSampler(
+        len(train_ds), weights=train_ds.sample_weights, seed=config.seed, rank=rank, world_size=world
+    )
     loader = torch.utils.data.DataLoader(
-        train_ds, batch_size=config.batch_size, sampler=sampler, num_workers=config.num_workers,
-        drop_last=False, pin_memory=device.type == "cuda",
-    )  # fmt: skip
+        train_ds,
+        batch_size=config.batch_size,
+        sampler=sampler,
+        num_workers=config.num_workers,
+        drop_last=False,
+        pin_memory=device.type == "cuda",
+    )
     sample_indices = np.linspace(0, len(val_ds) - 1, min(config.num_samples, len(val_ds))).round().astype(int)
     sample_batch = torch.utils.data.default_collate([val_ds[int(i)] for i in sample_indices])
     end_epoch = config.epochs if config.stop_after is None else min(config.epochs, config.stop_after)
@@ -412,8 +440,13 @@ def _train(config: GanTrainConfig, out: Path, rank: int, local_rank: int, world:
         sampler.set_epoch(epoch)
         model.train()
         steps = len(loader) if config.max_steps_per_epoch is None else min(len(loader), config.max_steps_per_epoch)
-        bar = tqdm(total=steps, desc=f"{config.model} epoch {epoch + 1}/{config.epochs}", leave=False,
-                   disable=not (config.progress and main), dynamic_ncols=True)  # fmt: skip
+        bar = tqdm(
+            total=steps,
+            desc=f"{config.model} epoch {epoch + 1}/{config.epochs}",
+            leave=False,
+            disable=not (config.progress and main),
+            dynamic_ncols=True,
+        )
         sums = torch.zeros(len(cls.loss_names), device=device, dtype=torch.float64)
         seen = 0
         for step, batch in enumerate(loader):
@@ -435,10 +468,14 @@ def _train(config: GanTrainConfig, out: Path, rank: int, local_rank: int, world:
             sums, seen = totals[:-1], int(totals[-1].item())
         lr = model.update_learning_rate()
         completed = epoch + 1
-        out_of_time = config.max_minutes is not None and (time.perf_counter() - started_run) / 60.0 >= config.max_minutes
+        out_of_time = (
+            config.max_minutes is not None and (time.perf_counter() - started_run) / 60.0 >= config.max_minutes
+        )
         if main:
             metrics = {"epoch": epoch + 1, "lr": lr, "steps": steps}
-            metrics.update({f"loss_{name}": float(sums[i].item() / max(seen, 1)) for i, name in enumerate(cls.loss_names)})
+            metrics.update(
+                {f"loss_{name}": float(sums[i].item() / max(seen, 1)) for i, name in enumerate(cls.loss_names)}
+            )
             metrics.update(_validate(model, val_ds, config))
             metrics["seconds"] = round(time.perf_counter() - started, 3)
             history.append(metrics)
@@ -449,8 +486,15 @@ def _train(config: GanTrainConfig, out: Path, rank: int, local_rank: int, world:
             if improved or not best_path.exists():
                 if improved:
                     best = {"score": score, "epoch": epoch + 1, "metrics": _finite(metrics)}
-                model.save(best_path, extra={**run_extra, "epoch": epoch + 1, "metrics": _finite(metrics),
-                                             "score": {"name": score_name, "value": _finite(score)}})  # fmt: skip
+                model.save(
+                    best_path,
+                    extra={
+                        **run_extra,
+                        "epoch": epoch + 1,
+                        "metrics": _finite(metrics),
+                        "score": {"name": score_name, "value": _finite(score)},
+                    },
+                )
             model.save_training_state(
                 last_path, epoch=epoch + 1, history=_finite(history), extra={**run_extra, "best": best}
             )
@@ -470,9 +514,15 @@ def _train(config: GanTrainConfig, out: Path, rank: int, local_rank: int, world:
                 model.train()
             losses_text = ", ".join(f"{n} {metrics[f'loss_{n}']:.4f}" for n in cls.loss_names)
             logger.info(
-                "%s epoch %d/%d: %s; %s %.4f (%.1f s)", config.model, epoch + 1, config.epochs,
-                losses_text, score_name, score, metrics["seconds"],
-            )  # fmt: skip
+                "%s epoch %d/%d: %s; %s %.4f (%.1f s)",
+                config.model,
+                epoch + 1,
+                config.epochs,
+                losses_text,
+                score_name,
+                score,
+                metrics["seconds"],
+            )
         if world > 1:
             flag = torch.tensor([1.0 if out_of_time else 0.0], device=device)
             dist.broadcast(flag, src=0)

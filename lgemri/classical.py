@@ -100,8 +100,7 @@ def remote_statistics(
         mean[k], sd[k] = values[members].mean(), values[members].std(ddof=1)
     if not remote.any():
         raise InputError(
-            f"no remote myocardium: no slice has a 60-degree sector with at least {MIN_REMOTE_VOXELS} "
-            "myocardium voxels"
+            f"no remote myocardium: no slice has a 60-degree sector with at least {MIN_REMOTE_VOXELS} myocardium voxels"
         )
     missing = has_myo & np.isnan(mean)
     if missing.any():

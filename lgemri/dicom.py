@@ -153,14 +153,11 @@ def read_dicom_series(
     if series_uid is None:
         if len(images) > 1:
             raise InputError(
-                f"{where}: mixed series in one folder: {_describe_series(images)}; "
-                "pass series_uid to choose one"
+                f"{where}: mixed series in one folder: {_describe_series(images)}; pass series_uid to choose one"
             )
         series_uid = next(iter(images))
     elif series_uid not in images:
-        raise InputError(
-            f"{where}: series {series_uid} is not there; found {_describe_series(images)}"
-        )
+        raise InputError(f"{where}: series {series_uid} is not there; found {_describe_series(images)}")
 
     members = _sort_slices(images[series_uid], where)
     volume = Volume(_read_pixels(members), _affine(members, where))
@@ -286,19 +283,14 @@ def write_dicom_series(
     r, c, step, origin = axes[:, 0] / spacing[0], axes[:, 1] / spacing[1], axes[:, 2], axes[:, 3]
     if abs(r @ c) > _GEOMETRY_TOL:
         raise InputError(
-            f"{folder}: cannot write DICOM: the affine's row and column axes are not orthogonal "
-            f"(cosine {r @ c:.6f})"
+            f"{folder}: cannot write DICOM: the affine's row and column axes are not orthogonal (cosine {r @ c:.6f})"
         )
     normal = np.cross(r, c)
     if abs(step @ normal) / spacing[2] < _GEOMETRY_TOL:
         raise InputError(f"{folder}: cannot write DICOM: the slice axis lies in the image plane")
 
     def uid(*role: str) -> str:
-        return (
-            generate_uid(entropy_srcs=[uid_entropy, *role])
-            if uid_entropy is not None
-            else generate_uid()
-        )
+        return generate_uid(entropy_srcs=[uid_entropy, *role]) if uid_entropy is not None else generate_uid()
 
     study_uid = study_uid or uid("study")
     series_uid = series_uid or uid("series")
@@ -391,16 +383,12 @@ def write_dicom_series(
     return [folder / name for name in names]
 
 
-def dicom_to_nifti(
-    folder: str | os.PathLike, out_path: str | os.PathLike, series_uid: str | None = None
-) -> Path:
+def dicom_to_nifti(folder: str | os.PathLike, out_path: str | os.PathLike, series_uid: str | None = None) -> Path:
     """Convert a DICOM series (see :func:`read_dicom_series`) to a NIfTI file; returns its path."""
     return write_nifti(read_dicom_series(folder, series_uid).volume, out_path)
 
 
-def nifti_to_dicom(
-    nifti_path: str | os.PathLike, folder: str | os.PathLike, **kwargs: Any
-) -> list[Path]:
+def nifti_to_dicom(nifti_path: str | os.PathLike, folder: str | os.PathLike, **kwargs: Any) -> list[Path]:
     """Convert a NIfTI file to a DICOM series (see :func:`write_dicom_series`).
 
     ``patient_id`` defaults to the file name without ``.nii``/``.nii.gz``, ``patient_name`` to
@@ -447,8 +435,7 @@ def _read_header(path: Path) -> Dataset | None:
 
 def _describe_series(images: dict[str, list[tuple[Path, Dataset]]]) -> str:
     return "; ".join(
-        f"{uid} ({str(members[0][1].get('SeriesDescription', '')) or 'no description'!r}, "
-        f"{len(members)} images)"
+        f"{uid} ({str(members[0][1].get('SeriesDescription', '')) or 'no description'!r}, {len(members)} images)"
         for uid, members in sorted(images.items())
     )
 
@@ -481,16 +468,11 @@ def _check_geometry(path: Path, ds: Dataset) -> None:
         raise InputError(f"{path}: invalid geometry: ImagePositionPatient {position.tolist()} is not finite")
 
 
-def _sort_slices(
-    members: list[tuple[Path, Dataset]], where: str
-) -> list[tuple[Path, Dataset]]:
+def _sort_slices(members: list[tuple[Path, Dataset]], where: str) -> list[tuple[Path, Dataset]]:
     """Check that the slices form one stack and return them in ``k`` order."""
     for path, ds in members:
         if int(ds.get("NumberOfFrames") or 1) > 1:
-            raise InputError(
-                f"{path}: multi-frame images are not supported "
-                f"(NumberOfFrames={ds.NumberOfFrames})"
-            )
+            raise InputError(f"{path}: multi-frame images are not supported (NumberOfFrames={ds.NumberOfFrames})")
         for keyword, size in _REQUIRED_GEOMETRY.items():
             try:
                 valid = ds.get(keyword) not in (None, "") and not (size and len(_floats(ds, keyword)) != size)
@@ -541,10 +523,7 @@ def _affine(members: list[tuple[Path, Dataset]], where: str) -> np.ndarray:
         step = (positions[-1] - positions[0]) / (len(members) - 1)
         if np.any(np.linalg.norm(np.diff(positions, axis=0) - step, axis=1) > _SPACING_TOL):
             along = ", ".join(f"{p:.3f}" for p in positions @ np.cross(r, c))
-            raise InputError(
-                f"{where}: non-uniform slice spacing: slice positions along the normal are "
-                f"{along} mm"
-            )
+            raise InputError(f"{where}: non-uniform slice spacing: slice positions along the normal are {along} mm")
     else:
         thickness = first.get("SpacingBetweenSlices") or first.get("SliceThickness")
         if not thickness:
@@ -582,9 +561,9 @@ def _read_pixels(members: list[tuple[Path, Dataset]]) -> np.ndarray:
             if np.iinfo(dtype).min <= low and high <= np.iinfo(dtype).max:
                 return data.astype(dtype)
         return data.astype(np.int64)
-    return np.stack(
-        [frame * slope + intercept for frame, (slope, intercept) in zip(frames, scales)], axis=-1
-    ).astype(np.float32)
+    return np.stack([frame * slope + intercept for frame, (slope, intercept) in zip(frames, scales)], axis=-1).astype(
+        np.float32
+    )
 
 
 def _encode_pixels(array: np.ndarray, folder: Path) -> tuple[np.ndarray, int, float, float]:

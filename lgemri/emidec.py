@@ -63,11 +63,26 @@ AFFINE_TOLERANCE_MM = 1e-3
 SPLITS = ("train", "val", "test")
 LAYOUTS = ("auto", "nifti", "png")
 MANIFEST_FIELDS = (
-    "name", "case_id", "group", "slice", "split", "infarct", "no_reflow", "category",
-    "shape_i", "shape_j", "spacing_mm", "slice_spacing_mm",
-    "roi_i0", "roi_j0", "roi_i1", "roi_j1",
-    "lv_pixels", "infarct_pixels", "no_reflow_pixels",
-)  # fmt: skip
+    "name",
+    "case_id",
+    "group",
+    "slice",
+    "split",
+    "infarct",
+    "no_reflow",
+    "category",
+    "shape_i",
+    "shape_j",
+    "spacing_mm",
+    "slice_spacing_mm",
+    "roi_i0",
+    "roi_j0",
+    "roi_i1",
+    "roi_j1",
+    "lv_pixels",
+    "infarct_pixels",
+    "no_reflow_pixels",
+)
 
 
 @dataclasses.dataclass
@@ -168,14 +183,10 @@ def validate_label(
             (tolerance 1e-3), or a value lies outside 0..4.
     """
     if label.shape != image.shape:
-        raise InputError(
-            f"{path}: label shape {label.shape} differs from image {image_path} shape {image.shape}"
-        )
+        raise InputError(f"{path}: label shape {label.shape} differs from image {image_path} shape {image.shape}")
     diff = float(np.abs(label.affine - image.affine).max())
     if diff > AFFINE_TOLERANCE_MM:
-        raise InputError(
-            f"{path}: label affine differs from image {image_path} affine by up to {diff:.4g} mm"
-        )
+        raise InputError(f"{path}: label affine differs from image {image_path} affine by up to {diff:.4g} mm")
     return Volume(as_label(label.array, path), image.affine.copy())
 
 
@@ -238,9 +249,7 @@ def parse_slice_name(name: str) -> dict:
     """
     match = SLICE_NAME_RE.fullmatch(name)
     if not match:
-        raise InputError(
-            f"{name!r}: not an EMIDEC slice name (EMIDEC_Case_P012_slice_3_Inf_Y)"
-        )
+        raise InputError(f"{name!r}: not an EMIDEC slice name (EMIDEC_Case_P012_slice_3_Inf_Y)")
     infarct = match["infarct"] == "Inf"
     if infarct == (match["no_reflow"] == "NoRef"):
         raise InputError(f"{name!r}: Inf goes with Y or N, NoInf with NoRef")
@@ -262,14 +271,8 @@ def case_category(label: np.ndarray) -> str:
 
 def _check_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:
     values = tuple(float(f) for f in fractions)
-    if (
-        len(values) != 3
-        or not all(math.isfinite(f) and f >= 0 for f in values)
-        or abs(sum(values) - 1.0) > 1e-6
-    ):
-        raise InputError(
-            f"split fractions must be three non-negative numbers summing to 1, got {fractions}"
-        )
+    if len(values) != 3 or not all(math.isfinite(f) and f >= 0 for f in values) or abs(sum(values) - 1.0) > 1e-6:
+        raise InputError(f"split fractions must be three non-negative numbers summing to 1, got {fractions}")
     return values  # type: ignore[return-value]
 
 
@@ -371,19 +374,34 @@ def write_case_slices(
             cut_slices.append(k)
         infarct_pixels = int(infarct_mask(lab2d).sum())
         no_reflow_pixels = int((lab2d == NO_REFLOW).sum())
-        rows.append({
-            "name": name, "case_id": case.case_id, "group": case.group, "slice": k,
-            "infarct": int(infarct_pixels > 0), "no_reflow": int(no_reflow_pixels > 0),
-            "shape_i": lab2d.shape[0], "shape_j": lab2d.shape[1],
-            "spacing_mm": spacing, "slice_spacing_mm": round(thickness, 6),
-            "roi_i0": box[0], "roi_j0": box[1], "roi_i1": box[2], "roi_j1": box[3],
-            "lv_pixels": lv_pixels, "infarct_pixels": infarct_pixels,
-            "no_reflow_pixels": no_reflow_pixels,
-        })  # fmt: skip
+        rows.append(
+            {
+                "name": name,
+                "case_id": case.case_id,
+                "group": case.group,
+                "slice": k,
+                "infarct": int(infarct_pixels > 0),
+                "no_reflow": int(no_reflow_pixels > 0),
+                "shape_i": lab2d.shape[0],
+                "shape_j": lab2d.shape[1],
+                "spacing_mm": spacing,
+                "slice_spacing_mm": round(thickness, 6),
+                "roi_i0": box[0],
+                "roi_j0": box[1],
+                "roi_i1": box[2],
+                "roi_j1": box[3],
+                "lv_pixels": lv_pixels,
+                "infarct_pixels": infarct_pixels,
+                "no_reflow_pixels": no_reflow_pixels,
+            }
+        )
     if cut_slices:
         logger.warning(
             "%s: the %dx%d ROI cuts off LV voxels in slices %s",
-            case.case_id, roi_size, roi_size, cut_slices,
+            case.case_id,
+            roi_size,
+            roi_size,
+            cut_slices,
         )
     info = {
         "group": case.group,

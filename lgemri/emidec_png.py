@@ -175,9 +175,14 @@ def load_png_case(root: str | os.PathLike, case_id: str, spacing_ij: tuple[float
     group = case_id[5]
     first = root / "images" / slices[numbers[0]]
     return EmidecCase(
-        case_id, group, Volume(image_arr, affine), Volume(label_arr, affine.copy()), {},
-        first, root / "labels" / slices[numbers[0]],
-    )  # fmt: skip
+        case_id,
+        group,
+        Volume(image_arr, affine),
+        Volume(label_arr, affine.copy()),
+        {},
+        first,
+        root / "labels" / slices[numbers[0]],
+    )
 
 
 def lv_shape_stats(label: np.ndarray) -> tuple[float, float, float] | None:

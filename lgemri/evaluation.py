@@ -245,9 +245,12 @@ def evaluate(pred_dir: str | os.PathLike, truth_dir: str | os.PathLike, out_dir:
         }
         logger.debug(
             "%s: Dice myocardium %.3f, infarct %.3f, no-reflow %.3f; HD %.2f mm",
-            case_id, scores["dice_myocardium"], scores["dice_infarct"], scores["dice_no_reflow"],
+            case_id,
+            scores["dice_myocardium"],
+            scores["dice_infarct"],
+            scores["dice_no_reflow"],
             scores["hausdorff_myocardium_mm"],
-        )  # fmt: skip
+        )
 
     mean_row: dict = {"case_id": "mean"}
     excluded: dict[str, int] = {}
@@ -259,7 +262,7 @@ def evaluate(pred_dir: str | os.PathLike, truth_dir: str | os.PathLike, out_dir:
         "metadata": {
             "tool": "lgemri.evaluation",
             "lgemri_version": __version__,
-            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             "pred_dir": str(pred_dir.resolve()),
             "truth_dir": str(truth_dir.resolve()),
             "n_cases": len(rows),
@@ -300,16 +303,20 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
 
     logger.info(
         "mean over %d case(s): Dice myocardium %s, infarct %s, no-reflow %s; Hausdorff myocardium %s",
-        summary["metadata"]["n_cases"], show("dice_myocardium"), show("dice_infarct"), show("dice_no_reflow"),
+        summary["metadata"]["n_cases"],
+        show("dice_myocardium"),
+        show("dice_infarct"),
+        show("dice_no_reflow"),
         show("hausdorff_myocardium_mm", " mm", 2),
-    )  # fmt: skip
+    )
     logger.info(
-        "mean volume differences: myocardium %s, infarct %s, no-reflow %s; "
-        "ratio differences: infarct %s, no-reflow %s",
-        show("volume_diff_myocardium_mm3", " mm^3", 1), show("volume_diff_infarct_mm3", " mm^3", 1),
-        show("volume_diff_no_reflow_mm3", " mm^3", 1), show("ratio_diff_infarct_pct", " %", 2),
+        "mean volume differences: myocardium %s, infarct %s, no-reflow %s; ratio differences: infarct %s, no-reflow %s",
+        show("volume_diff_myocardium_mm3", " mm^3", 1),
+        show("volume_diff_infarct_mm3", " mm^3", 1),
+        show("volume_diff_no_reflow_mm3", " mm^3", 1),
+        show("ratio_diff_infarct_pct", " %", 2),
         show("ratio_diff_no_reflow_pct", " %", 2),
-    )  # fmt: skip
+    )
     logger.info("wrote %s, %s and %s", *(Path(args.out) / n for n in ("metrics.csv", "metrics.json", "boxplots.png")))
 
 

@@ -138,9 +138,7 @@ def crop_roi(
     return crop, box
 
 
-def paste_roi(
-    crop: np.ndarray, box: Box, shape: tuple[int, ...], fill: float = 0
-) -> np.ndarray:
+def paste_roi(crop: np.ndarray, box: Box, shape: tuple[int, ...], fill: float = 0) -> np.ndarray:
     """Put a :func:`crop_roi` window back into a new array of ``shape`` (inverse of the crop).
 
     Args:

@@ -47,7 +47,9 @@ MIN_LV_FRACTION = 0.3  # slices whose LV area is below this fraction of the larg
 REFINE_MM = 1.5  # re-centre the ROI on the segmented LV when it lies further than this
 MIN_INFARCT_ML = 1.0  # infarct specks below this volume are noise (experiments/min_infarct_tuning.py)
 MC_PASSES = 3  # Monte-Carlo dropout passes for the uncertainty check (docs/quality.md); 0: none
-MC_MEMBERS = (0,)  # the ensemble members that run them: the first, the shipped narrow network (dropout 0.1, a third of the cost)
+MC_MEMBERS = (
+    0,
+)  # the ensemble members that run them: the first, the shipped narrow network (dropout 0.1, a third of the cost)
 MC_PASSES_ENV = "CARDIAC_MI_MC_PASSES"  # overrides MC_PASSES for segment_volume's callers (infer, the server)
 
 
@@ -125,7 +127,11 @@ class InferenceResult:
             "shape": list(self.label.shape),
             "spacing_mm": [round(float(s), 4) for s in self.label.spacing],
             "roi": self.roi,
-            "volumes_mm3": {**{k: round(v, 1) for k, v in volumes.items()}, "lv_myocardium_total": round(myo, 1), "infarct_total": round(infarct, 1)},
+            "volumes_mm3": {
+                **{k: round(v, 1) for k, v in volumes.items()},
+                "lv_myocardium_total": round(myo, 1),
+                "infarct_total": round(infarct, 1),
+            },
             "volumes_ml": {k: round(v / 1000.0, 3) for k, v in volumes.items()},
             "infarct_percent_of_myocardium": round(100.0 * infarct / myo, 2) if myo else 0.0,
             "timings_s": {k: round(v, 4) for k, v in self.timings.items()},
@@ -248,7 +254,9 @@ def _mc_passes(mc_passes: int | None) -> int:
     return check_passes(mc_passes, allow_zero=True)
 
 
-def _to_input_grid(values_1mm: np.ndarray, grid_1mm: Volume, target: Volume, order: int, fill: float, box=None) -> np.ndarray:
+def _to_input_grid(
+    values_1mm: np.ndarray, grid_1mm: Volume, target: Volume, order: int, fill: float, box=None
+) -> np.ndarray:
     """Interpolate a 1 mm in-plane array [i, j, k] onto ``target``'s grid (same slices).
 
     With ``box`` = (i0, j0, i1, j1) on the 1 mm grid, only the target voxels that fall inside it
@@ -281,7 +289,9 @@ def _check_image(image: Volume) -> list[str]:
     if not np.isfinite(array).all():
         raise InputError("the image holds NaN or infinite values")
     if min(image.shape[:2]) < 16:
-        raise InputError(f"the image is too small to hold a heart ({image.shape[0]} x {image.shape[1]} voxels per slice)")
+        raise InputError(
+            f"the image is too small to hold a heart ({image.shape[0]} x {image.shape[1]} voxels per slice)"
+        )
     warnings = []
     if image.shape[2] == 1:
         warnings.append("single slice: the LV centre comes from one slice only")
@@ -368,7 +378,15 @@ def segment_volume(
     uncertainty = None
     if mc_passes:
         uncertainty = estimate(
-            models.segmenter, roi_pass.inputs, roi_pass.probs, roi_pass.valid, mc_passes, mc_seed, models.device, mc_members, uncertainty_map
+            models.segmenter,
+            roi_pass.inputs,
+            roi_pass.probs,
+            roi_pass.valid,
+            mc_passes,
+            mc_seed,
+            models.device,
+            mc_members,
+            uncertainty_map,
         )
         warnings += uncertainty.warnings
         lap("uncertainty")
@@ -402,7 +420,15 @@ def segment_volume(
         "size_mm": ROI_SIZE,
     }
     timings["total"] = time.perf_counter() - start
-    return InferenceResult(Volume(label, image.affine), Volume(lv.astype(np.uint8), image.affine), roi, timings, warnings, findings, uncertainty)
+    return InferenceResult(
+        Volume(label, image.affine),
+        Volume(lv.astype(np.uint8), image.affine),
+        roi,
+        timings,
+        warnings,
+        findings,
+        uncertainty,
+    )
 
 
 def _roi_to_input(values_roi: np.ndarray, box: tuple, grid: Volume, image: Volume) -> np.ndarray:
@@ -415,7 +441,9 @@ def _roi_to_input(values_roi: np.ndarray, box: tuple, grid: Volume, image: Volum
     return _to_input_grid(out, grid, image, 1, 0.0, box)
 
 
-def infer_file(path: str | os.PathLike, out_dir: str | os.PathLike, models: Models, series_uid: str | None = None) -> tuple[Path, Path]:
+def infer_file(
+    path: str | os.PathLike, out_dir: str | os.PathLike, models: Models, series_uid: str | None = None
+) -> tuple[Path, Path]:
     """Segment a NIfTI file or DICOM series folder; write ``<name>.nii.gz`` and ``<name>.json``."""
     import json
 
@@ -439,7 +467,11 @@ def infer_file(path: str | os.PathLike, out_dir: str | os.PathLike, models: Mode
             summary["quantification"] = quantify(image, result.label)
         except InputError as exc:
             summary["quantification"] = {"error": str(exc)}
-    summary["timings_s"] = {"read": round(read_s, 4), **summary["timings_s"], "write": round(time.perf_counter() - tick, 4)}
+    summary["timings_s"] = {
+        "read": round(read_s, 4),
+        **summary["timings_s"],
+        "write": round(time.perf_counter() - tick, 4),
+    }
     summary["models"] = {"folder": models.meta.get("folder"), "two_stage": models.two_stage}
     json_path = out / f"{name}.json"
     write_text(json_path, json.dumps(summary, indent=1) + "\n")

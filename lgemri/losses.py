@@ -146,9 +146,7 @@ class SegmentationLoss(nn.Module):
         self.register_buffer("weights", w)
         self.dice_weight = float(dice_weight)
         self.dice = (
-            DiceLoss(softmax=True, to_onehot_y=True, include_background=False, batch=True)
-            if dice_weight > 0
-            else None
+            DiceLoss(softmax=True, to_onehot_y=True, include_background=False, batch=True) if dice_weight > 0 else None
         )
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -157,9 +155,7 @@ class SegmentationLoss(nn.Module):
         target = target.long()
         logits = logits.float()  # the loss in float32, also under autocast
         if self.weights is not None and self.weights.numel() != logits.shape[1]:
-            raise InputError(
-                f"SegmentationLoss: {self.weights.numel()} class weights for {logits.shape[1]} classes"
-            )
+            raise InputError(f"SegmentationLoss: {self.weights.numel()} class weights for {logits.shape[1]} classes")
         weight = self.weights
         loss = F.cross_entropy(logits, target, weight=weight)
         if self.dice is not None:

@@ -157,8 +157,7 @@ def _as_label(values: np.ndarray) -> np.ndarray:
             raise InputError("enforce_anatomy: label values must be integers 0..4, found non-integer values")
     if values.size and (values.min() < 0 or values.max() >= NUM_CLASSES):
         raise InputError(
-            f"enforce_anatomy: label values must lie in 0..{NUM_CLASSES - 1}, "
-            f"found {values.min():g}..{values.max():g}"
+            f"enforce_anatomy: label values must lie in 0..{NUM_CLASSES - 1}, found {values.min():g}..{values.max():g}"
         )
     return values.astype(np.uint8)
 

@@ -16,7 +16,9 @@ __all__ = ["save_montage"]
 OUTLINE_COLOURS = {CAVITY: "#ff4040", MYOCARDIUM: "#40ff40", INFARCT: "#ffd000", NO_REFLOW: "#00e0ff"}
 
 
-def save_montage(image: Volume, path: str | os.PathLike, label: Volume | None = None, columns: int = 5, title: str = "") -> Path:
+def save_montage(
+    image: Volume, path: str | os.PathLike, label: Volume | None = None, columns: int = 5, title: str = ""
+) -> Path:
     """Save every slice of ``image`` as a grid PNG, with outlines of ``label``'s classes.
 
     Slices are shown as acquired (rows down the screen, columns across), square pixels, and

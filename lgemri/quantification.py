@@ -135,9 +135,7 @@ def _check_geometry(label: Volume, image: Volume | None, warnings: list[str]) ->
             "give an image with PixelSpacing and slice positions (DICOM) or a NIfTI affine"
         )
     if np.allclose(label.affine, np.eye(4)):
-        warnings.append(
-            "the label has no geometry (identity affine): volumes and masses assume 1 mm voxels"
-        )
+        warnings.append("the label has no geometry (identity affine): volumes and masses assume 1 mm voxels")
     if image is not None:
         if image.shape != label.shape:
             raise InputError(f"the label's shape {label.shape} differs from the image's {image.shape}")

@@ -241,9 +241,7 @@ def write_seg(
             segmented_property_category=spec.category,
             segmented_property_type=spec.type,
             algorithm_type=(
-                hd.seg.SegmentAlgorithmTypeValues.MANUAL
-                if manual
-                else hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC
+                hd.seg.SegmentAlgorithmTypeValues.MANUAL if manual else hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC
             ),
             algorithm_identification=algorithm,
         )
@@ -328,10 +326,7 @@ def read_seg(path: str | os.PathLike, series: DicomSeries) -> np.ndarray:
 
     referenced = {str(item.get("SeriesInstanceUID", "")) for item in ds.get("ReferencedSeriesSequence", [])}
     if referenced and series.series_uid not in referenced:
-        raise InputError(
-            f"{path}: the SEG references series {', '.join(sorted(referenced))}, "
-            f"not {series.series_uid}"
-        )
+        raise InputError(f"{path}: the SEG references series {', '.join(sorted(referenced))}, not {series.series_uid}")
 
     classes = _segment_classes(ds, path)
     shape = series.volume.shape
@@ -398,9 +393,7 @@ def _segment_classes(ds: Dataset, path: Path) -> dict[int, int]:
     taken: dict[int, int] = {}
     for number, value in classes.items():
         if value in taken:
-            raise InputError(
-                f"{path}: segments {taken[value]} and {number} both map to {LABEL_NAMES[value]}"
-            )
+            raise InputError(f"{path}: segments {taken[value]} and {number} both map to {LABEL_NAMES[value]}")
         taken[value] = number
     if not classes:
         raise InputError(f"{path}: the SEG describes no segments")
@@ -425,9 +418,7 @@ def _frame_attr(item: Dataset, shared: Dataset | None, sequence: str, keyword: s
     return None
 
 
-def _frame_slice(
-    item: Dataset, shared: Dataset | None, sop_to_k: dict[str, int], positions: np.ndarray
-) -> int | None:
+def _frame_slice(item: Dataset, shared: Dataset | None, sop_to_k: dict[str, int], positions: np.ndarray) -> int | None:
     """The slice index of a SEG frame: by source SOPInstanceUID, else by position."""
     for derivation in item.get("DerivationImageSequence", []):
         for source in derivation.get("SourceImageSequence", []):

@@ -75,9 +75,13 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_PASSES = 8  # the active-learning score (epistemic scoring); the infer default is lgemri.inference.MC_PASSES
 REGION_DILATION_MM = 2.0  # the scored region: the predicted LV grown by this much in-plane
-BANK_SIZE = 1 << 22  # draws in BankDropout's bank (16 MB per drop rate): twice the largest activation of a batch (8 x 16 x 128 x 128)
+BANK_SIZE = (
+    1 << 22
+)  # draws in BankDropout's bank (16 MB per drop rate): twice the largest activation of a batch (8 x 16 x 128 x 128)
 BANK_SEED = 20240601
-BATCH_SIZE = 8  # crops per forward call: bounds memory; on CPU small batches were fastest (8: 1.2 s, 32: 1.6-2.1 s for 72 crops)
+BATCH_SIZE = (
+    8  # crops per forward call: bounds memory; on CPU small batches were fastest (8: 1.2 s, 32: 1.6-2.1 s for 72 crops)
+)
 _EPS = 1e-12
 
 _lock = threading.Lock()  # one Monte-Carlo run at a time: the seed goes through torch's global RNG
@@ -110,10 +114,16 @@ def mutual_information(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.
 
 def check_passes(passes, allow_zero: bool = False) -> int:
     """``passes`` as an int, or InputError: at least 2 (0 too with ``allow_zero``: no Monte-Carlo passes)."""
-    bad = isinstance(passes, bool) or not isinstance(passes, (int, np.integer)) or (passes < 2 and not (allow_zero and passes == 0))
+    bad = (
+        isinstance(passes, bool)
+        or not isinstance(passes, (int, np.integer))
+        or (passes < 2 and not (allow_zero and passes == 0))
+    )
     if bad:
         also = " (or 0: none)" if allow_zero else ""
-        raise InputError(f"passes must be an integer of at least 2{also} (Monte-Carlo dropout needs several passes), got {passes!r}")
+        raise InputError(
+            f"passes must be an integer of at least 2{also} (Monte-Carlo dropout needs several passes), got {passes!r}"
+        )
     return int(passes)
 
 
@@ -209,7 +219,9 @@ def _fold_batch_norm(net: torch.nn.Module) -> int:
     for module in net.modules():
         conv, adn = getattr(module, "conv", None), getattr(module, "adn", None)
         norm = getattr(adn, "N", None) if adn is not None else None
-        if not isinstance(conv, (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)) or not isinstance(norm, torch.nn.modules.batchnorm._BatchNorm):
+        if not isinstance(conv, (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)) or not isinstance(
+            norm, torch.nn.modules.batchnorm._BatchNorm
+        ):
             continue
         if norm.running_mean is None or not norm.affine:
             continue
@@ -318,10 +330,17 @@ def estimate(
     if members is None:
         members = range(len(every))
     if not members or any(not 0 <= int(i) < len(every) for i in members):
-        raise InputError(f"members must be indices of the {len(every)} member(s) of the segmentation network, got {list(members)}")
+        raise InputError(
+            f"members must be indices of the {len(every)} member(s) of the segmentation network, got {list(members)}"
+        )
     members = [every[int(i)] for i in members]
     with_dropout = [m for m in members if _dropout_layers(m)]
-    details: dict = {"region_dilation_mm": REGION_DILATION_MM, "seed": seed, "members": len(members), "members_with_dropout": len(with_dropout)}
+    details: dict = {
+        "region_dilation_mm": REGION_DILATION_MM,
+        "seed": seed,
+        "members": len(members),
+        "members_with_dropout": len(with_dropout),
+    }
     if len(members) < len(every):
         details["of_members"] = len(every)
 
@@ -336,7 +355,9 @@ def estimate(
     slices = np.nonzero(region.any(axis=(1, 2)))[0]
     batch = inputs[slices]
     samples = []
-    devices = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    devices = (
+        [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    )
     with _lock, torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         for member in members:
@@ -358,7 +379,10 @@ def estimate(
     flips = (np.argmax(stacked[:, :, region_w], axis=1) != labels_r[None]).mean(axis=0)
     score = float(mi.mean())
     slice_of = np.nonzero(region_w)[0]
-    sums, counts = np.bincount(slice_of, weights=mi, minlength=len(slices)), np.bincount(slice_of, minlength=len(slices))
+    sums, counts = (
+        np.bincount(slice_of, weights=mi, minlength=len(slices)),
+        np.bincount(slice_of, minlength=len(slices)),
+    )
     per_slice: list[float | None] = [None] * k
     for n, s in enumerate(slices):
         per_slice[s] = round(float(sums[n] / counts[n]), 6) if counts[n] else None
@@ -372,7 +396,10 @@ def estimate(
             "expected_entropy": _mean_or_none(expected, everywhere),
             "flip_rate": _mean_or_none(flips, everywhere),
             "classes": {
-                LABEL_NAMES[c]: {"voxels": int((labels_r == c).sum()), "mutual_information": _mean_or_none(mi, labels_r == c)}
+                LABEL_NAMES[c]: {
+                    "voxels": int((labels_r == c).sum()),
+                    "mutual_information": _mean_or_none(mi, labels_r == c),
+                }
                 for c in range(1, NUM_CLASSES)
             },
             "slices": per_slice,
@@ -442,6 +469,15 @@ def mc_dropout(image: Volume, models: Models, passes: int = DEFAULT_PASSES, seed
     if u is None or u.score is None:
         zeros = np.zeros(image.shape, dtype=np.float32)
         warnings += u.warnings if u is not None else []
-        return UncertaintyResult(result.label, Volume(zeros, image.affine), None, details, dict(result.timings), warnings)
-    details.update({**u.details, "passes": passes, "samples": u.samples, "roi": {k: result.roi[k] for k in ("centre_voxel_1mm", "box_voxel_1mm", "size_mm")}})
+        return UncertaintyResult(
+            result.label, Volume(zeros, image.affine), None, details, dict(result.timings), warnings
+        )
+    details.update(
+        {
+            **u.details,
+            "passes": passes,
+            "samples": u.samples,
+            "roi": {k: result.roi[k] for k in ("centre_voxel_1mm", "box_voxel_1mm", "size_mm")},
+        }
+    )
     return UncertaintyResult(result.label, u.map, u.score, details, dict(result.timings), warnings + u.warnings)

@@ -280,6 +280,7 @@ def read_nifti(path: str | os.PathLike) -> Volume:
     affine = img.affine if pixdim is None else _itk_affine(img.header, pixdim, path)
     return Volume(np.asarray(array), affine)
 
+
 def write_nifti(volume: Volume, path: str | os.PathLike) -> Path:
     """Write ``volume`` to ``path`` (``.nii`` or ``.nii.gz``) atomically; returns the path."""
     path = Path(path)

@@ -31,7 +31,7 @@ fi
 PYTHON=python3.11
 
 stamp=.venv/.requirements.sha256
-want=$(cat requirements.txt build-constraints.txt pyproject.toml | sha256sum | cut -d' ' -f1)
+want=$(cat requirements.txt requirements-dev.txt build-constraints.txt pyproject.toml | sha256sum | cut -d' ' -f1)
 if [ ! -x .venv/bin/python ]; then
   echo "setup: creating .venv"
   "$PYTHON" -m venv .venv
@@ -40,7 +40,7 @@ fi
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "setup: installing requirements into .venv (a few minutes the first time)"
   PIP_CONSTRAINT="$PWD/build-constraints.txt" SAM2_BUILD_CUDA=0 \
-    .venv/bin/pip install --quiet --disable-pip-version-check -r requirements.txt
+    .venv/bin/pip install --quiet --disable-pip-version-check -r requirements.txt -r requirements-dev.txt
   .venv/bin/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
   .venv/bin/pip check
   echo "$want" > "$stamp"

@@ -302,17 +302,19 @@ def make_case(config: SimulationConfig, index: int, pool: Pool | None = None) ->
             return None
         recipient = next(s for s in pool.subjects if s.subject_id == fused.recipient)
         label, wall, spacing = fused.label, recipient.wall, recipient.spacing
-        params.update({
-            "size_requested_pct": fused.donor_infarct_pct,
-            "territory_requested": ";".join(config.territories),
-            "recipient": fused.recipient,
-            "donor": fused.donor,
-            "fusion_cost": fused.cost,
-            "outside_wall": fused.parts["outside_wall"],
-            "repaired_px": fused.repaired,
-            "lv_diameter_mm": recipient.descriptors[0],
-            "wall_mm": recipient.descriptors[1],
-        })  # fmt: skip
+        params.update(
+            {
+                "size_requested_pct": fused.donor_infarct_pct,
+                "territory_requested": ";".join(config.territories),
+                "recipient": fused.recipient,
+                "donor": fused.donor,
+                "fusion_cost": fused.cost,
+                "outside_wall": fused.parts["outside_wall"],
+                "repaired_px": fused.repaired,
+                "lv_diameter_mm": recipient.descriptors[0],
+                "wall_mm": recipient.descriptors[1],
+            }
+        )
     else:
         normal = bool(rng.random() < config.normal_fraction)
         if config.mode == "synthetic":
@@ -322,11 +324,13 @@ def make_case(config: SimulationConfig, index: int, pool: Pool | None = None) ->
             assert pool is not None
             recipient = pool.subjects[int(rng.integers(len(pool.subjects)))]
             anatomy, wall, spacing = recipient.anatomy, recipient.wall, recipient.spacing
-            params.update({
-                "recipient": recipient.subject_id,
-                "lv_diameter_mm": recipient.descriptors[0],
-                "wall_mm": recipient.descriptors[1],
-            })  # fmt: skip
+            params.update(
+                {
+                    "recipient": recipient.subject_id,
+                    "lv_diameter_mm": recipient.descriptors[0],
+                    "wall_mm": recipient.descriptors[1],
+                }
+            )
         if normal:
             label = anatomy.copy()
         else:

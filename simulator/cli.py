@@ -106,7 +106,12 @@ def run(args: argparse.Namespace) -> None:
     result = simulate(config, args.out, progress=progress)
     logger.info(
         "%s: %d cases, %d masks (shard %s), %d skipped; manifest %s",
-        config.mode, result.cases, result.masks, config.shard, result.skipped, result.manifest,
+        config.mode,
+        result.cases,
+        result.masks,
+        config.shard,
+        result.skipped,
+        result.manifest,
     )
 
 

@@ -250,6 +250,9 @@ def fuse(
             return Fusion(label, donor_id, recipient_id, cost, parts, donor_pct, rotation, scale, repaired)
         logger.debug(
             "fusion attempt %d: donor %s rejected (best cost %.3f > %.3f)",
-            attempt + 1, subjects[d].subject_id, cost, max_cost,
+            attempt + 1,
+            subjects[d].subject_id,
+            cost,
+            max_cost,
         )
     return None

@@ -109,13 +109,15 @@ def descriptors(anatomy: np.ndarray, slice_spacing: float) -> np.ndarray:
     myo = int(((anatomy >= 2) & (anatomy <= 4)).sum())
     cav = int((anatomy == CAVITY).sum())
     n_lv = int((anatomy > 0).any(axis=(0, 1)).sum())
-    return np.array([
-        float(np.median(diam)) if diam else 0.0,
-        float(np.median(wall)) if wall else 0.0,
-        float(np.median(ecc)) if ecc else 0.0,
-        n_lv * slice_spacing,
-        myo / cav if cav else 0.0,
-    ])
+    return np.array(
+        [
+            float(np.median(diam)) if diam else 0.0,
+            float(np.median(wall)) if wall else 0.0,
+            float(np.median(ecc)) if ecc else 0.0,
+            n_lv * slice_spacing,
+            myo / cav if cav else 0.0,
+        ]
+    )
 
 
 def _as_labels(volume: Volume, path: Path) -> np.ndarray | None:

@@ -98,15 +98,17 @@ def _measured(root: Path, territories: dict[str, str] | None = None) -> list[dic
         if subject is None:
             continue
         m = measure(subject.wall, subject.label)
-        cases.append({
-            "case_id": subject_id,
-            "infarct_pct": m.infarct_pct,
-            "no_reflow_pct": m.no_reflow_pct,
-            "transmurality_mean_pct": m.case_transmurality_mean,
-            "transmurality_max_pct": m.case_transmurality_max,
-            "segments": list(m.segments),
-            "territory": (territories or {}).get(subject_id) or m.territory,
-        })  # fmt: skip
+        cases.append(
+            {
+                "case_id": subject_id,
+                "infarct_pct": m.infarct_pct,
+                "no_reflow_pct": m.no_reflow_pct,
+                "transmurality_mean_pct": m.case_transmurality_mean,
+                "transmurality_max_pct": m.case_transmurality_max,
+                "segments": list(m.segments),
+                "territory": (territories or {}).get(subject_id) or m.territory,
+            }
+        )
     return cases
 
 
@@ -130,15 +132,18 @@ def reference_cases(path: str | os.PathLike) -> tuple[str, str, list[dict]]:
         labels = path.parent / "emidec"
         if labels.is_dir():
             return f"phantom ground truth ({path})", "phantom, measured from its labels", _measured(labels, territories)
-        cases = [{
-            "case_id": t["case_id"],
-            "infarct_pct": float(t["infarct_percent_lv"]),
-            "no_reflow_pct": float(t["no_reflow_percent_lv"]),
-            "transmurality_mean_pct": None,
-            "transmurality_max_pct": 100.0 * float(t.get("max_transmurality", 0.0)),
-            "segments": sorted(int(s) for s in t.get("infarct_segments", {})),
-            "territory": t.get("territory") or "",
-        } for t in truths]  # fmt: skip
+        cases = [
+            {
+                "case_id": t["case_id"],
+                "infarct_pct": float(t["infarct_percent_lv"]),
+                "no_reflow_pct": float(t["no_reflow_percent_lv"]),
+                "transmurality_mean_pct": None,
+                "transmurality_max_pct": 100.0 * float(t.get("max_transmurality", 0.0)),
+                "segments": sorted(int(s) for s in t.get("infarct_segments", {})),
+                "territory": t.get("territory") or "",
+            }
+            for t in truths
+        ]
         return f"phantom ground truth ({path})", "phantom.json (transmurality: the depth parameter)", cases
     if path.is_dir():
         return f"labelled cases ({path})", "EMIDEC layout, measured from the labels", _measured(path)
@@ -167,6 +172,7 @@ def _values(cases: list[dict], key: str) -> list[float]:
 def _summary(cases: list[dict]) -> dict:
     infarcted = [c for c in cases if c["infarct_pct"] > 0]
     n = len(infarcted)
+
     def share(count: int) -> float:
         return round(count / n, 4) if n else 0.0
 

@@ -42,18 +42,50 @@ logger = logging.getLogger(__name__)
 
 FORMATS = ("npy", "nifti")
 MANIFEST_FIELDS = (
-    "name", "case_id", "slice", "level", "mode", "seed", "index",
-    "territory_requested", "segments_requested", "size_requested_pct", "transmurality_requested_pct",
-    "heterogeneity", "no_reflow_requested_pct",
-    "infarct_pct", "no_reflow_pct", "no_reflow_share_pct", "transmurality_mean_pct", "transmurality_max_pct",
-    "segments_hit", "territory",
-    "slice_infarct_pct", "slice_no_reflow_pct", "slice_transmurality_mean_pct", "slice_transmurality_max_pct",
+    "name",
+    "case_id",
+    "slice",
+    "level",
+    "mode",
+    "seed",
+    "index",
+    "territory_requested",
+    "segments_requested",
+    "size_requested_pct",
+    "transmurality_requested_pct",
+    "heterogeneity",
+    "no_reflow_requested_pct",
+    "infarct_pct",
+    "no_reflow_pct",
+    "no_reflow_share_pct",
+    "transmurality_mean_pct",
+    "transmurality_max_pct",
+    "segments_hit",
+    "territory",
+    "slice_infarct_pct",
+    "slice_no_reflow_pct",
+    "slice_transmurality_mean_pct",
+    "slice_transmurality_max_pct",
     "slice_segments_hit",
-    "myocardium_px", "cavity_px", "infarct_px", "no_reflow_px", "myo_to_blood",
-    "slice_spacing_mm", "lv_diameter_mm", "wall_mm",
-    "seed_territory", "seed_slice", "seed_deg", "n_seeds", "capacity_pct",
-    "recipient", "donor", "fusion_cost", "outside_wall", "repaired_px",
-)  # fmt: skip
+    "myocardium_px",
+    "cavity_px",
+    "infarct_px",
+    "no_reflow_px",
+    "myo_to_blood",
+    "slice_spacing_mm",
+    "lv_diameter_mm",
+    "wall_mm",
+    "seed_territory",
+    "seed_slice",
+    "seed_deg",
+    "n_seeds",
+    "capacity_pct",
+    "recipient",
+    "donor",
+    "fusion_cost",
+    "outside_wall",
+    "repaired_px",
+)
 
 
 @dataclasses.dataclass
@@ -112,22 +144,24 @@ def case_rows(case: SimCase, names: list[str], m: Measurement) -> list[dict]:
     rows = []
     for k, name in enumerate(names):
         myo, cav = int(m.myocardium[k]), int(m.cavity[k])
-        rows.append({
-            **common,
-            "name": name,
-            "slice": k,
-            "level": case.wall.levels[k] or "",
-            "slice_infarct_pct": _pct(m.infarct[k], myo),
-            "slice_no_reflow_pct": _pct(m.no_reflow[k], myo),
-            "slice_transmurality_mean_pct": float(m.transmurality_mean[k]),
-            "slice_transmurality_max_pct": float(m.transmurality_max[k]),
-            "slice_segments_hit": m.slice_segments[k],
-            "myocardium_px": myo,
-            "cavity_px": cav,
-            "infarct_px": int(m.infarct[k]),
-            "no_reflow_px": int(m.no_reflow[k]),
-            "myo_to_blood": myo / cav if cav else None,
-        })  # fmt: skip
+        rows.append(
+            {
+                **common,
+                "name": name,
+                "slice": k,
+                "level": case.wall.levels[k] or "",
+                "slice_infarct_pct": _pct(m.infarct[k], myo),
+                "slice_no_reflow_pct": _pct(m.no_reflow[k], myo),
+                "slice_transmurality_mean_pct": float(m.transmurality_mean[k]),
+                "slice_transmurality_max_pct": float(m.transmurality_max[k]),
+                "slice_segments_hit": m.slice_segments[k],
+                "myocardium_px": myo,
+                "cavity_px": cav,
+                "infarct_px": int(m.infarct[k]),
+                "no_reflow_px": int(m.no_reflow[k]),
+                "myo_to_blood": myo / cav if cav else None,
+            }
+        )
     return [{field: _fmt(row.get(field)) for field in MANIFEST_FIELDS} for row in rows]
 
 

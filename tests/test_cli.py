@@ -128,8 +128,16 @@ def test_preview_writes_a_png(tmp_path, phantom_dir):
     import matplotlib.image
 
     out = tmp_path / "preview.png"
-    argv = ["-q", "preview", "--image", str(emidec_image(phantom_dir, "Case_P001")),
-            "--label", str(emidec_label(phantom_dir, "Case_P001")), "--out", str(out)]  # fmt: skip
+    argv = [
+        "-q",
+        "preview",
+        "--image",
+        str(emidec_image(phantom_dir, "Case_P001")),
+        "--label",
+        str(emidec_label(phantom_dir, "Case_P001")),
+        "--out",
+        str(out),
+    ]
     assert main(argv) == 0
     assert out.read_bytes()[:8] == PNG_SIGNATURE
     pixels = matplotlib.image.imread(out)
@@ -144,8 +152,15 @@ def test_preview_of_a_dicom_folder(tmp_path, phantom_dir):
 
 def test_preview_label_of_another_shape(tmp_path, phantom_dir, capsys):
     out = tmp_path / "preview.png"
-    argv = ["preview", "--image", str(emidec_image(phantom_dir, "Case_P001")),
-            "--label", str(emidec_label(phantom_dir, "Case_P002")), "--out", str(out)]  # fmt: skip
+    argv = [
+        "preview",
+        "--image",
+        str(emidec_image(phantom_dir, "Case_P001")),
+        "--label",
+        str(emidec_label(phantom_dir, "Case_P002")),
+        "--out",
+        str(out),
+    ]
     assert main(argv) == 2
     assert "shape" in one_line_error(capsys, "preview")
     assert not out.exists()
@@ -177,8 +192,10 @@ def test_console_script(tmp_path):
     missing = tmp_path / "missing"
     result = subprocess.run(
         [str(SCRIPT), "prepare", "--emidec", str(missing), "--out", str(tmp_path / "out")],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2
     lines = result.stderr.splitlines()
     assert len(lines) == 1, result.stderr

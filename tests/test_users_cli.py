@@ -41,8 +41,12 @@ def fails(argv, capsys, monkeypatch, stdin: str = "") -> str:
 
 
 def test_add_list_passwd_roles_token_remove(state, capsys, monkeypatch, restore_logging):
-    code, out, _ = run(["add", "anna", "--role", "annotator", "--password-stdin", "--state", str(state)], capsys,
-                       monkeypatch, "a-long-password\n")
+    code, out, _ = run(
+        ["add", "anna", "--role", "annotator", "--password-stdin", "--state", str(state)],
+        capsys,
+        monkeypatch,
+        "a-long-password\n",
+    )
     assert code == 0 and "added anna (roles: annotator)" in out
     assert "created the account 'admin'" in out  # the first account of a fresh state folder: admin comes too
     store = AuthStore.of_state(state)
@@ -52,8 +56,9 @@ def test_add_list_passwd_roles_token_remove(state, capsys, monkeypatch, restore_
     code, out, _ = run(["list", "--state", str(state)], capsys, monkeypatch)
     assert code == 0 and out.splitlines() == ["user   roles", "admin  admin", "anna   annotator"]
 
-    code, out, _ = run(["passwd", "anna", "--password-stdin", "--state", str(state)], capsys, monkeypatch,
-                       "another-password\n")
+    code, out, _ = run(
+        ["passwd", "anna", "--password-stdin", "--state", str(state)], capsys, monkeypatch, "another-password\n"
+    )
     assert code == 0 and store.verify("anna", "another-password") and not store.verify("anna", "a-long-password")
 
     code, out, _ = run(["roles", "anna", "annotator,reviewer", "--state", str(state)], capsys, monkeypatch)
@@ -77,8 +82,12 @@ def test_without_a_password_one_is_generated_and_shown_once(state, capsys, monke
 
 
 def test_files_are_private_and_passwords_hashed(state, capsys, monkeypatch, restore_logging):
-    run(["add", "anna", "--role", "annotator", "--password-stdin", "--state", str(state)], capsys, monkeypatch,
-        "a-long-password\n")
+    run(
+        ["add", "anna", "--role", "annotator", "--password-stdin", "--state", str(state)],
+        capsys,
+        monkeypatch,
+        "a-long-password\n",
+    )
     folder = state / "auth"
     assert stat.S_IMODE(folder.stat().st_mode) == 0o700
     for path in folder.iterdir():
@@ -96,8 +105,9 @@ def test_a_new_admin_password_removes_the_generated_one(state, capsys, monkeypat
     store = AuthStore.of_state(state)
     assert store.ensure() is not None and store.admin_password_path.exists()
     assert store.ensure() is None  # made once per state folder
-    code, _, _ = run(["passwd", "admin", "--password-stdin", "--state", str(state)], capsys, monkeypatch,
-                     "the-new-admin-password\n")
+    code, _, _ = run(
+        ["passwd", "admin", "--password-stdin", "--state", str(state)], capsys, monkeypatch, "the-new-admin-password\n"
+    )
     assert code == 0 and not store.admin_password_path.exists()
     assert store.verify("admin", "the-new-admin-password") is not None
 

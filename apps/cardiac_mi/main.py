@@ -17,12 +17,11 @@ import os
 import re
 import tempfile
 import threading
-from typing import Any, Dict, Iterable
+from collections.abc import Iterable
+from typing import Any
 
-import lgemri
 from fastapi import HTTPException
-from lgemri.dicom import SEGMENTED_MODALITIES
-from lgemri.inference import default_models_dir
+from lib.configs import Localization, Segmentation
 from monailabel.interfaces.app import MONAILabelApp
 from monailabel.interfaces.config import TaskConfig
 from monailabel.interfaces.datastore import Datastore
@@ -32,15 +31,22 @@ from monailabel.interfaces.tasks.train import TrainTask
 from monailabel.tasks.activelearning.first import First
 from monailabel.tasks.activelearning.random import Random
 
+import lgemri
 from cardiac_mi.ids import device_problem, is_local_image_id, is_uid, shown
-from lib.configs import Localization, Segmentation
+from lgemri.dicom import SEGMENTED_MODALITIES
+from lgemri.inference import default_models_dir
 
 logger = logging.getLogger(__name__)
 
-CONFIGS: Dict[str, type] = {"localization": Localization, "segmentation": Segmentation}
+CONFIGS: dict[str, type] = {"localization": Localization, "segmentation": Segmentation}
 # the request key naming the task of each kind of request, and what the kind is called in messages
-TASK_KEYS = {"infer": ("model", "infer task"), "batch_infer": ("model", "infer task"), "train": ("model", "trainer"),
-             "strategy": ("strategy", "active-learning strategy"), "scoring": ("method", "scoring method")}
+TASK_KEYS = {
+    "infer": ("model", "infer task"),
+    "batch_infer": ("model", "infer task"),
+    "train": ("model", "trainer"),
+    "strategy": ("strategy", "active-learning strategy"),
+    "scoring": ("method", "scoring method"),
+}
 # the name MONAI Label gives an uploaded image (tempfile.NamedTemporaryFile in the temporary folder)
 _UPLOAD_NAME = re.compile(r"tmp[a-z0-9_]{8}(\.[A-Za-z0-9]+)*")
 
@@ -52,8 +58,11 @@ def unknown(kind: str, name: Any, known: Iterable[str]) -> HTTPException:
 
 def no_such_image(image: Any) -> HTTPException:
     """The one answer for an image id the datastore does not hold, whatever a file of that name would be."""
-    return HTTPException(404, f"image {shown(image)}: no such image in the datastore (an image is named by its id, "
-                              "the series' SeriesInstanceUID; file paths are not accepted)")
+    return HTTPException(
+        404,
+        f"image {shown(image)}: no such image in the datastore (an image is named by its id, "
+        "the series' SeriesInstanceUID; file paths are not accepted)",
+    )
 
 
 class CardiacMIApp(MONAILabelApp):
@@ -64,7 +73,7 @@ class CardiacMIApp(MONAILabelApp):
             raise ValueError(f"{self.model_dir}: no models folder (set --conf models <folder> or CARDIAC_MI_MODELS)")
 
         self.planner = None
-        self.models: Dict[str, TaskConfig] = {}
+        self.models: dict[str, TaskConfig] = {}
         for name, config in CONFIGS.items():
             task = config()
             task.init(name, self.model_dir, conf, self.planner)
@@ -111,16 +120,23 @@ class CardiacMIApp(MONAILabelApp):
 
         infer_endpoint.nifti_to_dicom_seg = seg_for_series
         datastore.on_final_label.append(self._count_final_label)
-        logger.info("+++ datastore: %s (cache %s, lists refreshed every %.0f s)", datastore.url, cache, datastore.list_ttl)
+        logger.info(
+            "+++ datastore: %s (cache %s, lists refreshed every %.0f s)", datastore.url, cache, datastore.list_ttl
+        )
         return datastore
 
     # ------------------------------------------------------------------------------ request checks
 
-    def _tasks(self, kind: str) -> Dict[str, Any]:
-        return {"infer": self._infers, "batch_infer": self._infers, "train": self._trainers,
-                "strategy": self._strategies, "scoring": self._scoring_methods}[kind]
+    def _tasks(self, kind: str) -> dict[str, Any]:
+        return {
+            "infer": self._infers,
+            "batch_infer": self._infers,
+            "train": self._trainers,
+            "strategy": self._strategies,
+            "scoring": self._scoring_methods,
+        }[kind]
 
-    def check_request(self, kind: str, request: Dict[str, Any]) -> None:
+    def check_request(self, kind: str, request: dict[str, Any]) -> None:
         """Refuse a request of ``kind`` (infer, batch_infer, train, strategy, scoring) before any work starts.
 
         Raises:
@@ -158,24 +174,30 @@ class CardiacMIApp(MONAILabelApp):
                 an image of another modality than MR.
         """
         if not isinstance(image, str) or not image:
-            raise HTTPException(422, f"image: {shown(image)} is not an image id (give the series' SeriesInstanceUID "
-                                     "as ?image=)")
+            raise HTTPException(
+                422, f"image: {shown(image)} is not an image id (give the series' SeriesInstanceUID as ?image=)"
+            )
         if self._dicomweb():
             if not is_uid(image):
-                raise HTTPException(422, f"image: {shown(image)} is not a series UID (digits separated by dots, "
-                                         "at most 64 characters)")
+                raise HTTPException(
+                    422, f"image: {shown(image)} is not a series UID (digits separated by dots, at most 64 characters)"
+                )
             if os.path.exists(image):  # MONAI Label would read a file of that name relative to the server
                 raise no_such_image(image)
             modality = str((datastore.get_image_info(image) or {}).get("Modality", "") or "").upper()
             if modality and modality not in SEGMENTED_MODALITIES:
-                raise HTTPException(422, f"image {image} is a {modality} series; cardiac_mi segments "
-                                         f"{', '.join(SEGMENTED_MODALITIES)} (LGE) series only")
+                raise HTTPException(
+                    422,
+                    f"image {image} is a {modality} series; cardiac_mi segments "
+                    f"{', '.join(SEGMENTED_MODALITIES)} (LGE) series only",
+                )
             return
         if os.path.isabs(image) and self._request_file(image):
             return
         if not is_local_image_id(image):
-            raise HTTPException(422, f"image: {shown(image)} is not an image id (letters, digits, '_', '-' and "
-                                     "single dots)")
+            raise HTTPException(
+                422, f"image: {shown(image)} is not an image id (letters, digits, '_', '-' and single dots)"
+            )
         if os.path.exists(image) or image not in datastore.list_images():
             raise no_such_image(image)
 
@@ -262,26 +284,28 @@ class CardiacMIApp(MONAILabelApp):
         outcome = getattr(self.datastore(), "save_outcome", None)
         return outcome(image_id) if outcome is not None else {}
 
-    def init_infers(self) -> Dict[str, InferTask]:
-        infers: Dict[str, InferTask] = {}
+    def init_infers(self) -> dict[str, InferTask]:
+        infers: dict[str, InferTask] = {}
         for config in self.models.values():
             task = config.infer()
             infers.update(task if isinstance(task, dict) else {config.name: task})
         return infers
 
-    def init_trainers(self) -> Dict[str, TrainTask]:
-        trainers: Dict[str, TrainTask] = {}
+    def init_trainers(self) -> dict[str, TrainTask]:
+        trainers: dict[str, TrainTask] = {}
         for config in self.models.values():
             task = config.trainer()
             if task is not None:
                 trainers[config.name] = task
         return trainers
 
-    def init_strategies(self) -> Dict[str, Strategy]:
+    def init_strategies(self) -> dict[str, Strategy]:
         from lib.activelearning import Epistemic
 
         # conf: max_candidates (studies scored on the fly per request), mc_passes (Monte-Carlo passes)
-        epistemic = Epistemic(self.model_dir, max_candidates=self.conf.get("max_candidates", 2), passes=self.conf.get("mc_passes", 8))
+        epistemic = Epistemic(
+            self.model_dir, max_candidates=self.conf.get("max_candidates", 2), passes=self.conf.get("mc_passes", 8)
+        )
         return {"random": Random(), "first": First(), "epistemic": epistemic}
 
     def init_scoring_methods(self):

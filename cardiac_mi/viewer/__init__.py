@@ -23,7 +23,6 @@ for a custom ASGI app): :mod:`.server` imports MONAI Label's FastAPI app and put
 docs/viewer.md is the clinician's guide and explains these choices.
 """
 
-
 from __future__ import annotations
 
 from pathlib import Path

@@ -57,7 +57,9 @@ def split_multipart(content_type: str, body: bytes) -> list[bytes]:
     if media == "application/dicom":
         return [body]
     if media != "multipart/related":
-        raise InputError(f"expected multipart/related (STOW-RS) or application/dicom, got {media or 'no content type'!r}")
+        raise InputError(
+            f"expected multipart/related (STOW-RS) or application/dicom, got {media or 'no content type'!r}"
+        )
     boundary = None
     for param in content_type.split(";")[1:]:
         key, _, value = param.strip().partition("=")
@@ -94,8 +96,12 @@ def series_in_archive(study_uid: str, series_uid: str) -> bool | None:
         return None
     url = f"{root}/studies/{study_uid}/series"
     try:
-        answer = archive_session().get(url, params={"SeriesInstanceUID": series_uid},
-                                       headers={"Accept": "application/dicom+json"}, timeout=CHECK_TIMEOUT_S)
+        answer = archive_session().get(
+            url,
+            params={"SeriesInstanceUID": series_uid},
+            headers={"Accept": "application/dicom+json"},
+            timeout=CHECK_TIMEOUT_S,
+        )
     except requests.RequestException as exc:
         logger.warning("cannot ask %s for series %s: %s", root, series_uid, exc)
         return None
@@ -166,21 +172,30 @@ def save_viewer_seg(content_type: str, body: bytes, user: str = "") -> dict[str,
         raise HTTPException(422, "the segmentation is empty: nothing to save (run the model or draw first)")
     present = series_in_archive(study_uid, series_uid)
     if present is False:
-        raise HTTPException(404, f"series {series_uid} is no longer in the archive (deleted while it was open?); "
-                                 "the label was not saved")
+        raise HTTPException(
+            404,
+            f"series {series_uid} is no longer in the archive (deleted while it was open?); the label was not saved",
+        )
     logger.info("viewer save for series %s by %s: segments %s", series_uid, user or "(anonymous)", ", ".join(kept))
     instance = app_instance()
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "viewer-seg.dcm"
         ds.save_as(path, write_like_original=False)
         try:
-            label_id = instance.datastore().save_label(series_uid, str(path), FINAL,
-                                                       {"user": user, "source": "OHIF viewer"})
+            label_id = instance.datastore().save_label(
+                series_uid, str(path), FINAL, {"user": user, "source": "OHIF viewer"}
+            )
         except InputError as exc:
             raise HTTPException(422, str(exc)) from None
     result = dict(instance.on_save_label(series_uid, label_id) or {})
-    return {"image": series_uid, "study": study_uid, "segments": kept, "archive_checked": present is True, **result,
-            "results": _measured(series_uid)}
+    return {
+        "image": series_uid,
+        "study": study_uid,
+        "segments": kept,
+        "archive_checked": present is True,
+        **result,
+        "results": _measured(series_uid),
+    }
 
 
 def _measured(series_uid: str) -> dict[str, Any] | None:

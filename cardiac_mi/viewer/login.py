@@ -58,8 +58,17 @@ from monailabel.config import settings
 from monailabel.endpoints.user.auth import RBAC, User
 from starlette.concurrency import run_in_threadpool
 
-__all__ = ["MODE_ENV", "AUTH_DIR_ENV", "LOG_FILE_ENV", "COOKIE", "Authenticator", "LoginGate", "current_user",
-           "install", "auth_mode"]
+__all__ = [
+    "MODE_ENV",
+    "AUTH_DIR_ENV",
+    "LOG_FILE_ENV",
+    "COOKIE",
+    "Authenticator",
+    "LoginGate",
+    "current_user",
+    "install",
+    "auth_mode",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -70,12 +79,23 @@ SESSION_ENV = "CARDIAC_MI_SESSION_MINUTES"
 MODES = ("embedded", "oidc", "off")
 COOKIE = "cardiac_mi_session"
 RENEW_AFTER_S = 300
-PUBLIC_PATHS = frozenset({"/login", "/logout", "/auth/token", "/auth/", "/auth/realm",
-                          "/auth/realm/.well-known/openid-configuration", "/favicon.ico"})
+PUBLIC_PATHS = frozenset(
+    {
+        "/login",
+        "/logout",
+        "/auth/token",
+        "/auth/",
+        "/auth/realm",
+        "/auth/realm/.well-known/openid-configuration",
+        "/favicon.ico",
+    }
+)
 PAGES = ("/ohif", "/docs")  # where a browser without a session is sent to the login page (and "/")
 LOGIN_PAGE = Path(__file__).resolve().parent / "login.html"
-NO_CREDENTIAL = ("authentication required: log in at /login (browser), or send 'Authorization: Bearer TOKEN' "
-                 "with a token from POST /auth/token (form fields username and password)")
+NO_CREDENTIAL = (
+    "authentication required: log in at /login (browser), or send 'Authorization: Bearer TOKEN' "
+    "with a token from POST /auth/token (form fields username and password)"
+)
 NO_STORE = {"Cache-Control": "no-store"}
 
 
@@ -172,11 +192,13 @@ class Authenticator:
                 return self._check_embedded(token)
             return self._check_oidc(token)
         except jwt.ExpiredSignatureError:
-            raise Unauthenticated("the token has expired: log in again (browser: /login; scripts: "
-                                  "POST /auth/token)") from None
+            raise Unauthenticated(
+                "the token has expired: log in again (browser: /login; scripts: POST /auth/token)"
+            ) from None
         except jwt.InvalidTokenError as exc:
-            raise Unauthenticated(f"the token is not valid ({exc}): log in again (browser: /login; scripts: "
-                                  "POST /auth/token)") from None
+            raise Unauthenticated(
+                f"the token is not valid ({exc}): log in again (browser: /login; scripts: POST /auth/token)"
+            ) from None
 
     def _check_embedded(self, token: str) -> dict[str, Any]:
         from cardiac_mi.auth import AuthError, monailabel_roles
@@ -190,8 +212,12 @@ class Authenticator:
             raise Unauthenticated("the server cannot read its accounts; see its log") from None
         if account is None:
             raise Unauthenticated(f"the account {name!r} no longer exists")
-        return {"username": name, "roles": monailabel_roles(list(account.roles)), "ours": list(account.roles),
-                "claims": claims}
+        return {
+            "username": name,
+            "roles": monailabel_roles(list(account.roles)),
+            "ours": list(account.roles),
+            "claims": claims,
+        }
 
     # --------------------------------------------------------------- oidc (Keycloak)
     def _realm_key(self) -> Any:
@@ -209,23 +235,32 @@ class Authenticator:
                     self._oidc_key = load_pem_public_key(pem.encode("ascii"))
                 except (requests.RequestException, ValueError, KeyError, TypeError) as exc:
                     logger.error("cannot read the public key of the realm %s: %s", realm, exc)
-                    raise Unauthenticated(f"the login provider {realm} does not answer with its key; try again "
-                                          "later") from None
+                    raise Unauthenticated(
+                        f"the login provider {realm} does not answer with its key; try again later"
+                    ) from None
             return self._oidc_key
 
     def _check_oidc(self, token: str) -> dict[str, Any]:
         import jwt
 
-        claims = jwt.decode(token, self._realm_key(), algorithms=["RS256", "RS384", "RS512", "PS256"],
-                            options={"verify_aud": False, "require": ["exp"]})
+        claims = jwt.decode(
+            token,
+            self._realm_key(),
+            algorithms=["RS256", "RS384", "RS512", "PS256"],
+            options={"verify_aud": False, "require": ["exp"]},
+        )
         value: Any = claims
         for part in settings.MONAI_LABEL_AUTH_TOKEN_ROLES.split("#"):
             value = value.get(part) if isinstance(value, dict) else None
         roles = [r for r in (value or []) if isinstance(r, str)]
-        return {"username": claims.get(settings.MONAI_LABEL_AUTH_TOKEN_USERNAME) or claims.get("sub", ""),
-                "roles": roles, "ours": roles, "claims": claims,
-                "email": claims.get(settings.MONAI_LABEL_AUTH_TOKEN_EMAIL),
-                "name": claims.get(settings.MONAI_LABEL_AUTH_TOKEN_NAME)}
+        return {
+            "username": claims.get(settings.MONAI_LABEL_AUTH_TOKEN_USERNAME) or claims.get("sub", ""),
+            "roles": roles,
+            "ours": roles,
+            "claims": claims,
+            "email": claims.get(settings.MONAI_LABEL_AUTH_TOKEN_EMAIL),
+            "name": claims.get(settings.MONAI_LABEL_AUTH_TOKEN_NAME),
+        }
 
     def oidc_token_endpoint(self) -> str:
         import requests
@@ -255,8 +290,13 @@ class Authenticator:
     def _oidc_login(self, username: str, password: str) -> tuple[str, int]:
         import requests
 
-        data = {"client_id": settings.MONAI_LABEL_AUTH_CLIENT_ID, "username": username, "password": password,
-                "grant_type": "password", "scope": "openid"}
+        data = {
+            "client_id": settings.MONAI_LABEL_AUTH_CLIENT_ID,
+            "username": username,
+            "password": password,
+            "grant_type": "password",
+            "scope": "openid",
+        }
         secret = os.environ.get("CARDIAC_MI_OIDC_CLIENT_SECRET")
         if secret:
             data["client_secret"] = secret
@@ -307,14 +347,19 @@ async def current_user(request: Request) -> User:
         identity = await _identify(request.scope)
     except Unauthenticated as exc:
         raise HTTPException(401, exc.detail, headers={"WWW-Authenticate": "Bearer"}) from None
-    return User(username=identity["username"], email=identity.get("email"), name=identity.get("name"),
-                roles=identity["roles"])
+    return User(
+        username=identity["username"], email=identity.get("email"), name=identity.get("name"), roles=identity["roles"]
+    )
 
 
 def _json(status: int, detail: str, extra: list[tuple[bytes, bytes]] = ()) -> tuple[dict, bytes]:
     body = json.dumps({"detail": detail}).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-               (b"cache-control", b"no-store"), *extra]
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"cache-control", b"no-store"),
+        *extra,
+    ]
     return {"type": "http.response.start", "status": status, "headers": headers}, body
 
 
@@ -333,8 +378,11 @@ def _is_https(scope, headers: dict[str, str]) -> bool:
 
 def _wants_page(scope, headers: dict[str, str]) -> bool:
     path = scope.get("path", "")
-    return (scope.get("method") in ("GET", "HEAD") and "text/html" in headers.get("accept", "")
-            and (path == "/" or path.startswith(PAGES)))
+    return (
+        scope.get("method") in ("GET", "HEAD")
+        and "text/html" in headers.get("accept", "")
+        and (path == "/" or path.startswith(PAGES))
+    )
 
 
 class LoginGate:
@@ -344,8 +392,7 @@ class LoginGate:
         self.app = app
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] not in ("http", "websocket") or scope.get("path", "") in PUBLIC_PATHS \
-                or auth_mode() == "off":
+        if scope["type"] not in ("http", "websocket") or scope.get("path", "") in PUBLIC_PATHS or auth_mode() == "off":
             await self.app(scope, receive, send)
             return
         headers = _headers(scope)
@@ -386,14 +433,26 @@ class LoginGate:
         if scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": 1008})
             return
-        clear = [(b"set-cookie", session_cookie("", _is_https(scope, headers), clear=True).encode())] \
-            if _cookie_token(headers) else []
+        clear = (
+            [(b"set-cookie", session_cookie("", _is_https(scope, headers), clear=True).encode())]
+            if _cookie_token(headers)
+            else []
+        )
         if _wants_page(scope, headers):
             target = path + (f"?{scope['query_string'].decode('latin-1')}" if scope.get("query_string") else "")
             location = f"/login?next={quote(target, safe='')}"
-            await send({"type": "http.response.start", "status": 303,
-                        "headers": [(b"location", location.encode("latin-1")), (b"content-length", b"0"),
-                                    (b"cache-control", b"no-store"), *clear]})
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 303,
+                    "headers": [
+                        (b"location", location.encode("latin-1")),
+                        (b"content-length", b"0"),
+                        (b"cache-control", b"no-store"),
+                        *clear,
+                    ],
+                }
+            )
             await send({"type": "http.response.body", "body": b""})
             return
         start, body = _json(401, detail, [(b"www-authenticate", b"Bearer"), *clear])
@@ -407,8 +466,14 @@ router = APIRouter(include_in_schema=False)
 
 def safe_next(target: str | None) -> str:
     """A path of this server to go to after the login (never another site): default ``/ohif/``."""
-    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target \
-            or any(ord(c) < 32 for c in target) or urlsplit(target).netloc:
+    if (
+        not target
+        or not target.startswith("/")
+        or target.startswith("//")
+        or "\\" in target
+        or any(ord(c) < 32 for c in target)
+        or urlsplit(target).netloc
+    ):
         return "/ohif/"
     return target
 
@@ -426,8 +491,7 @@ def get_login(next: str = "/ohif/") -> HTMLResponse:  # noqa: A002 - the query p
 
 
 @router.post("/login")
-async def post_login(request: Request, username: str = Form(""), password: str = Form(""),
-                     next: str = Form("/ohif/")):  # noqa: A002
+async def post_login(request: Request, username: str = Form(""), password: str = Form(""), next: str = Form("/ohif/")):  # noqa: A002
     auth = authenticator()
     if not username or not password:
         return login_page(next, "Enter your user name and password.", 401)
@@ -443,8 +507,9 @@ async def post_login(request: Request, username: str = Form(""), password: str =
 @router.api_route("/logout", methods=["GET", "POST"])
 def logout(request: Request) -> Response:
     response = RedirectResponse("/login", status_code=303, headers=NO_STORE)
-    response.headers.append("set-cookie", session_cookie("", _is_https(request.scope, _headers(request.scope)),
-                                                         clear=True))
+    response.headers.append(
+        "set-cookie", session_cookie("", _is_https(request.scope, _headers(request.scope)), clear=True)
+    )
     return response
 
 
@@ -470,10 +535,13 @@ async def session(request: Request, user: User = Depends(RBAC(settings.MONAI_LAB
 def _realm(request: Request) -> dict[str, Any]:
     auth = authenticator()
     if auth.mode != "embedded":
-        raise HTTPException(404, "this server uses an external login provider: "
-                                 f"{settings.MONAI_LABEL_AUTH_REALM_URI}")
-    return {"realm": "cardiac-mi", "public_key": auth.store.public_key_b64(),
-            "token-service": str(request.base_url).rstrip("/") + "/auth/token", "algorithm": "RS256"}
+        raise HTTPException(404, f"this server uses an external login provider: {settings.MONAI_LABEL_AUTH_REALM_URI}")
+    return {
+        "realm": "cardiac-mi",
+        "public_key": auth.store.public_key_b64(),
+        "token-service": str(request.base_url).rstrip("/") + "/auth/token",
+        "algorithm": "RS256",
+    }
 
 
 @router.get("/auth/realm")
@@ -485,9 +553,14 @@ def realm(request: Request) -> JSONResponse:
 @router.get("/auth/realm/.well-known/openid-configuration")
 def realm_configuration(request: Request) -> JSONResponse:
     found = _realm(request)
-    return JSONResponse({"issuer": "cardiac-mi", "token_endpoint": found["token-service"],
-                         "grant_types_supported": ["password"],
-                         "id_token_signing_alg_values_supported": ["RS256"]})
+    return JSONResponse(
+        {
+            "issuer": "cardiac-mi",
+            "token_endpoint": found["token-service"],
+            "grant_types_supported": ["password"],
+            "id_token_signing_alg_values_supported": ["RS256"],
+        }
+    )
 
 
 def log_file() -> Path:
@@ -544,6 +617,9 @@ def install(app) -> str:
     middleware.insert(at, Middleware(LoginGate))
     app.user_middleware[:] = middleware
     app.middleware_stack = None
-    logger.info("authentication: %s (%s)", mode, os.environ.get(AUTH_DIR_ENV) if mode == "embedded"
-                else settings.MONAI_LABEL_AUTH_REALM_URI)
+    logger.info(
+        "authentication: %s (%s)",
+        mode,
+        os.environ.get(AUTH_DIR_ENV) if mode == "embedded" else settings.MONAI_LABEL_AUTH_REALM_URI,
+    )
     return mode

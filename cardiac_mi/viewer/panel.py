@@ -59,8 +59,18 @@ from lgemri.images import read_image
 from lgemri.labels import DISPLAY_NAMES, LABEL_NAMES
 from lgemri.volume import Volume
 
-__all__ = ["router", "PANEL_PREFIX", "DEFAULT_VIEWER_TASKS", "viewer_tasks", "viewer_order", "write_viewer_nrrd",
-           "final_label_nrrd", "InferenceQueue", "INFERENCE", "run_panel_infer"]
+__all__ = [
+    "router",
+    "PANEL_PREFIX",
+    "DEFAULT_VIEWER_TASKS",
+    "viewer_tasks",
+    "viewer_order",
+    "write_viewer_nrrd",
+    "final_label_nrrd",
+    "InferenceQueue",
+    "INFERENCE",
+    "run_panel_infer",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -119,8 +129,9 @@ class InferenceQueue:
     def _pool(self) -> concurrent.futures.ThreadPoolExecutor:
         with self._lock:
             if self._executor is None:
-                self._executor = concurrent.futures.ThreadPoolExecutor(self.workers,
-                                                                       thread_name_prefix="cardiac-mi-infer")
+                self._executor = concurrent.futures.ThreadPoolExecutor(
+                    self.workers, thread_name_prefix="cardiac-mi-infer"
+                )
             return self._executor
 
     def _done(self, _future: concurrent.futures.Future) -> None:
@@ -131,9 +142,12 @@ class InferenceQueue:
         """``func(*args)`` on the queue's threads; 503 when the queue is full."""
         with self._lock:
             if self._pending >= self.limit:
-                raise HTTPException(503, f"{self._pending} infers are waiting or running, the most this server "
-                                         f"takes ($CARDIAC_MI_INFER_QUEUE={self.limit}): try again shortly",
-                                    headers={"Retry-After": "5"})
+                raise HTTPException(
+                    503,
+                    f"{self._pending} infers are waiting or running, the most this server "
+                    f"takes ($CARDIAC_MI_INFER_QUEUE={self.limit}): try again shortly",
+                    headers={"Retry-After": "5"},
+                )
             self._pending += 1
         try:
             future = self._pool().submit(contextvars.copy_context().run, func, *args)
@@ -204,8 +218,11 @@ def panel_info(user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_USER))) 
     segments so; the viewer's extension puts them in class order)."""
     info = app_instance().info()
     tasks = viewer_tasks()
-    models = {name: {**model, "labels": display_labels(model.get("labels", []))}
-              for name, model in info.get("models", {}).items() if name in tasks}
+    models = {
+        name: {**model, "labels": display_labels(model.get("labels", []))}
+        for name, model in info.get("models", {}).items()
+        if name in tasks
+    }
     labels: list[str] = []
     for model in models.values():
         labels += [name for name in model["labels"] if name not in labels]
@@ -213,8 +230,14 @@ def panel_info(user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_USER))) 
 
 
 @router.post("/infer/{model}")
-async def panel_infer(model: str, background_tasks: BackgroundTasks, image: str = "", output: str = "image",
-                      params: str = Form("{}"), user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_USER))):
+async def panel_infer(
+    model: str,
+    background_tasks: BackgroundTasks,
+    image: str = "",
+    output: str = "image",
+    params: str = Form("{}"),
+    user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_USER)),
+):
     """Run ``model`` on series ``image`` on the inference queue; see :func:`run_panel_infer`."""
     return await INFERENCE.run(run_panel_infer, model, background_tasks, image, output, params)
 
@@ -264,8 +287,9 @@ def final_label_nrrd(series_uid: str, folder: str | os.PathLike) -> tuple[Path, 
 
 
 @router.get("/label")
-def panel_final_label(image: str, background_tasks: BackgroundTasks,
-                      user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_USER))):
+def panel_final_label(
+    image: str, background_tasks: BackgroundTasks, user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_USER))
+):
     """The final label of series ``image`` as the panel's NRRD; 204 when the series has none."""
     folder = tempfile.mkdtemp(prefix="viewer_label_")
     background_tasks.add_task(shutil.rmtree, folder, True)
@@ -278,8 +302,12 @@ def panel_final_label(image: str, background_tasks: BackgroundTasks,
     path, info = found
     keep = ("seg_series_uid", "seg_datetime", "manual", "creator", "pending_upload")
     description = json.dumps({key: info.get(key) for key in keep}, ensure_ascii=True)
-    return FileResponse(path, media_type="application/octet-stream", filename="final.nrrd",
-                        headers={"X-Cardiac-Mi-Label": description, "Cache-Control": "no-store"})
+    return FileResponse(
+        path,
+        media_type="application/octet-stream",
+        filename="final.nrrd",
+        headers={"X-Cardiac-Mi-Label": description, "Cache-Control": "no-store"},
+    )
 
 
 @router.get("/train/")

@@ -41,9 +41,9 @@ import time
 import requests
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
-from starlette.concurrency import run_in_threadpool
 from monailabel.config import settings
 from monailabel.endpoints.user.auth import RBAC, User
+from starlette.concurrency import run_in_threadpool
 
 from cardiac_mi.ids import is_uid
 from cardiac_mi.store import CONNECT_TIMEOUT_S, ArchiveDown, ArchiveSession, archive_timeout
@@ -148,7 +148,7 @@ def _raw_rest(request: Request, op: str, path: str) -> str:
     position = raw.find(prefix)
     if position < 0:  # the prefix itself was percent-encoded: refuse
         return "%"
-    return raw[position + len(prefix):]
+    return raw[position + len(prefix) :]
 
 
 def split_include_fields(query: str) -> str:
@@ -191,9 +191,14 @@ def forward(method: str, op: str, path: str, query: bytes, headers: dict[str, st
         answer = archive_session().request(method, url, headers=sent, data=body, timeout=(CONNECT_TIMEOUT_S, wait))
     except ArchiveDown as exc:
         logger.debug("DICOMweb %s %s: %s", method, url, exc)
-        return JSONResponse({"detail": "the DICOM archive is not answering (stopped, hung or restarting); "
-                                       f"try again in a few seconds ({exc})"}, 503,
-                            headers={"Retry-After": str(RETRY_AFTER_S)})
+        return JSONResponse(
+            {
+                "detail": "the DICOM archive is not answering (stopped, hung or restarting); "
+                f"try again in a few seconds ({exc})"
+            },
+            503,
+            headers={"Retry-After": str(RETRY_AFTER_S)},
+        )
     except requests.Timeout:
         logger.warning("DICOMweb %s %s: no answer within %g s", method, url, wait)
         return JSONResponse({"detail": f"the DICOM archive did not answer within {wait:g} s"}, 504)
@@ -207,18 +212,23 @@ def forward(method: str, op: str, path: str, query: bytes, headers: dict[str, st
 
 def _handler(op: str):
     def get(path: str, request: Request, user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_USER))) -> Response:
-        return forward("GET", op, _raw_rest(request, op, path), request.url.query.encode("latin-1"),
-                       dict(request.headers), None)
+        return forward(
+            "GET", op, _raw_rest(request, op, path), request.url.query.encode("latin-1"), dict(request.headers), None
+        )
 
-    async def post(path: str, request: Request,  # STOW-RS: an upload of studies, an annotator's
-                   user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_ANNOTATOR))) -> Response:
+    async def post(
+        path: str,
+        request: Request,  # STOW-RS: an upload of studies, an annotator's
+        user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_ANNOTATOR)),
+    ) -> Response:
         raw = _raw_rest(request, op, path)
         if dicomweb_resource("POST", raw) is None:  # refused before the body is read
             return _refused("POST", raw)
         body = await request.body()
         # the blocking call goes to the thread pool, like the GET handler
-        return await run_in_threadpool(forward, "POST", op, raw, request.url.query.encode("latin-1"),
-                                       dict(request.headers), body)
+        return await run_in_threadpool(
+            forward, "POST", op, raw, request.url.query.encode("latin-1"), dict(request.headers), body
+        )
 
     return get, post
 

@@ -47,8 +47,7 @@ from lgemri.images import read_image
 from lgemri.qc import UNCERTAINTY_LIMIT, quality_checks
 from lgemri.quantification import quantify
 
-__all__ = ["router", "remember_inference", "forget", "latest", "measure_final_label", "panel_view",
-           "RESULTS_LIMIT"]
+__all__ = ["router", "remember_inference", "forget", "latest", "measure_final_label", "panel_view", "RESULTS_LIMIT"]
 
 logger = logging.getLogger(__name__)
 
@@ -192,8 +191,20 @@ def panel_view(entry: dict[str, Any]) -> dict[str, Any]:
     """The result as the panel shows it: the quality verdict, the headline figures and the 17 segments
     (with the whole quantification, for whoever wants more)."""
     quantification = entry.get("quantification") or {}
-    view = {key: entry.get(key) for key in ("image", "source", "model", "created", "label", "quality", "warnings",
-                                            "uncertainty", "slice_levels")}
+    view = {
+        key: entry.get(key)
+        for key in (
+            "image",
+            "source",
+            "model",
+            "created",
+            "label",
+            "quality",
+            "warnings",
+            "uncertainty",
+            "slice_levels",
+        )
+    }
     if view["uncertainty"]:
         view["uncertainty"] = {**view["uncertainty"], "limit": UNCERTAINTY_LIMIT}
     if "error" in quantification or "lv" not in quantification:
@@ -286,17 +297,21 @@ def make_viewer_report(image: str, folder: Path, rv_insertion_deg: float | None)
         raise HTTPException(409, "reports from the viewer need a DICOMweb archive (serve --studies http://...)")
     label_uri = datastore.get_label_uri(image, "final")
     if not label_uri or not Path(label_uri).exists():
-        raise HTTPException(409, f"series {image} has no saved label: save the segmentation first, then make the report")
+        raise HTTPException(
+            409, f"series {image} has no saved label: save the segmentation first, then make the report"
+        )
     series_dir = datastore.series_folder(image)
     try:
         paths = make_report(series_dir, label_uri, folder, rv_insertion_deg=rv_insertion_deg, series_uid=image)
     except InputError as exc:
         raise HTTPException(422, f"no report for series {image}: {exc}") from None
     report = json.loads(paths["json"].read_text())
-    outcome: dict[str, Any] = {"study_uid": report["dicom"]["study_uid"],
-                               "pdf_sop_instance_uid": report["dicom"]["pdf_sop_instance_uid"],
-                               "sr_sop_instance_uid": report["dicom"]["sr_sop_instance_uid"],
-                               "infarct_percent_lv": report["quantification"]["infarct"]["percent_lv"]}
+    outcome: dict[str, Any] = {
+        "study_uid": report["dicom"]["study_uid"],
+        "pdf_sop_instance_uid": report["dicom"]["pdf_sop_instance_uid"],
+        "sr_sop_instance_uid": report["dicom"]["sr_sop_instance_uid"],
+        "infarct_percent_lv": report["quantification"]["infarct"]["percent_lv"],
+    }
     try:
         stowed = datastore.store_instances([paths["dicom"], paths["sr"]])
     except InputError as exc:
@@ -308,8 +323,12 @@ def make_viewer_report(image: str, folder: Path, rv_insertion_deg: float | None)
 
 
 @router.post("/report")
-async def report(image: str, background_tasks: BackgroundTasks, rv_insertion_deg: float | None = None,
-                 user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_ANNOTATOR))):
+async def report(
+    image: str,
+    background_tasks: BackgroundTasks,
+    rv_insertion_deg: float | None = None,
+    user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_ANNOTATOR)),
+):
     """The PDF report of series ``image``'s final label; its DICOM PDF and SR go to the archive."""
     _checked(image)
     if rv_insertion_deg is not None and not -360.0 <= rv_insertion_deg <= 360.0:
@@ -318,5 +337,9 @@ async def report(image: str, background_tasks: BackgroundTasks, rv_insertion_deg
     background_tasks.add_task(shutil.rmtree, folder, True)
     pdf, outcome = await run_in_threadpool(make_viewer_report, image, folder, rv_insertion_deg)
     header = json.dumps(outcome, ensure_ascii=True)
-    return FileResponse(pdf, media_type="application/pdf", filename="cardiac-mi-report.pdf",
-                        headers={"X-Cardiac-Mi-Report": header, **NO_CACHE})
+    return FileResponse(
+        pdf,
+        media_type="application/pdf",
+        filename="cardiac-mi-report.pdf",
+        headers={"X-Cardiac-Mi-Report": header, **NO_CACHE},
+    )

@@ -43,12 +43,21 @@ import socket
 from collections.abc import Callable, Iterable, Sequence
 from urllib.parse import parse_qsl, urlsplit
 
+from cardiac_mi.ids import is_local_image_id, is_tag, is_uid, shown
 from lgemri.errors import InputError
 
-from cardiac_mi.ids import is_local_image_id, is_tag, is_uid, shown
-
-__all__ = ["ORIGINS_ENV", "normalise_origin", "default_origins", "allowed_origins", "origin_hosts",
-           "RequestGuard", "BodyLimits", "BODY_LIMITS", "body_limits", "secure"]
+__all__ = [
+    "ORIGINS_ENV",
+    "normalise_origin",
+    "default_origins",
+    "allowed_origins",
+    "origin_hosts",
+    "RequestGuard",
+    "BodyLimits",
+    "BODY_LIMITS",
+    "body_limits",
+    "secure",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -61,8 +70,12 @@ MB = 1 << 20
 
 # (path prefixes, setting, default MB, what is sent): the first whose prefix starts the path applies.
 BODY_LIMITS = (
-    (("/datastore/label", "/viewer/monailabel/datastore/label", "/viewer/labels/"),
-     "CARDIAC_MI_MAX_LABEL_MB", 64, "a label"),
+    (
+        ("/datastore/label", "/viewer/monailabel/datastore/label", "/viewer/labels/"),
+        "CARDIAC_MI_MAX_LABEL_MB",
+        64,
+        "a label",
+    ),
     (("/proxy/",), "CARDIAC_MI_MAX_STOW_MB", 256, "a STOW-RS upload"),
     (("/model/",), "CARDIAC_MI_MAX_MODEL_MB", 256, "a model file"),
     (("/",), "CARDIAC_MI_MAX_BODY_MB", 16, "a request body"),
@@ -81,10 +94,18 @@ def normalise_origin(text: str) -> str:
         port = parts.port
     except ValueError:
         raise InputError(f"allowed origin {shown(value)}: not a URL") from None
-    if parts.scheme not in _DEFAULT_PORTS or not parts.hostname or parts.path or parts.query or parts.fragment \
-            or parts.username is not None or "*" in value:
-        raise InputError(f"allowed origin {shown(value)}: expected http(s)://HOST[:PORT], "
-                         "e.g. https://viewer.hospital.org")
+    if (
+        parts.scheme not in _DEFAULT_PORTS
+        or not parts.hostname
+        or parts.path
+        or parts.query
+        or parts.fragment
+        or parts.username is not None
+        or "*" in value
+    ):
+        raise InputError(
+            f"allowed origin {shown(value)}: expected http(s)://HOST[:PORT], e.g. https://viewer.hospital.org"
+        )
     host = parts.hostname.lower()
     host = f"[{host}]" if ":" in host else host
     if port is None or port == _DEFAULT_PORTS[parts.scheme]:
@@ -165,9 +186,15 @@ def origin_hosts(origins: Iterable[str]) -> list[str]:
 
 def _json(status: int, detail: str) -> tuple[dict, bytes]:
     body = json.dumps({"detail": detail}).encode()
-    start = {"type": "http.response.start", "status": status,
-             "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                         (b"vary", b"Origin")]}
+    start = {
+        "type": "http.response.start",
+        "status": status,
+        "headers": [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"vary", b"Origin"),
+        ],
+    }
     return start, body
 
 
@@ -219,16 +246,22 @@ class RequestGuard:
         method = scope.get("method", "GET")
         origin = headers.get("origin")
         if origin is not None and not self.origin_allowed(origin, headers.get("host")):
-            return 403, (f"cross-site request refused: origin {shown(origin)} is not allowed "
-                         f"(allowed: {', '.join(sorted(self.origins))}; add one with serve --allow-origin)")
+            return 403, (
+                f"cross-site request refused: origin {shown(origin)} is not allowed "
+                f"(allowed: {', '.join(sorted(self.origins))}; add one with serve --allow-origin)"
+            )
         if origin is None and method not in SAFE_METHODS and headers.get("sec-fetch-site") == "cross-site":
             return 403, "cross-site request refused (Sec-Fetch-Site: cross-site)"
         raw = scope.get("raw_path")
         raw = raw.decode("latin-1") if isinstance(raw, (bytes, bytearray)) else scope.get("path", "")
         path = scope.get("path", "")
         lowered = raw.lower()
-        if any(code in lowered for code in _ENCODED_SEPARATORS) or "\\" in path or "\0" in path \
-                or any(s in (".", "..") for s in path.split("/")):
+        if (
+            any(code in lowered for code in _ENCODED_SEPARATORS)
+            or "\\" in path
+            or "\0" in path
+            or any(s in (".", "..") for s in path.split("/"))
+        ):
             return 404, "no such resource (dot segments, backslashes, NUL and encoded separators are refused)"
         query = scope.get("query_string", b"").decode("latin-1")
         if query:
@@ -239,9 +272,14 @@ class RequestGuard:
                 if name in self.IMAGE_PARAMETERS:
                     problem = _image_id_problem(value, name, dicomweb)
                 elif name in self.TAG_PARAMETERS:
-                    problem = None if is_tag(value) else (
-                        f"{name}: {shown(value)} is not a {'label tag' if name == 'tag' else 'session id'} "
-                        "(1 to 64 letters, digits, '_' or '-')")
+                    problem = (
+                        None
+                        if is_tag(value)
+                        else (
+                            f"{name}: {shown(value)} is not a {'label tag' if name == 'tag' else 'session id'} "
+                            "(1 to 64 letters, digits, '_' or '-')"
+                        )
+                    )
                 else:
                     continue
                 if problem:
@@ -316,8 +354,10 @@ class BodyLimits:
         size, setting, what = self.limit_for(scope.get("path", ""))
         length = next((v for k, v in scope.get("headers", []) if k.lower() == b"content-length"), None)
         if length is not None and length.strip().isdigit() and int(length) > size:
-            detail = (f"{what} of {int(length) / MB:.1f} MB is over this server's limit of {size / MB:g} MB "
-                      f"(set ${setting} to change it); nothing was read")
+            detail = (
+                f"{what} of {int(length) / MB:.1f} MB is over this server's limit of {size / MB:g} MB "
+                f"(set ${setting} to change it); nothing was read"
+            )
             logger.warning("refused %s %s: 413 %s", scope.get("method"), scope.get("path", "")[:300], detail)
             start, body = _json(413, detail)
             start["headers"].append((b"connection", b"close"))  # the unread body is not waited for
@@ -331,10 +371,9 @@ def secure(app, origins: Sequence[str] | None = None) -> list[str]:
     """Replace MONAI Label's CORS middleware of ``app`` by the Host check, :class:`RequestGuard` and a CORS
     limited to ``origins`` (default :func:`allowed_origins`); returns the origins."""
     from fastapi.middleware import Middleware
+    from monailabel.config import settings
     from starlette.middleware.cors import CORSMiddleware
     from starlette.middleware.trustedhost import TrustedHostMiddleware
-
-    from monailabel.config import settings
 
     os.umask(0o077)  # what the server writes is its user's only (serve has set it for its children already)
     origins = list(origins) if origins is not None else allowed_origins()
@@ -344,14 +383,26 @@ def secure(app, origins: Sequence[str] | None = None) -> list[str]:
     kept = [m for m in app.user_middleware if m.cls not in ours]
     app.user_middleware[:] = [
         Middleware(TrustedHostMiddleware, allowed_hosts=hosts, www_redirect=False),
-        Middleware(RequestGuard, origins=origins,
-                   dicomweb=lambda: str(settings.MONAI_LABEL_STUDIES).startswith(("http://", "https://"))),
+        Middleware(
+            RequestGuard,
+            origins=origins,
+            dicomweb=lambda: str(settings.MONAI_LABEL_STUDIES).startswith(("http://", "https://")),
+        ),
         Middleware(BodyLimits, limits=limits),
-        Middleware(CORSMiddleware, allow_origins=origins, allow_credentials=True,
-                   allow_methods=["GET", "HEAD", "POST", "PUT", "DELETE"], allow_headers=["*"]),
+        Middleware(
+            CORSMiddleware,
+            allow_origins=origins,
+            allow_credentials=True,
+            allow_methods=["GET", "HEAD", "POST", "PUT", "DELETE"],
+            allow_headers=["*"],
+        ),
         *kept,
     ]
     app.middleware_stack = None  # built again, with these, on the next request
-    logger.info("allowed origins: %s; hosts: %s; body limits: %s", ", ".join(origins), ", ".join(hosts),
-                ", ".join(f"{prefixes[0]} {size / MB:g} MB" for prefixes, size, _, _ in limits))
+    logger.info(
+        "allowed origins: %s; hosts: %s; body limits: %s",
+        ", ".join(origins),
+        ", ".join(hosts),
+        ", ".join(f"{prefixes[0]} {size / MB:g} MB" for prefixes, size, _, _ in limits),
+    )
     return origins

@@ -16,7 +16,7 @@ import tempfile
 import zipfile
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from fastapi import APIRouter, BackgroundTasks, Depends, File, Form, HTTPException, Request, UploadFile
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
@@ -48,10 +48,19 @@ logger = logging.getLogger(__name__)
 
 NO_CACHE = {"Cache-Control": "no-cache"}
 
-_MEDIA_TYPES = {".js": "text/javascript", ".mjs": "text/javascript", ".wasm": "application/wasm",
-                ".css": "text/css", ".json": "application/json", ".html": "text/html", ".map": "application/json"}
+_MEDIA_TYPES = {
+    ".js": "text/javascript",
+    ".mjs": "text/javascript",
+    ".wasm": "application/wasm",
+    ".css": "text/css",
+    ".json": "application/json",
+    ".html": "text/html",
+    ".map": "application/json",
+}
 # Google Fonts links of the bundle: the viewer must work without internet access (and send nothing out)
-_FONTS = re.compile(r'<link[^>]*https://fonts\.(?:googleapis|gstatic)\.com[^>]*>|@import url\(https://fonts\.googleapis\.com[^)]*\);?')
+_FONTS = re.compile(
+    r"<link[^>]*https://fonts\.(?:googleapis|gstatic)\.com[^>]*>|@import url\(https://fonts\.googleapis\.com[^)]*\);?"
+)
 
 
 def bundle_dir() -> Path:
@@ -76,10 +85,16 @@ def segment_table() -> list[dict]:
         return {"CodeValue": c.value, "CodingSchemeDesignator": c.scheme_designator, "CodeMeaning": c.meaning}
 
     return [
-        {"label": label, "name": spec.name, "display": DISPLAY_NAMES[label],
-         "colour": [int(spec.colour[i:i + 2], 16) for i in (1, 3, 5)],
-         "cielab": [round(v, 4) for v in spec.cielab], "category": code(spec.category), "type": code(spec.type),
-         "privateScheme": spec.type.scheme_designator == PRIVATE_SCHEME}
+        {
+            "label": label,
+            "name": spec.name,
+            "display": DISPLAY_NAMES[label],
+            "colour": [int(spec.colour[i : i + 2], 16) for i in (1, 3, 5)],
+            "cielab": [round(v, 4) for v in spec.cielab],
+            "category": code(spec.category),
+            "type": code(spec.type),
+            "privateScheme": spec.type.scheme_designator == PRIVATE_SCHEME,
+        }
         for label, spec in SEGMENTS.items()
     ]
 
@@ -128,8 +143,9 @@ def segments(user: User = _user) -> JSONResponse:
 async def save_label(request: Request, user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_ANNOTATOR))):
     """STOW-RS of the viewer's DICOM SEG: it becomes the final label of its series (see :mod:`.labels`)."""
     body = await request.body()
-    result = await run_in_threadpool(save_viewer_seg, request.headers.get("content-type", ""), body,
-                                     getattr(user, "username", "") or "")
+    result = await run_in_threadpool(
+        save_viewer_seg, request.headers.get("content-type", ""), body, getattr(user, "username", "") or ""
+    )
     return JSONResponse(result)
 
 
@@ -148,8 +164,9 @@ def json_object(text: str | None, name: str) -> dict[str, Any]:
     except ValueError as exc:
         raise HTTPException(422, f"{name}: not JSON ({exc}): {shown(text)}") from None
     if not isinstance(value, dict):
-        raise HTTPException(422, f"{name}: expected a JSON object {{...}}, got a JSON {type(value).__name__}: "
-                                 f"{shown(text)}")
+        raise HTTPException(
+            422, f"{name}: expected a JSON object {{...}}, got a JSON {type(value).__name__}: {shown(text)}"
+        )
     return value
 
 
@@ -157,8 +174,9 @@ def infer_params(model: str, params: str | None) -> dict[str, Any]:
     """The infer ``params`` as an object, checked with the app's rules (model, device); never an ``image``."""
     options = json_object(params, "params")
     if "image" in options:
-        raise HTTPException(422, "params: 'image' cannot be given in params; the image is the ?image= id of the "
-                                 "datastore")
+        raise HTTPException(
+            422, "params: 'image' cannot be given in params; the image is the ?image= id of the datastore"
+        )
     app_instance().check_request("infer", {**options, "model": model})
     return options
 
@@ -170,10 +188,17 @@ _BATCH_DEFAULTS = inspect.signature(batch_infer.api_run).parameters["params"].de
 
 
 @root_checks.post("/infer/{model}")
-async def checked_infer(background_tasks: BackgroundTasks, model: str, image: str = "", session_id: str = "",
-                        params: str = Form("{}"), file: UploadFile = File(None), label: UploadFile = File(None),
-                        output: Optional[infer_endpoint.ResultType] = None,
-                        user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_USER))):
+async def checked_infer(
+    background_tasks: BackgroundTasks,
+    model: str,
+    image: str = "",
+    session_id: str = "",
+    params: str = Form("{}"),
+    file: UploadFile = File(None),
+    label: UploadFile = File(None),
+    output: infer_endpoint.ResultType | None = None,
+    user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_USER)),
+):
     def run():
         infer_params(model, params)
         return infer_endpoint.run_inference(background_tasks, model, image, session_id, params, file, label, output)
@@ -182,24 +207,36 @@ async def checked_infer(background_tasks: BackgroundTasks, model: str, image: st
 
 
 @root_checks.post("/batch/infer/{model}")
-def checked_batch_infer(model: str, images: Optional[BatchInferImageType] = BatchInferImageType.IMAGES_ALL,
-                        params: Optional[dict] = None, run_sync: Optional[bool] = False,
-                        user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_ADMIN))):
+def checked_batch_infer(
+    model: str,
+    images: BatchInferImageType | None = BatchInferImageType.IMAGES_ALL,
+    params: dict | None = None,
+    run_sync: bool | None = False,
+    user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_ADMIN)),
+):
     params = dict(_BATCH_DEFAULTS) if params is None else params
     app_instance().check_request("batch_infer", {**params, "model": model})
     return batch_infer.run(model, images, params, run_sync)
 
 
 @root_checks.post("/scoring/{method}")
-def checked_scoring(method: str, params: Optional[dict] = None, run_sync: Optional[bool] = False,
-                    user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_ANNOTATOR))):
+def checked_scoring(
+    method: str,
+    params: dict | None = None,
+    run_sync: bool | None = False,
+    user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_ANNOTATOR)),
+):
     app_instance().check_request("scoring", {**(params or {}), "method": method})
     return scoring.run_method(method, params, run_sync)
 
 
 @root_checks.put("/model/{model}")
-def checked_put_model(background_tasks: BackgroundTasks, model: str, file: UploadFile = File(...),
-                      user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_ADMIN))):
+def checked_put_model(
+    background_tasks: BackgroundTasks,
+    model: str,
+    file: UploadFile = File(...),
+    user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_ADMIN)),
+):
     """MONAI Label's model upload for admins only (0.8.5 lets an annotator replace the model), and only a
     checkpoint of the model's task (garbage made every infer a 500)."""
     from lgemri.errors import InputError
@@ -214,8 +251,9 @@ def checked_put_model(background_tasks: BackgroundTasks, model: str, file: Uploa
         try:
             load_checkpoint(path, task=model if model in TASKS else None)
         except InputError as exc:
-            raise HTTPException(422, f"not a {model} model: {str(exc).replace(str(path), file.filename or 'the file')}"
-                                ) from None
+            raise HTTPException(
+                422, f"not a {model} model: {str(exc).replace(str(path), file.filename or 'the file')}"
+            ) from None
     file.file.seek(0)
     logger.info("model %s replaced by %s", model, getattr(user, "username", "") or "a user")
     return model_endpoint.update_model(background_tasks, model, file)
@@ -228,15 +266,21 @@ def checked_delete_model(model: str, user: User = Depends(RBAC(settings.MONAI_LA
 
 
 @both_checks.post("/train/{model}")
-def checked_train(model: str, params: Optional[dict] = None, run_sync: Optional[bool] = False,
-                  enqueue: Optional[bool] = False, user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_ADMIN))):
+def checked_train(
+    model: str,
+    params: dict | None = None,
+    run_sync: bool | None = False,
+    enqueue: bool | None = False,
+    user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_ADMIN)),
+):
     app_instance().check_request("train", {**(params or {}), "model": model})
     return train.run_model(model, params, run_sync, enqueue)
 
 
 @both_checks.put("/datastore/image/info")
-def checked_image_info(image: str, info: str = Form("{}"),
-                       user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_ANNOTATOR))):
+def checked_image_info(
+    image: str, info: str = Form("{}"), user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_ANNOTATOR))
+):
     return datastore.update_image_info(image, json.dumps(json_object(info, "info")), user.username)
 
 
@@ -249,14 +293,18 @@ def checked_label_info(label: str, tag: str, user: User = Depends(RBAC(settings.
 
 
 @both_checks.put("/datastore/label/info")
-def checked_put_label_info(label: str, tag: str, info: str = Form("{}"),
-                           user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_ANNOTATOR))):
+def checked_put_label_info(
+    label: str, tag: str, info: str = Form("{}"), user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_ANNOTATOR))
+):
     return datastore.update_label_info(label, tag, json.dumps(json_object(info, "info")), user.username)
 
 
 @both_checks.get("/datastore/dataset")
-def checked_dataset(background_tasks: BackgroundTasks, limit_cases: Optional[int] = None,
-                    user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_ANNOTATOR))) -> FileResponse:
+def checked_dataset(
+    background_tasks: BackgroundTasks,
+    limit_cases: int | None = None,
+    user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_ANNOTATOR)),
+) -> FileResponse:
     """The images with a final label and those labels as one ZIP: ``image/``, ``label/`` and ``datalist.json``.
 
     MONAI Label's own archive writes every key of a datalist item as a file (the DICOMweb datastore's
@@ -284,9 +332,14 @@ def checked_dataset(background_tasks: BackgroundTasks, limit_cases: Optional[int
 
 
 @panel_checks.post(f"{PANEL_PREFIX}/infer/{{model}}")
-async def checked_panel_infer(model: str, background_tasks: BackgroundTasks, image: str = "", output: str = "image",
-                              params: str = Form("{}"),
-                              user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_USER))):
+async def checked_panel_infer(
+    model: str,
+    background_tasks: BackgroundTasks,
+    image: str = "",
+    output: str = "image",
+    params: str = Form("{}"),
+    user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_USER)),
+):
     def run():
         infer_params(model, params)
         return run_panel_infer(model, background_tasks, image, output, params)
@@ -327,8 +380,12 @@ def install(target) -> None:
     target.router.routes[:] = added + rest
     if hasattr(target.router, "_mark_routes_changed"):
         target.router._mark_routes_changed()
-    logger.info("cardiac_mi viewer: %d routes in front of MONAI Label's (/ohif/, /proxy/dicom/, /viewer/); "
-                "MONAI Label's %d proxy routes removed", len(added), removed)
+    logger.info(
+        "cardiac_mi viewer: %d routes in front of MONAI Label's (/ohif/, /proxy/dicom/, /viewer/); "
+        "MONAI Label's %d proxy routes removed",
+        len(added),
+        removed,
+    )
     secure(target)
     install_login(target)  # the login (cardiac_mi.viewer.login): who the user is, for the routes' RBAC
 

@@ -26,8 +26,9 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any
 
 from fastapi import APIRouter, Body, Depends, HTTPException
 from fastapi.responses import JSONResponse
@@ -69,7 +70,7 @@ _admin = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_ADMIN))
 _hashes: dict[tuple[str, int, int], str] = {}
 
 
-def _sha256(path: Path) -> Optional[str]:
+def _sha256(path: Path) -> str | None:
     """SHA-256 of a checkpoint, remembered by (path, mtime, size): the viewer asks every few seconds."""
     try:
         st = path.stat()
@@ -91,12 +92,12 @@ def _read_json(path: Path) -> dict:
     return found if isinstance(found, dict) else {}
 
 
-def _dice(metrics: Optional[Mapping[str, Any]]) -> Optional[float]:
+def _dice(metrics: Mapping[str, Any] | None) -> float | None:
     value = (metrics or {}).get("mean_dice")
     return round(float(value), 4) if isinstance(value, (int, float)) else None
 
 
-def task_state(task: Optional[Mapping[str, Any]], progress: Mapping[str, Any]) -> dict:
+def task_state(task: Mapping[str, Any] | None, progress: Mapping[str, Any]) -> dict:
     """The training as the viewer shows it: MONAI Label's last train task joined with the progress file the
     run wrote (only when the progress is of that task: it started after the task was submitted)."""
     if not task:
@@ -107,11 +108,15 @@ def task_state(task: Optional[Mapping[str, Any]], progress: Mapping[str, Any]) -
     phase = mine.get("phase") or ("starting" if state == "running" else None)
     if state != "running":
         phase = "done" if state == "done" else state
-    return {"state": state, "phase": phase, "progress": mine,
-            "task": {"id": task.get("id"), "started": task.get("start_ts"), "finished": task.get("end_ts")}}
+    return {
+        "state": state,
+        "phase": phase,
+        "progress": mine,
+        "task": {"id": task.get("id"), "started": task.get("start_ts"), "finished": task.get("end_ts")},
+    }
 
 
-def _failure(state: str, progress: Mapping[str, Any]) -> Optional[str]:
+def _failure(state: str, progress: Mapping[str, Any]) -> str | None:
     if state == "failed":
         if progress.get("state") == "failed" and progress.get("message"):
             return f"Training failed: {progress['message']}"
@@ -124,16 +129,24 @@ def _failure(state: str, progress: Mapping[str, Any]) -> Optional[str]:
 def _epochs(progress: Mapping[str, Any]) -> dict:
     history = _read_json(Path(str(progress.get("train_dir") or ""), "history.json")) if progress else {}
     epochs = [
-        {"epoch": int(e.get("epoch", n + 1)), "val_dice": _dice(e),
-         "train_loss": round(float(e["train_loss"]), 4) if isinstance(e.get("train_loss"), (int, float)) else None}
-        for n, e in enumerate(history.get("epochs") or []) if isinstance(e, dict)
-    ]  # fmt: skip
-    return {"epoch": len(epochs), "epochs": int(progress.get("epochs") or 0) if progress else 0,
-            "val_dice": epochs[-1]["val_dice"] if epochs else None, "val_dice_before": _dice(history.get("init")),
-            "history": epochs}  # fmt: skip
+        {
+            "epoch": int(e.get("epoch", n + 1)),
+            "val_dice": _dice(e),
+            "train_loss": round(float(e["train_loss"]), 4) if isinstance(e.get("train_loss"), (int, float)) else None,
+        }
+        for n, e in enumerate(history.get("epochs") or [])
+        if isinstance(e, dict)
+    ]
+    return {
+        "epoch": len(epochs),
+        "epochs": int(progress.get("epochs") or 0) if progress else 0,
+        "val_dice": epochs[-1]["val_dice"] if epochs else None,
+        "val_dice_before": _dice(history.get("init")),
+        "history": epochs,
+    }
 
 
-def _candidate(models_dir: Path, stats: Mapping[str, Any], served_sha: Optional[str]) -> Optional[dict]:
+def _candidate(models_dir: Path, stats: Mapping[str, Any], served_sha: str | None) -> dict | None:
     if not stats.get("best_checkpoint"):
         return None
     cases = stats.get("cases") or {}
@@ -158,18 +171,24 @@ def _candidate(models_dir: Path, stats: Mapping[str, Any], served_sha: Optional[
     }
 
 
-def _served(models_dir: Path, served_sha: Optional[str]) -> dict:
+def _served(models_dir: Path, served_sha: str | None) -> dict:
     entry = served_entry(models_dir)
     if entry:
         source = f"retrained here (run {Path(str(entry.get('run_dir') or '')).name})"
     else:
         source = "the model the server started with"
-    return {"sha256": served_sha, "source": source, "published_at": (entry or {}).get("at"),
-            "previous": (models_dir / PREVIOUS).is_file(), "val_dice": (entry or {}).get("val_dice_after")}
+    return {
+        "sha256": served_sha,
+        "source": source,
+        "published_at": (entry or {}).get("at"),
+        "previous": (models_dir / PREVIOUS).is_file(),
+        "val_dice": (entry or {}).get("val_dice_after"),
+    }
 
 
-def training_status(models_dir: str | Path, task: Optional[Mapping[str, Any]] = None,
-                    datastore: Optional[Mapping[str, Any]] = None) -> dict:
+def training_status(
+    models_dir: str | Path, task: Mapping[str, Any] | None = None, datastore: Mapping[str, Any] | None = None
+) -> dict:
     """What the viewer's Active Learning tab shows, from the models folder's files.
 
     Args:
@@ -186,9 +205,15 @@ def training_status(models_dir: str | Path, task: Optional[Mapping[str, Any]] = 
     joined = task_state(task, read_progress(models_dir))
     progress = joined["progress"]
     served_sha = _sha256(models_dir / CHECKPOINT)
-    training = {"state": joined["state"], "phase": joined["phase"], "message": _failure(joined["state"], progress),
-                **_epochs(progress), "cases": progress.get("cases"),
-                "started": (joined["task"] or {}).get("started"), "finished": (joined["task"] or {}).get("finished")}
+    training = {
+        "state": joined["state"],
+        "phase": joined["phase"],
+        "message": _failure(joined["state"], progress),
+        **_epochs(progress),
+        "cases": progress.get("cases"),
+        "started": (joined["task"] or {}).get("started"),
+        "finished": (joined["task"] or {}).get("finished"),
+    }
     store = datastore or {}
     return {
         "annotated": {"labelled": int(store.get("completed") or 0), "total": int(store.get("total") or 0)},
@@ -206,7 +231,7 @@ def _models_dir() -> Path:
     return Path(app_instance().model_dir)
 
 
-def _last_task() -> Optional[dict]:
+def _last_task() -> dict | None:
     from monailabel.utils.async_tasks.task import AsyncTask
 
     task, _ = AsyncTask.status("train")
@@ -257,7 +282,7 @@ def stop(user: User = _admin) -> JSONResponse:
 
 
 @router.post("/publish")
-def publish(body: Optional[dict] = Body(None), user: User = _admin) -> JSONResponse:
+def publish(body: dict | None = Body(None), user: User = _admin) -> JSONResponse:
     """Serve the last run's model after review (body ``{"run": NAME}``); 409 with the reason when refused."""
     run = (body or {}).get("run")
     if run is not None and not isinstance(run, str):

@@ -94,8 +94,21 @@ TRAINING_CAVEAT = (
     "training cases (the wheel does not record which cases it saw), so its figures on EMIDEC "
     "cases are optimistic."
 )
-GEOMETRY_FIELDS = ("pixdim", "xyzt_units", "qform_code", "sform_code", "quatern_b", "quatern_c", "quatern_d",
-                   "qoffset_x", "qoffset_y", "qoffset_z", "srow_x", "srow_y", "srow_z")
+GEOMETRY_FIELDS = (
+    "pixdim",
+    "xyzt_units",
+    "qform_code",
+    "sform_code",
+    "quatern_b",
+    "quatern_c",
+    "quatern_d",
+    "qoffset_x",
+    "qoffset_y",
+    "qoffset_z",
+    "srow_x",
+    "srow_y",
+    "srow_z",
+)
 LABELS = {0: "background", 1: "LV cavity", 2: "healthy myocardium", 3: "infarct", 4: "no-reflow"}
 
 
@@ -249,25 +262,33 @@ def sha256(path: Path) -> str:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--input", nargs="+", required=True, type=Path, metavar="FILE",
-                        help="NIfTI images (.nii.gz or .nii), one study each")
-    parser.add_argument("--out", required=True, type=Path, metavar="DIR",
-                        help="output folder for <stem>.nii.gz labels and peer.json")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="onnxruntime intra-op threads (default 1)")
+    parser.add_argument(
+        "--input",
+        nargs="+",
+        required=True,
+        type=Path,
+        metavar="FILE",
+        help="NIfTI images (.nii.gz or .nii), one study each",
+    )
+    parser.add_argument(
+        "--out", required=True, type=Path, metavar="DIR", help="output folder for <stem>.nii.gz labels and peer.json"
+    )
+    parser.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads (default 1)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
     logging.captureWarnings(True)
     # scikit-image >= 0.26 deprecates remove_small_objects(min_size=...), which myopari uses;
     # the parameter still means "remove objects smaller than", as myopari intends.
-    warnings.filterwarnings("ignore", message="Parameter `min_size` is deprecated",
-                            category=FutureWarning)
+    warnings.filterwarnings("ignore", message="Parameter `min_size` is deprecated", category=FutureWarning)
     try:
         if args.threads < 1:
             raise BadInput(f"--threads {args.threads}: must be at least 1")
@@ -300,14 +321,16 @@ def main(argv: list[str] | None = None) -> int:
         write_label(label, img, out_path)
         counts = {LABELS[c]: int(np.sum(label == c)) for c in range(1, 5)}
         LOG.info("%s -> %s: %.2f s, shape %s, voxels %s", path, out_path, seconds, img.shape, counts)
-        cases.append({
-            "input": str(path.resolve()),
-            "output": str(out_path.resolve()),
-            "seconds": round(seconds, 3),
-            "shape": list(img.shape),
-            "spacing_pixdim_mm": spacing_itk(img.header),
-            "voxels": counts,
-        })
+        cases.append(
+            {
+                "input": str(path.resolve()),
+                "output": str(out_path.resolve()),
+                "seconds": round(seconds, 3),
+                "shape": list(img.shape),
+                "spacing_pixdim_mm": spacing_itk(img.header),
+                "voxels": counts,
+            }
+        )
 
     import onnxruntime  # the real module, for its version
 
@@ -319,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
         "model_file": MODEL_FILE,
         "model_sha256": sha256(model_path),
         "input": "float32 [batch, 1, 256, 256]: per-volume 0.05-99.05 percentile min-max, "
-                 "non-zero bounding box, centre square crop, resize to 256",
+        "non-zero bounding box, centre square crop, resize to 256",
         "labels": {str(k): v for k, v in LABELS.items()},
         "onnxruntime": onnxruntime.__version__,
         "provider": "CPUExecutionProvider",

@@ -64,12 +64,10 @@ def run_myopari(
         return {}
     exe = _resolve_python(python)
     if not exe.exists():
-        LOG.warning("peer venv not found (%s): skipping the myopari peer; install it with: %s",
-                    exe, INSTALL)
+        LOG.warning("peer venv not found (%s): skipping the myopari peer; install it with: %s", exe, INSTALL)
         return None
     out_dir = Path(out_dir)
-    cmd = [str(exe), str(SCRIPT), "--input", *map(str, inputs), "--out", str(out_dir),
-           "--threads", str(threads)]
+    cmd = [str(exe), str(SCRIPT), "--input", *map(str, inputs), "--out", str(out_dir), "--threads", str(threads)]
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
     env.pop("PYTHONPATH", None)  # the peer must not see the product's modules
     LOG.info("running peer myopari on %d file(s) -> %s", len(inputs), out_dir)

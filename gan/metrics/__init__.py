@@ -177,9 +177,15 @@ def compute_metrics(
     }
     real_feats = extract(net, real_images, "pooled", batch_size)
     fake_feats = extract(net, fake_images, "pooled", batch_size)
-    result.update({k: v for k, v in fid_kid(real_feats, fake_feats, net.name, kid_subsets=kid_subsets,
-                                            kid_subset_size=kid_subset_size, seed=seed).items()
-                   if k in ("fid", "kid", "kid_std", "feature_dim")})  # fmt: skip
+    result.update(
+        {
+            k: v
+            for k, v in fid_kid(
+                real_feats, fake_feats, net.name, kid_subsets=kid_subsets, kid_subset_size=kid_subset_size, seed=seed
+            ).items()
+            if k in ("fid", "kid", "kid_std", "feature_dim")
+        }
+    )
     score = inception_score(extract(net, fake_images, "probabilities", batch_size), is_splits, net.name)
     result.update({"is": score["is"], "is_std": score["is_std"], "is_classes": score["classes"]})
     index = {name: i for i, name in enumerate(real_names)}
@@ -193,11 +199,21 @@ def compute_metrics(
         if region is not None:
             result.update({"psnr_lv": ps["psnr_region"], "ssim_lv": ps["ssim_region"], "lv_margin_px": LV_MARGIN_PX})
         lp = lpips(fake_images[fj], real_images[ri], lpips_net)
-        result.update({
-            "psnr": ps["psnr"], "psnr_std": ps["psnr_std"], "ssim": ps["ssim"], "ssim_std": ps["ssim_std"],
-            "identical_pairs": ps["identical"], "data_range": ps["data_range"],
-            "lpips": lp["lpips"], "lpips_std": lp["lpips_std"], "lpips_calibrated": lp["calibrated"],
-        })  # fmt: skip
+        result.update(
+            {
+                "psnr": ps["psnr"],
+                "psnr_std": ps["psnr_std"],
+                "ssim": ps["ssim"],
+                "ssim_std": ps["ssim_std"],
+                "identical_pairs": ps["identical"],
+                "data_range": ps["data_range"],
+                "lpips": lp["lpips"],
+                "lpips_std": lp["lpips_std"],
+                "lpips_calibrated": lp["calibrated"],
+            }
+        )
     else:
-        result.update({"psnr": None, "ssim": None, "lpips": None, "lpips_calibrated": lpips_net.lpips_weights is not None})
+        result.update(
+            {"psnr": None, "ssim": None, "lpips": None, "lpips_calibrated": lpips_net.lpips_weights is not None}
+        )
     return result

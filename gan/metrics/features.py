@@ -120,18 +120,25 @@ class LgeEncoder(nn.Module):
         decoder: Also build the reconstruction decoder (training only; not saved).
     """
 
-    def __init__(self, channels: Sequence[int] = (32, 64, 128, 256, 256), num_classes: int = 3,
-                 decoder: bool = False) -> None:  # fmt: skip
+    def __init__(
+        self, channels: Sequence[int] = (32, 64, 128, 256, 256), num_classes: int = 3, decoder: bool = False
+    ) -> None:
         super().__init__()
         channels = tuple(int(c) for c in channels)
         if len(channels) < 2 or min(channels) < 1:
             raise InputError(f"encoder channels must be two or more positive numbers, got {channels}")
         stages, prev = [], 1
         for c in channels:
-            stages.append(nn.Sequential(
-                nn.Conv2d(prev, c, 3, 2, 1, bias=False), nn.BatchNorm2d(c), nn.LeakyReLU(0.2),
-                nn.Conv2d(c, c, 3, 1, 1, bias=False), nn.BatchNorm2d(c), nn.LeakyReLU(0.2),
-            ))  # fmt: skip
+            stages.append(
+                nn.Sequential(
+                    nn.Conv2d(prev, c, 3, 2, 1, bias=False),
+                    nn.BatchNorm2d(c),
+                    nn.LeakyReLU(0.2),
+                    nn.Conv2d(c, c, 3, 1, 1, bias=False),
+                    nn.BatchNorm2d(c),
+                    nn.LeakyReLU(0.2),
+                )
+            )
             prev = c
         self.stages = nn.ModuleList(stages)
         self.head = nn.Linear(channels[-1], num_classes)
@@ -190,12 +197,15 @@ class _InceptionA(nn.Module):
         self.branch_pool = _Conv(c_in, pool_features, kernel_size=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([
-            self.branch1x1(x),
-            self.branch5x5_2(self.branch5x5_1(x)),
-            self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x))),
-            self.branch_pool(_avg(x, self.fid)),
-        ], 1)  # fmt: skip
+        return torch.cat(
+            [
+                self.branch1x1(x),
+                self.branch5x5_2(self.branch5x5_1(x)),
+                self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x))),
+                self.branch_pool(_avg(x, self.fid)),
+            ],
+            1,
+        )
 
 
 class _InceptionB(nn.Module):
@@ -207,11 +217,14 @@ class _InceptionB(nn.Module):
         self.branch3x3dbl_3 = _Conv(96, 96, kernel_size=3, stride=2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([
-            self.branch3x3(x),
-            self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x))),
-            F.max_pool2d(x, 3, 2),
-        ], 1)  # fmt: skip
+        return torch.cat(
+            [
+                self.branch3x3(x),
+                self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x))),
+                F.max_pool2d(x, 3, 2),
+            ],
+            1,
+        )
 
 
 class _InceptionC(nn.Module):
@@ -335,17 +348,30 @@ class AlexNet(nn.Module):
     def __init__(self, num_classes: int = 1000) -> None:
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(3, 64, 11, 4, 2), nn.ReLU(), nn.MaxPool2d(3, 2),
-            nn.Conv2d(64, 192, 5, padding=2), nn.ReLU(), nn.MaxPool2d(3, 2),
-            nn.Conv2d(192, 384, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(384, 256, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(256, 256, 3, padding=1), nn.ReLU(), nn.MaxPool2d(3, 2),
-        )  # fmt: skip
+            nn.Conv2d(3, 64, 11, 4, 2),
+            nn.ReLU(),
+            nn.MaxPool2d(3, 2),
+            nn.Conv2d(64, 192, 5, padding=2),
+            nn.ReLU(),
+            nn.MaxPool2d(3, 2),
+            nn.Conv2d(192, 384, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(384, 256, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(256, 256, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(3, 2),
+        )
         self.avgpool = nn.AdaptiveAvgPool2d((6, 6))
         self.classifier = nn.Sequential(
-            nn.Dropout(), nn.Linear(256 * 36, 4096), nn.ReLU(),
-            nn.Dropout(), nn.Linear(4096, 4096), nn.ReLU(), nn.Linear(4096, num_classes),
-        )  # fmt: skip
+            nn.Dropout(),
+            nn.Linear(256 * 36, 4096),
+            nn.ReLU(),
+            nn.Dropout(),
+            nn.Linear(4096, 4096),
+            nn.ReLU(),
+            nn.Linear(4096, num_classes),
+        )
 
     def feature_maps(self, x: torch.Tensor) -> list[torch.Tensor]:
         maps = []
@@ -374,8 +400,14 @@ class FeatureExtractor(nn.Module):
     Inputs are ``(N, 1, H, W)`` (or ``(N, H, W)``) images in [-1, 1], the GAN range.
     """
 
-    def __init__(self, name: str, kind: str, net: nn.Module, classes: Sequence[str] | None = None,
-                 lpips_weights: list[torch.Tensor] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        name: str,
+        kind: str,
+        net: nn.Module,
+        classes: Sequence[str] | None = None,
+        lpips_weights: list[torch.Tensor] | None = None,
+    ) -> None:
         super().__init__()
         self.name, self.kind, self.net = name, kind, net.eval()
         self.classes = list(classes) if classes is not None else None
@@ -420,8 +452,9 @@ class FeatureExtractor(nn.Module):
         return [m.float() for m in self.net.feature_maps(self._prepare(x, None))]
 
 
-def extract(extractor: FeatureExtractor, images: np.ndarray | torch.Tensor, what: str = "pooled",
-            batch_size: int = 32) -> np.ndarray:  # fmt: skip
+def extract(
+    extractor: FeatureExtractor, images: np.ndarray | torch.Tensor, what: str = "pooled", batch_size: int = 32
+) -> np.ndarray:
     """``pooled`` features or class ``probabilities`` of ``(N, 1, H, W)`` images, batched, as numpy."""
     if what not in ("pooled", "probabilities"):
         raise InputError(f"unknown feature kind {what!r}; choose from pooled, probabilities")
@@ -436,7 +469,9 @@ def _load_state(path: Path, what: str) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is bad input here
-        raise InputError(f"{path}: cannot read {what} weights as a weights-only state dict ({type(exc).__name__})") from None
+        raise InputError(
+            f"{path}: cannot read {what} weights as a weights-only state dict ({type(exc).__name__})"
+        ) from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict):
@@ -463,7 +498,9 @@ def _inception(path: Path, device) -> FeatureExtractor:
     state = _load_state(path, "Inception-v3")
     fc = state.get("fc.weight")
     if fc is None:
-        raise InputError(f"{path}: not Inception-v3 weights (no 'fc.weight'; expected torchvision's or pytorch-fid's file)")
+        raise InputError(
+            f"{path}: not Inception-v3 weights (no 'fc.weight'; expected torchvision's or pytorch-fid's file)"
+        )
     classes = int(fc.shape[0])
     fid = classes == 1008
     net = InceptionV3(classes, fid=fid)
@@ -576,9 +613,14 @@ def save_encoder(path: str | os.PathLike, net: LgeEncoder, arch: dict, extra: di
 
     state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items() if not k.startswith("decoder.")}
     payload = {
-        "format": FORMAT, "version": FORMAT_VERSION, "kind": "encoder", "model": "lge_encoder",
-        "arch": to_plain(arch), "state_dict": state, "extra": to_plain(dict(extra or {})),
-    }  # fmt: skip
+        "format": FORMAT,
+        "version": FORMAT_VERSION,
+        "kind": "encoder",
+        "model": "lge_encoder",
+        "arch": to_plain(arch),
+        "state_dict": state,
+        "extra": to_plain(dict(extra or {})),
+    }
     path = Path(path)
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)

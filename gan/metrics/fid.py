@@ -72,8 +72,9 @@ def fid_from_features(real: np.ndarray, fake: np.ndarray) -> float:
     return frechet_distance(*gaussian_stats(real), *gaussian_stats(fake))
 
 
-def kid_from_features(real: np.ndarray, fake: np.ndarray, subsets: int = 100, subset_size: int = 1000,
-                      seed: int = 0) -> tuple[float, float]:  # fmt: skip
+def kid_from_features(
+    real: np.ndarray, fake: np.ndarray, subsets: int = 100, subset_size: int = 1000, seed: int = 0
+) -> tuple[float, float]:
     """KID between two ``(N, D)`` feature sets: mean and standard deviation over ``subsets``
     random subsets of ``min(subset_size, N_real, N_fake)`` vectors each (drawn from ``seed``).
 
@@ -96,16 +97,21 @@ def kid_from_features(real: np.ndarray, fake: np.ndarray, subsets: int = 100, su
         kyy = (b @ b.T / d + 1.0) ** 3
         kxy = (a @ b.T / d + 1.0) ** 3
         mmd = (
-            (kxx.sum() - np.trace(kxx)) / (m * (m - 1))
-            + (kyy.sum() - np.trace(kyy)) / (m * (m - 1))
-            - 2.0 * kxy.mean()
+            (kxx.sum() - np.trace(kxx)) / (m * (m - 1)) + (kyy.sum() - np.trace(kyy)) / (m * (m - 1)) - 2.0 * kxy.mean()
         )
         values.append(mmd)
     return float(np.mean(values)), float(np.std(values))
 
 
-def fid_kid(real_features: np.ndarray, fake_features: np.ndarray, extractor: str, *, kid_subsets: int = 100,
-            kid_subset_size: int = 1000, seed: int = 0) -> dict:  # fmt: skip
+def fid_kid(
+    real_features: np.ndarray,
+    fake_features: np.ndarray,
+    extractor: str,
+    *,
+    kid_subsets: int = 100,
+    kid_subset_size: int = 1000,
+    seed: int = 0,
+) -> dict:
     """FID and KID of two feature sets, with the extractor's name and the set sizes.
 
     Returns:

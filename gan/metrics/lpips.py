@@ -50,10 +50,18 @@ def lpips(fake: np.ndarray, real: np.ndarray, extractor: FeatureExtractor, batch
     Returns:
         ``{"lpips", "lpips_std", "n", "extractor", "calibrated"}``.
     """
-    values = torch.cat([
-        lpips_distance(torch.as_tensor(fake[i : i + batch_size]), torch.as_tensor(real[i : i + batch_size]), extractor)
-        for i in range(0, len(fake), batch_size)
-    ]) if len(fake) else torch.zeros(0, dtype=torch.float64)  # fmt: skip
+    values = (
+        torch.cat(
+            [
+                lpips_distance(
+                    torch.as_tensor(fake[i : i + batch_size]), torch.as_tensor(real[i : i + batch_size]), extractor
+                )
+                for i in range(0, len(fake), batch_size)
+            ]
+        )
+        if len(fake)
+        else torch.zeros(0, dtype=torch.float64)
+    )
     return {
         "lpips": float(values.mean()) if len(values) else float("nan"),
         "lpips_std": float(values.std()) if len(values) > 1 else 0.0,

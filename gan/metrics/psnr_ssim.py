@@ -68,8 +68,9 @@ def psnr(fake, real, data_range: float = 2.0, region=None) -> torch.Tensor:
     return 10.0 * torch.log10(data_range**2 / mse)  # inf where mse == 0
 
 
-def ssim(fake, real, data_range: float = 2.0, win_size: int = 7, k1: float = 0.01, k2: float = 0.03,
-         region=None) -> torch.Tensor:  # fmt: skip
+def ssim(
+    fake, real, data_range: float = 2.0, win_size: int = 7, k1: float = 0.01, k2: float = 0.03, region=None
+) -> torch.Tensor:
     """Per-image mean structural similarity (channels averaged), as scikit-image computes it;
     with ``region``, the mean of the SSIM map over the region's window centres (NaN if empty).
     Returns a float64 ``(N,)`` tensor."""
@@ -141,4 +142,3 @@ def lv_region(mask, margin_px: int = LV_MARGIN_PX) -> torch.Tensor:
     m = _as_batch(mask) > 0
     k = 2 * margin_px + 1
     return F.max_pool2d(m[:, :1].double(), k, stride=1, padding=margin_px) > 0
-

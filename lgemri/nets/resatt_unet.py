@@ -94,8 +94,7 @@ class ResAttUNet(nn.Module):
             raise InputError(f"ResAttUNet: spatial_dims must be 2 or 3, got {spatial_dims}")
         if len(channels) < 2 or len(strides) != len(channels) - 1:
             raise InputError(
-                f"ResAttUNet: need one more channel count than strides, got channels={channels}, "
-                f"strides={strides}"
+                f"ResAttUNet: need one more channel count than strides, got channels={channels}, strides={strides}"
             )
         if min(channels) < 1 or min(strides) < 1 or in_channels < 1 or out_channels < 1:
             raise InputError("ResAttUNet: channels, strides, in_channels and out_channels must be positive")
@@ -111,9 +110,17 @@ class ResAttUNet(nn.Module):
 
         def residual(cin: int, cout: int, stride: int) -> ResidualUnit:
             return ResidualUnit(
-                spatial_dims, cin, cout, strides=stride, kernel_size=kernel_size, subunits=2,
-                act="relu", norm="batch", dropout=self.dropout, dropout_dim=1,
-            )  # fmt: skip
+                spatial_dims,
+                cin,
+                cout,
+                strides=stride,
+                kernel_size=kernel_size,
+                subunits=2,
+                act="relu",
+                norm="batch",
+                dropout=self.dropout,
+                dropout_dim=1,
+            )
 
         self.encoder = nn.ModuleList([residual(in_channels, channels[0], 1)])
         for level, stride in enumerate(strides, start=1):
@@ -131,9 +138,17 @@ class ResAttUNet(nn.Module):
                 raise InputError(f"ResAttUNet: up_kernel_size {up_kernel_size} does not fit stride {stride}")
             self.up.append(
                 Convolution(
-                    spatial_dims, coarse, fine, strides=stride, kernel_size=kernel, act="relu",
-                    norm="batch", is_transposed=True, padding=padding, output_padding=output_padding,
-                )  # fmt: skip
+                    spatial_dims,
+                    coarse,
+                    fine,
+                    strides=stride,
+                    kernel_size=kernel,
+                    act="relu",
+                    norm="batch",
+                    is_transposed=True,
+                    padding=padding,
+                    output_padding=output_padding,
+                )
             )
             self.gates.append(AttentionBlock(spatial_dims, f_int=max(fine // 2, 1), f_g=fine, f_l=fine))
             self.decoder.append(residual(2 * fine, fine, 1))

@@ -268,7 +268,7 @@ class Anatomy:
         r_endo, r_epi = self.radii(theta, z)
         ex, ey, ea, eb = self.rv_ellipse(z)
         insertion = self.rv_insertion_deg(z)
-        groove = np.exp(-((np.mod(theta - insertion + 180, 360) - 180) / 25.0) ** 2)
+        groove = np.exp(-(((np.mod(theta - insertion + 180, 360) - 180) / 25.0) ** 2))
         fat_lv = self.fat_thickness * (0.35 + 0.65 * groove)
         tissue[r < r_epi + fat_lv] = Tissue.FAT
         if ea > 0:

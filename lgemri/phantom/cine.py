@@ -152,10 +152,12 @@ def make_cine_case(number: int, seed: int, territory: str | None = None) -> Phan
     label = np.stack(labels, axis=-1).transpose(1, 0, 2)
     affine = geometry.affine()
     truth = _truth(case_id, number, seed, anatomy, contrast, geometry, label)
-    truth.update({
-        "contrast": "cine",
-        "cine": {k: (round(v, 4) if isinstance(v, float) else v) for k, v in dataclasses.asdict(cine).items()},
-    })  # fmt: skip
+    truth.update(
+        {
+            "contrast": "cine",
+            "cine": {k: (round(v, 4) if isinstance(v, float) else v) for k, v in dataclasses.asdict(cine).items()},
+        }
+    )
     image_volume = Volume(np.ascontiguousarray(image), affine)
     return PhantomCase(case_id, image_volume, Volume(np.ascontiguousarray(label), affine), truth)
 
@@ -163,21 +165,30 @@ def make_cine_case(number: int, seed: int, territory: str | None = None) -> Phan
 def _write_cine_case(case: PhantomCase, out: Path, formats: tuple[str, ...]) -> None:
     t = case.truth
     write_case(
-        case, out, formats,
+        case,
+        out,
+        formats,
         series_description="cine bSSFP SAX phantom (end-diastole)",
-        study_description="Cardiac MRI cine (cardiac_mi phantom)", series_number=5,
+        study_description="Cardiac MRI cine (cardiac_mi phantom)",
+        series_number=5,
         uid_prefix="cardiac_mi-cine-phantom",
         extra={
-            "SliceThickness": t["slice_thickness_mm"], "RepetitionTime": t["cine"]["tr_ms"],
-            "EchoTime": round(t["cine"]["tr_ms"] / 2.0, 3), "FlipAngle": t["cine"]["flip_deg"],
-            "MagneticFieldStrength": t["field_strength_t"], "ScanningSequence": ["GR"],
-            "SequenceVariant": ["SS"], "SequenceName": "bSSFP_CINE", "PatientSex": "O",
+            "SliceThickness": t["slice_thickness_mm"],
+            "RepetitionTime": t["cine"]["tr_ms"],
+            "EchoTime": round(t["cine"]["tr_ms"] / 2.0, 3),
+            "FlipAngle": t["cine"]["flip_deg"],
+            "MagneticFieldStrength": t["field_strength_t"],
+            "ScanningSequence": ["GR"],
+            "SequenceVariant": ["SS"],
+            "SequenceName": "bSSFP_CINE",
+            "PatientSex": "O",
         },
-    )  # fmt: skip
+    )
 
 
-def write_cine_phantom(out_dir: str | os.PathLike, cases: int, seed: int, progress: bool = False,
-                       formats: tuple[str, ...] = ("emidec",)) -> Path:  # fmt: skip
+def write_cine_phantom(
+    out_dir: str | os.PathLike, cases: int, seed: int, progress: bool = False, formats: tuple[str, ...] = ("emidec",)
+) -> Path:
     """Generate ``cases`` cine phantom studies into ``out_dir``; returns the path of ``phantom.json``.
 
     The layout is :func:`lgemri.phantom.write_phantom`'s (``emidec/`` and/or ``dicom/``);

@@ -117,7 +117,9 @@ def sample_contrast(rng: np.random.Generator) -> Contrast:
     )
 
 
-def smooth_field(rng: np.random.Generator, shape: tuple[int, int], coarse: int = 6, amplitude: float = 1.0) -> np.ndarray:
+def smooth_field(
+    rng: np.random.Generator, shape: tuple[int, int], coarse: int = 6, amplitude: float = 1.0
+) -> np.ndarray:
     """A smooth random field of zero mean: coarse Gaussian noise interpolated cubically."""
     grid = rng.normal(0.0, amplitude, (coarse, coarse))
     zoom = (shape[0] / coarse, shape[1] / coarse)

@@ -239,7 +239,9 @@ class Surroundings:
 
 
 def _organ(rng, t, depth, zc, half, a, b, **kw) -> Organ:
-    return Organ(float(t), float(depth), float(zc), float(half), float(a), float(b), float(rng.uniform(0.0, 180.0)), **kw)
+    return Organ(
+        float(t), float(depth), float(zc), float(half), float(a), float(b), float(rng.uniform(0.0, 180.0)), **kw
+    )
 
 
 def sample_surroundings(rng: np.random.Generator, anatomy: Anatomy) -> Surroundings:
@@ -255,63 +257,148 @@ def sample_surroundings(rng: np.random.Generator, anatomy: Anatomy) -> Surroundi
     stomach = None
     if rng.random() < 0.85:
         gas = rng.uniform(0.05, 0.5) if rng.random() < 0.7 else 0.0
-        stomach = _organ(rng, t_split + rng.uniform(25.0, 80.0), rng.uniform(2.0, 25.0), rng.uniform(0.2, 1.0) * L,
-                         rng.uniform(40.0, 80.0), rng.uniform(25.0, 50.0), rng.uniform(15.0, 35.0),
-                         wall=float(rng.uniform(3.0, 7.0)), extra=float(gas))  # fmt: skip
+        stomach = _organ(
+            rng,
+            t_split + rng.uniform(25.0, 80.0),
+            rng.uniform(2.0, 25.0),
+            rng.uniform(0.2, 1.0) * L,
+            rng.uniform(40.0, 80.0),
+            rng.uniform(25.0, 50.0),
+            rng.uniform(15.0, 35.0),
+            wall=float(rng.uniform(3.0, 7.0)),
+            extra=float(gas),
+        )
     spleen = None
     if rng.random() < 0.7:
-        spleen = _organ(rng, t_split + rng.uniform(60.0, 140.0), rng.uniform(30.0, 90.0), rng.uniform(0.0, 0.8) * L,
-                        rng.uniform(30.0, 60.0), rng.uniform(25.0, 50.0), rng.uniform(12.0, 25.0))  # fmt: skip
+        spleen = _organ(
+            rng,
+            t_split + rng.uniform(60.0, 140.0),
+            rng.uniform(30.0, 90.0),
+            rng.uniform(0.0, 0.8) * L,
+            rng.uniform(30.0, 60.0),
+            rng.uniform(25.0, 50.0),
+            rng.uniform(12.0, 25.0),
+        )
     kidneys = []
     for side in (1.0, -1.0):
         if rng.random() < 0.55:
-            kidneys.append(_organ(rng, side * rng.uniform(20.0, 100.0), rng.uniform(15.0, 90.0), rng.uniform(0.3, 1.2) * L,
-                                  rng.uniform(25.0, 45.0), rng.uniform(14.0, 22.0), rng.uniform(22.0, 35.0),
-                                  extra=float(rng.uniform(0.0, 2 * math.pi))))  # fmt: skip
+            kidneys.append(
+                _organ(
+                    rng,
+                    side * rng.uniform(20.0, 100.0),
+                    rng.uniform(15.0, 90.0),
+                    rng.uniform(0.3, 1.2) * L,
+                    rng.uniform(25.0, 45.0),
+                    rng.uniform(14.0, 22.0),
+                    rng.uniform(22.0, 35.0),
+                    extra=float(rng.uniform(0.0, 2 * math.pi)),
+                )
+            )
     n_loops = int(rng.integers(2, 21))
     tb, db = t_split + rng.uniform(0.0, 100.0), rng.uniform(5.0, 50.0)
     contents = [T.CHYME_A, T.CHYME_B, T.CHYME_C, T.GAS, T.STOMACH_FLUID]
     bowel = []
     for _ in range(n_loops):
         r = rng.uniform(6.0, 16.0)
-        bowel.append(_organ(rng, tb + rng.normal(0.0, 35.0), max(db + rng.normal(0.0, 30.0), 2.0), rng.uniform(-10.0, L + 30.0),
-                            rng.uniform(15.0, 40.0), r, r * rng.uniform(0.6, 1.0), wall=float(rng.uniform(1.5, 3.5)),
-                            content=int(rng.choice(contents, p=[0.3, 0.25, 0.2, 0.15, 0.1]))))  # fmt: skip
+        bowel.append(
+            _organ(
+                rng,
+                tb + rng.normal(0.0, 35.0),
+                max(db + rng.normal(0.0, 30.0), 2.0),
+                rng.uniform(-10.0, L + 30.0),
+                rng.uniform(15.0, 40.0),
+                r,
+                r * rng.uniform(0.6, 1.0),
+                wall=float(rng.uniform(1.5, 3.5)),
+                content=int(rng.choice(contents, p=[0.3, 0.25, 0.2, 0.15, 0.1])),
+            )
+        )
     liver_vessels = []
     for _ in range(int(rng.integers(3, 13))):
         r = rng.uniform(2.0, 6.0)
-        liver_vessels.append(_organ(rng, rng.uniform(-120.0, t_split - 5.0), rng.uniform(10.0, 120.0), rng.uniform(0.0, L + 20.0),
-                                    rng.uniform(15.0, 40.0), r, r * rng.uniform(0.5, 1.0)))  # fmt: skip
+        liver_vessels.append(
+            _organ(
+                rng,
+                rng.uniform(-120.0, t_split - 5.0),
+                rng.uniform(10.0, 120.0),
+                rng.uniform(0.0, L + 20.0),
+                rng.uniform(15.0, 40.0),
+                r,
+                r * rng.uniform(0.5, 1.0),
+            )
+        )
     if rng.random() < 0.6:  # inferior vena cava entering the right atrium through the liver
         r = rng.uniform(9.0, 15.0)
-        liver_vessels.append(_organ(rng, t_split - rng.uniform(10.0, 50.0), rng.uniform(3.0, 20.0), rng.uniform(0.3, 1.0) * L,
-                                    rng.uniform(30.0, 60.0), r, r * rng.uniform(0.7, 1.0), content=T.BLOOD))  # fmt: skip
+        liver_vessels.append(
+            _organ(
+                rng,
+                t_split - rng.uniform(10.0, 50.0),
+                rng.uniform(3.0, 20.0),
+                rng.uniform(0.3, 1.0) * L,
+                rng.uniform(30.0, 60.0),
+                r,
+                r * rng.uniform(0.7, 1.0),
+                content=T.BLOOD,
+            )
+        )
     gallbladder = None
     if rng.random() < 0.25:
-        gallbladder = _organ(rng, rng.uniform(-80.0, t_split - 20.0), rng.uniform(10.0, 60.0), rng.uniform(0.4, 1.2) * L,
-                             rng.uniform(20.0, 35.0), rng.uniform(12.0, 20.0), rng.uniform(8.0, 14.0))  # fmt: skip
+        gallbladder = _organ(
+            rng,
+            rng.uniform(-80.0, t_split - 20.0),
+            rng.uniform(10.0, 60.0),
+            rng.uniform(0.4, 1.2) * L,
+            rng.uniform(20.0, 35.0),
+            rng.uniform(12.0, 20.0),
+            rng.uniform(8.0, 14.0),
+        )
     a, b = anatomy.thorax_axes
     n = int(rng.integers(40, 121))
     side = rng.choice([-1.0, 1.0], size=n)
-    vessels = np.stack([
-        side * 0.5 * a + rng.normal(0.0, 0.22 * a, n),
-        rng.normal(-0.05 * b, 0.35 * b, n),
-        rng.uniform(0.6, 2.2, n),
-        rng.uniform(-20.0, L + 20.0, n),
-        rng.uniform(5.0, 25.0, n),
-        rng.uniform(-0.5, 0.5, n),
-        rng.uniform(-0.5, 0.5, n),
-    ], axis=1)  # fmt: skip
+    vessels = np.stack(
+        [
+            side * 0.5 * a + rng.normal(0.0, 0.22 * a, n),
+            rng.normal(-0.05 * b, 0.35 * b, n),
+            rng.uniform(0.6, 2.2, n),
+            rng.uniform(-20.0, L + 20.0, n),
+            rng.uniform(5.0, 25.0, n),
+            rng.uniform(-0.5, 0.5, n),
+            rng.uniform(-0.5, 0.5, n),
+        ],
+        axis=1,
+    )
     arms = []
     for side in (1.0, -1.0):
         if rng.random() < 0.3:  # arms down by the sides
             gap = anatomy.muscle_thickness + anatomy.subcutaneous_fat + rng.uniform(5.0, 40.0)
-            arms.append((side * (a + gap + 45.0), rng.uniform(-0.3, 0.5) * b, rng.uniform(38.0, 55.0), rng.uniform(32.0, 48.0)))
-    return Surroundings(psi, d_base, d_apex, kappa, diaphragm, t_split, wave, stomach, spleen, tuple(kidneys), tuple(bowel),
-                        tuple(liver_vessels), gallbladder, vessels, float(rng.uniform(0.0, 8.0)), float(rng.uniform(80.0, 150.0)),
-                        tuple(arms), float(rng.uniform(0.02, 0.12)), float(rng.uniform(8.0, 25.0)),
-                        float(rng.uniform(0.0, 2.0)), float(rng.uniform(20.0, 40.0)),
-                        float(rng.uniform(1.0, 1.7)), float(rng.uniform(0.0, 180.0)))  # fmt: skip
+            arms.append(
+                (side * (a + gap + 45.0), rng.uniform(-0.3, 0.5) * b, rng.uniform(38.0, 55.0), rng.uniform(32.0, 48.0))
+            )
+    return Surroundings(
+        psi,
+        d_base,
+        d_apex,
+        kappa,
+        diaphragm,
+        t_split,
+        wave,
+        stomach,
+        spleen,
+        tuple(kidneys),
+        tuple(bowel),
+        tuple(liver_vessels),
+        gallbladder,
+        vessels,
+        float(rng.uniform(0.0, 8.0)),
+        float(rng.uniform(80.0, 150.0)),
+        tuple(arms),
+        float(rng.uniform(0.02, 0.12)),
+        float(rng.uniform(8.0, 25.0)),
+        float(rng.uniform(0.0, 2.0)),
+        float(rng.uniform(20.0, 40.0)),
+        float(rng.uniform(1.0, 1.7)),
+        float(rng.uniform(0.0, 180.0)),
+    )
 
 
 @dataclasses.dataclass
@@ -413,8 +500,29 @@ def sample_appearance(rng: np.random.Generator, pixel_mm: float) -> Appearance:
     motion = float(rng.uniform(0.0, 1.2)) if rng.random() < 0.5 else 0.0
     trabeculae = float(rng.uniform(0.0, 5.0))
     trabeculae_threshold = float(rng.uniform(0.5, 1.5))
-    return Appearance(psir, ordered, levels, texture, snr, bias, coil, acquired, taper, ghost, phase_axis, copies, divisor,
-                      bits, offset, top, motion, trabeculae, trabeculae_threshold, edges, fractions)  # fmt: skip
+    return Appearance(
+        psir,
+        ordered,
+        levels,
+        texture,
+        snr,
+        bias,
+        coil,
+        acquired,
+        taper,
+        ghost,
+        phase_axis,
+        copies,
+        divisor,
+        bits,
+        offset,
+        top,
+        motion,
+        trabeculae,
+        trabeculae_threshold,
+        edges,
+        fractions,
+    )
 
 
 def sample_real_geometry(rng: np.random.Generator, anatomy: Anatomy):
@@ -453,7 +561,13 @@ def _field(rng: np.random.Generator, shape: tuple[int, int], corr_px: float) -> 
     else:
         coarse = (max(int(math.ceil(shape[0] / corr_px)) + 1, 3), max(int(math.ceil(shape[1] / corr_px)) + 1, 3))
         grid = rng.normal(0.0, 1.0, coarse)
-        f = ndimage.zoom(grid, (shape[0] / coarse[0] * 1.0001, shape[1] / coarse[1] * 1.0001), order=3, grid_mode=True, mode="reflect")
+        f = ndimage.zoom(
+            grid,
+            (shape[0] / coarse[0] * 1.0001, shape[1] / coarse[1] * 1.0001),
+            order=3,
+            grid_mode=True,
+            mode="reflect",
+        )
         f = f[: shape[0], : shape[1]]
     f = f - f.mean()
     sd = f.std()
@@ -463,7 +577,15 @@ def _field(rng: np.random.Generator, shape: tuple[int, int], corr_px: float) -> 
 class _RealScene:
     """Paints the real style's tissue codes on a fixed (fine) grid of the heart frame."""
 
-    def __init__(self, rng: np.random.Generator, anatomy: Anatomy, around: Surroundings, x: np.ndarray, y: np.ndarray, fine_mm: float):
+    def __init__(
+        self,
+        rng: np.random.Generator,
+        anatomy: Anatomy,
+        around: Surroundings,
+        x: np.ndarray,
+        y: np.ndarray,
+        fine_mm: float,
+    ):
         self.anatomy, self.around = anatomy, around
         self.plain = dataclasses.replace(anatomy, lung_vessels=np.zeros((0, 3)))
         corr = around.warp_scale_mm / fine_mm
@@ -663,7 +785,9 @@ def _tukey(n: int, keep: float, taper: float) -> np.ndarray:
 class _RealRenderer:
     """Renders the slices of one real-style case (see the module docstring)."""
 
-    def __init__(self, rng, anatomy: Anatomy, geometry, around: Surroundings, look: Appearance, keep_tissue: bool = False):
+    def __init__(
+        self, rng, anatomy: Anatomy, geometry, around: Surroundings, look: Appearance, keep_tissue: bool = False
+    ):
         self.rng, self.anatomy, self.geometry, self.around, self.look = rng, anatomy, geometry, around, look
         g = geometry
         self.sup = max(1, math.ceil(g.pixel_mm / 0.9))
@@ -678,7 +802,9 @@ class _RealRenderer:
         a, b = anatomy.thorax_axes
         span = a + anatomy.muscle_thickness + anatomy.subcutaneous_fat + 25.0
         bx, by = anatomy.body_centre
-        coils = [(bx + dx, yc) for dx in np.linspace(-0.6 * span, 0.6 * span, 4) for yc in (by + b + 60.0, by - b - 50.0)]
+        coils = [
+            (bx + dx, yc) for dx in np.linspace(-0.6 * span, 0.6 * span, 4) for yc in (by + b + 60.0, by - b - 50.0)
+        ]
         coils = np.array(coils) + rng.normal(0.0, 15.0, (len(coils), 2))
         shape = self.xy[0].shape
         receive = coil_sensitivity(*self.xy, coils)
@@ -762,7 +888,9 @@ class _RealRenderer:
             ghosted = signal.copy()
             for c in range(1, look.ghost_copies + 1):
                 shift = c * n // look.ghost_divisor
-                ghosted += look.ghost / c * (np.roll(signal, shift, axis=axis) + np.roll(signal, -shift, axis=axis)) / 2.0
+                ghosted += (
+                    look.ghost / c * (np.roll(signal, shift, axis=axis) + np.roll(signal, -shift, axis=axis)) / 2.0
+                )
             signal = ghosted
         cplx = self._acquire(signal)
         value = cplx.real if look.psir else np.abs(cplx)

@@ -254,10 +254,14 @@ def make_case(number: int, seed: int, territory: str | None = None, style: str =
     label = np.stack(labels, axis=-1).transpose(1, 0, 2)
     affine = geometry.affine()
     truth = _truth(case_id, number, seed, anatomy, contrast, geometry, label)
-    return PhantomCase(case_id, Volume(np.ascontiguousarray(image), affine), Volume(np.ascontiguousarray(label), affine), truth)
+    return PhantomCase(
+        case_id, Volume(np.ascontiguousarray(image), affine), Volume(np.ascontiguousarray(label), affine), truth
+    )
 
 
-def infarct_segments(label: np.ndarray, spacing: tuple[float, float], rv_insertion_deg: float, min_fraction: float = 0.05) -> dict[int, float]:
+def infarct_segments(
+    label: np.ndarray, spacing: tuple[float, float], rv_insertion_deg: float, min_fraction: float = 0.05
+) -> dict[int, float]:
     """Infarct fraction of each AHA segment's myocardium for a base-first label volume.
 
     Returns the segments whose infarct (labels 3 and 4) covers at least ``min_fraction`` of their
@@ -396,6 +400,7 @@ def write_phantom(
     if unknown:
         raise InputError(f"unknown output format(s) {sorted(unknown)}; choose from emidec, dicom")
     if contrast == "lge" and style == "real":
+
         def make(number, seed):
             return make_case(number, seed, style="real")
 
@@ -405,7 +410,11 @@ def write_phantom(
     elif contrast == "cine":
         from .cine import _write_cine_case, make_cine_case
 
-        make, write, header = make_cine_case, _write_cine_case, {"generator": "cardiac_mi cine phantom", "contrast": "cine"}
+        make, write, header = (
+            make_cine_case,
+            _write_cine_case,
+            {"generator": "cardiac_mi cine phantom", "contrast": "cine"},
+        )
     else:
         raise InputError(f"unknown contrast {contrast!r}; choose lge or cine")
     out = Path(out_dir)
@@ -419,8 +428,12 @@ def write_phantom(
         case = make(number, seed)
         write(case, out, tuple(formats))
         truths.append(case.truth)
-        logger.info("%s: %s slices, infarct %.1f %% LV", case.case_id, case.truth["shape"][2], case.truth.get("infarct_percent_lv", 0.0))
+        logger.info(
+            "%s: %s slices, infarct %.1f %% LV",
+            case.case_id,
+            case.truth["shape"][2],
+            case.truth.get("infarct_percent_lv", 0.0),
+        )
     path = out / "phantom.json"
     write_text(path, json.dumps({**header, "seed": seed, "cases": truths}, indent=1) + "\n")
     return path
-

@@ -33,7 +33,7 @@ _RING6_START = 60.0  # segment 1 spans 60-120 degrees (counter-clockwise from 3 
 def _segment_geometry() -> dict[int, tuple[float, float, float, float]]:
     """Segment -> (inner radius, outer radius, start angle, end angle), radii of a unit bullseye."""
     geometry = {}
-    for ring, (first, r0, r1) in enumerate(((1, 0.75, 1.0), (7, 0.5, 0.75))):
+    for first, r0, r1 in ((1, 0.75, 1.0), (7, 0.5, 0.75)):
         for n in range(6):
             start = _RING6_START + 60.0 * n
             geometry[first + n] = (r0, r1, start, start + 60.0)

@@ -199,9 +199,7 @@ SCHEMA: dict[str, Any] = {
             ),
             "quantification": _QUANTIFICATION,
             "files": {"type": "object", "properties": {}},
-            "dicom": _object(
-                {"study_uid": _STR, "pdf_sop_instance_uid": _STR, "sr_sop_instance_uid": _NULLABLE_STR}
-            ),
+            "dicom": _object({"study_uid": _STR, "pdf_sop_instance_uid": _STR, "sr_sop_instance_uid": _NULLABLE_STR}),
             "stored": {
                 "type": ["object", "null"],
                 "required": ["url", "sop_instance_uids"],

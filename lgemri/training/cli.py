@@ -57,26 +57,46 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
     arg = p.add_argument
     arg("--task", required=True, choices=TASKS, help="which network to train")
-    arg("--data", required=True, nargs="+", type=_source, metavar="DIR",
-        help="prepared folder(s) or datalist .json file(s); DIR=WEIGHT sets a sampling weight")
-    arg("--out", required=True, type=Path,
-        help="run folder (best.pt, last.pt, history.json, curves.png, config.json)")
+    arg(
+        "--data",
+        required=True,
+        nargs="+",
+        type=_source,
+        metavar="DIR",
+        help="prepared folder(s) or datalist .json file(s); DIR=WEIGHT sets a sampling weight",
+    )
+    arg("--out", required=True, type=Path, help="run folder (best.pt, last.pt, history.json, curves.png, config.json)")
     arg("--epochs", type=int, default=50, help="number of epochs (default 50)")
     arg("--batch-size", type=int, default=16, help="slices per batch (per GPU; default 16)")
     arg("--lr", type=float, default=1e-3, help="initial Adam learning rate (default 1e-3)")
     arg("--lr-schedule", choices=LR_SCHEDULES, default="cosine", help="per-epoch LR schedule (default cosine)")
     arg("--seed", type=int, default=0, help="seed of weights, batch order, augmentation, dropout (default 0)")
     arg("--resume", action="store_true", help="continue the run in --out from its last.pt")
-    arg("--init", type=Path, metavar="CHECKPOINT",
-        help="start from this model checkpoint (fine-tuning; the network comes from it)")
-    arg("--loss", choices=LOSSES, default="ce",
-        help="class-weighted cross-entropy, optionally plus soft Dice (default ce)")
-    arg("--class-weights", dest="class_weighting", choices=WEIGHT_SCHEMES, default="inverse_sqrt",
-        help="class-weight scheme of the loss (default inverse_sqrt)")
-    arg("--two-stage", action="store_true",
-        help="segmentation with the cleaned LV-cavity mask as a second input channel")
-    arg("--network", choices=tuple(NETWORKS),
-        help="network (default: localizer for localization, else resatt_unet)")
+    arg(
+        "--init",
+        type=Path,
+        metavar="CHECKPOINT",
+        help="start from this model checkpoint (fine-tuning; the network comes from it)",
+    )
+    arg(
+        "--loss",
+        choices=LOSSES,
+        default="ce",
+        help="class-weighted cross-entropy, optionally plus soft Dice (default ce)",
+    )
+    arg(
+        "--class-weights",
+        dest="class_weighting",
+        choices=WEIGHT_SCHEMES,
+        default="inverse_sqrt",
+        help="class-weight scheme of the loss (default inverse_sqrt)",
+    )
+    arg(
+        "--two-stage",
+        action="store_true",
+        help="segmentation with the cleaned LV-cavity mask as a second input channel",
+    )
+    arg("--network", choices=tuple(NETWORKS), help="network (default: localizer for localization, else resatt_unet)")
     arg("--channels", type=_channels, help="feature channels per level, e.g. 16,32,64,96,128,160")
     arg("--dropout", type=float, default=0.1, help="dropout probability (default 0.1)")
     arg("--no-augment", dest="augment", action="store_false", help="train without augmentation")
@@ -129,9 +149,11 @@ def cmd_train(args: argparse.Namespace) -> None:
     score = summary["best_score"]
     logger.info(
         "%s: best epoch %s (score %s) -> %s",
-        summary["task"], summary["best_epoch"],
-        "n/a" if score is None else f"{score:.4f}", summary["best_checkpoint"],
-    )  # fmt: skip
+        summary["task"],
+        summary["best_epoch"],
+        "n/a" if score is None else f"{score:.4f}",
+        summary["best_checkpoint"],
+    )
     if summary["stopped_early"]:
         logger.info("stopped after epoch %d of %d; continue with --resume", summary["epochs_completed"], args.epochs)
     logger.debug("summary: %s", json.dumps(summary, default=str))

@@ -38,7 +38,6 @@ import math
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 import torch
@@ -69,7 +68,7 @@ _DATALIST_KEYS = {
     "test": ("test", "testing"),
 }
 
-Source = Union[str, os.PathLike, tuple[Union[str, os.PathLike], float]]
+Source = str | os.PathLike | tuple[str | os.PathLike, float]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -359,8 +358,14 @@ class Augmentation:
 class SliceDataset(torch.utils.data.Dataset):
     """Common part of the slice datasets (here and in ``gan.data``): items, epoch-seeded generators, sampling weights."""
 
-    def __init__(self, sources: Source | Sequence[Source], split: str, augment: bool, seed: int,
-                 augmentation: Augmentation | None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        sources: Source | Sequence[Source],
+        split: str,
+        augment: bool,
+        seed: int,
+        augmentation: Augmentation | None,
+    ) -> None:
         self.items = read_items(sources, split)
         self.split = split
         self.augment = bool(augment)
@@ -544,8 +549,9 @@ class EpochSampler(torch.utils.data.Sampler):
     multiple of ``world_size``) and takes every ``world_size``-th index from its ``rank``.
     """
 
-    def __init__(self, size: int, *, weights: Sequence[float] | None = None, seed: int = 0,
-                 rank: int = 0, world_size: int = 1) -> None:  # fmt: skip
+    def __init__(
+        self, size: int, *, weights: Sequence[float] | None = None, seed: int = 0, rank: int = 0, world_size: int = 1
+    ) -> None:
         self.size = int(size)
         self.weights = None
         if weights is not None:

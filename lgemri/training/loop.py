@@ -45,8 +45,8 @@ import os
 import platform
 import random
 import time
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -173,12 +173,16 @@ class TrainConfig:
             (steps is None or steps >= 1, f"max steps per epoch must be at least 1, got {steps}"),
             (self.num_workers >= 0, f"workers must be non-negative, got {self.num_workers}"),
             (stop is None or stop >= 1, f"stop_after must be at least 1, got {stop}"),
-            (not self.two_stage or self.task == "segmentation",
-             f"two-stage input applies to the segmentation task, not {self.task!r}"),
+            (
+                not self.two_stage or self.task == "segmentation",
+                f"two-stage input applies to the segmentation task, not {self.task!r}",
+            ),
             (channels_ok, f"channels must be two or more positive numbers, got {self.channels}"),
-            (self.init is None or (self.network is None and self.channels is None),
-             "init takes the network from its checkpoint; leave network and channels unset"),
-        ]  # fmt: skip
+            (
+                self.init is None or (self.network is None and self.channels is None),
+                "init takes the network from its checkpoint; leave network and channels unset",
+            ),
+        ]
         for ok, message in checks:
             if not ok:
                 raise InputError(message)
@@ -497,9 +501,15 @@ def _train(config: TrainConfig, out: Path, rank: int, local_rank: int, world: in
     init_metrics = None
     if config.resume:
         state = load_training_state(
-            last_path, model, optimizer, scheduler, scaler if use_amp else None,
-            task=config.task, network=spec, device=device,
-        )  # fmt: skip
+            last_path,
+            model,
+            optimizer,
+            scheduler,
+            scaler if use_amp else None,
+            task=config.task,
+            network=spec,
+            device=device,
+        )
         start_epoch, history = state["epoch"], state["history"]
         best = dict(state["extra"].get("best") or best)
         init_metrics = state["extra"].get("init_metrics")
@@ -509,14 +519,19 @@ def _train(config: TrainConfig, out: Path, rank: int, local_rank: int, world: in
         if saved_epochs not in (None, config.epochs):
             logger.warning(
                 "resuming with epochs=%d; the run was started with %s (the LR schedule follows the new length)",
-                config.epochs, saved_epochs,
-            )  # fmt: skip
+                config.epochs,
+                saved_epochs,
+            )
         logger.info("resuming %s after epoch %d", out, start_epoch)
     loss_fn = SegmentationLoss(weights, config.dice_weight if config.loss == "ce+dice" else 0.0).to(device)
     if config.init is not None and not config.resume and main:
         init_metrics = _finite(_validate(model, val_ds, loss_fn, config, device, use_amp))
-        logger.info("%s: initial model %s scores mean Dice %s on validation", config.task, config.init,
-                    init_metrics["mean_dice"])  # fmt: skip
+        logger.info(
+            "%s: initial model %s scores mean Dice %s on validation",
+            config.task,
+            config.init,
+            init_metrics["mean_dice"],
+        )
 
     if world > 1:
         ddp_args = {"device_ids": [device.index]} if device.type == "cuda" else {}
@@ -547,30 +562,37 @@ def _train(config: TrainConfig, out: Path, rank: int, local_rank: int, world: in
     }
     if main:
         out.mkdir(parents=True, exist_ok=True)
-        _write_json(out / "config.json", {
-            "config": _plain_config(config),
-            "network": spec,
-            "parameters": sum(p.numel() for p in unwrap(model).parameters()),
-            "classes": names,
-            "class_frequencies": frequencies.tolist(),
-            "class_weights": weights.tolist(),
-            "data": data_description,
-            "device": str(device),
-            "amp": use_amp,
-            "world_size": world,
-            "resumed_after_epoch": start_epoch if config.resume else None,
-            "init_metrics": init_metrics,
-            "written": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "environment": _environment(),
-        })  # fmt: skip
+        _write_json(
+            out / "config.json",
+            {
+                "config": _plain_config(config),
+                "network": spec,
+                "parameters": sum(p.numel() for p in unwrap(model).parameters()),
+                "classes": names,
+                "class_frequencies": frequencies.tolist(),
+                "class_weights": weights.tolist(),
+                "data": data_description,
+                "device": str(device),
+                "amp": use_amp,
+                "world_size": world,
+                "resumed_after_epoch": start_epoch if config.resume else None,
+                "init_metrics": init_metrics,
+                "written": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+                "environment": _environment(),
+            },
+        )
 
     sampler = EpochSampler(
         len(train_ds), weights=train_ds.sample_weights, seed=config.seed, rank=rank, world_size=world
     )
     loader = torch.utils.data.DataLoader(
-        train_ds, batch_size=config.batch_size, sampler=sampler, num_workers=config.num_workers,
-        drop_last=False, pin_memory=device.type == "cuda",
-    )  # fmt: skip
+        train_ds,
+        batch_size=config.batch_size,
+        sampler=sampler,
+        num_workers=config.num_workers,
+        drop_last=False,
+        pin_memory=device.type == "cuda",
+    )
     end_epoch = config.epochs if config.stop_after is None else min(config.epochs, config.stop_after)
     metrics: dict = history[-1] if history else {}
     for epoch in range(start_epoch, end_epoch):
@@ -580,8 +602,13 @@ def _train(config: TrainConfig, out: Path, rank: int, local_rank: int, world: in
         sampler.set_epoch(epoch)
         model.train()
         steps = len(loader) if config.max_steps_per_epoch is None else min(len(loader), config.max_steps_per_epoch)
-        bar = tqdm(total=steps, desc=f"{config.task} epoch {epoch + 1}/{config.epochs}", leave=False,
-                   disable=not (config.progress and main), dynamic_ncols=True)  # fmt: skip
+        bar = tqdm(
+            total=steps,
+            desc=f"{config.task} epoch {epoch + 1}/{config.epochs}",
+            leave=False,
+            disable=not (config.progress and main),
+            dynamic_ncols=True,
+        )
         loss_sum, seen = torch.zeros((), device=device, dtype=torch.float64), 0
         for step, (x, y) in enumerate(loader):
             if step >= steps:
@@ -622,25 +649,41 @@ def _train(config: TrainConfig, out: Path, rank: int, local_rank: int, world: in
                 if improved:
                     best = {"score": score, "epoch": epoch + 1, "metrics": _finite(metrics)}
                 save_checkpoint(
-                    best_path, model, task=config.task, network=spec,
+                    best_path,
+                    model,
+                    task=config.task,
+                    network=spec,
                     extra={**run_extra, "epoch": epoch + 1, "metrics": _finite(metrics), "score": _finite(score)},
-                )  # fmt: skip
+                )
             save_training_state(
-                last_path, model, task=config.task, network=spec, epoch=epoch + 1, optimizer=optimizer,
-                scheduler=scheduler, scaler=scaler if use_amp else None, history=_finite(history),
+                last_path,
+                model,
+                task=config.task,
+                network=spec,
+                epoch=epoch + 1,
+                optimizer=optimizer,
+                scheduler=scheduler,
+                scaler=scaler if use_amp else None,
+                history=_finite(history),
                 extra={**run_extra, "best": best},
-            )  # fmt: skip
-            _write_json(out / "history.json", {"task": config.task, "classes": names, "best": best,
-                                               "init": init_metrics, "epochs": history})  # fmt: skip
-            _plot_curves(out / "curves.png", history, names, config.task)
-            extra_info = (
-                f", centre error {metrics['centre_error_mm']:.1f} mm" if config.task == "localization" else ""
             )
+            _write_json(
+                out / "history.json",
+                {"task": config.task, "classes": names, "best": best, "init": init_metrics, "epochs": history},
+            )
+            _plot_curves(out / "curves.png", history, names, config.task)
+            extra_info = f", centre error {metrics['centre_error_mm']:.1f} mm" if config.task == "localization" else ""
             logger.info(
                 "%s epoch %d/%d: train loss %.4f, val loss %.4f, mean Dice %.4f%s (%.1f s)",
-                config.task, epoch + 1, config.epochs, metrics["train_loss"], metrics["val_loss"],
-                score, extra_info, metrics["seconds"],
-            )  # fmt: skip
+                config.task,
+                epoch + 1,
+                config.epochs,
+                metrics["train_loss"],
+                metrics["val_loss"],
+                score,
+                extra_info,
+                metrics["seconds"],
+            )
         if world > 1:
             dist.barrier()
 

@@ -57,8 +57,14 @@ def data_provenance(sources: Sequence) -> list[dict]:
                 data = json.loads(path.read_text(encoding="utf-8"))
             except (OSError, json.JSONDecodeError):
                 data = {}
-            for split, keys in (("train", ("training", "train")), ("val", ("validation", "val")), ("test", ("test", "testing"))):
-                ids = sorted({str(e.get("case_id") or e.get("name") or "") for key in keys for e in data.get(key) or []})
+            for split, keys in (
+                ("train", ("training", "train")),
+                ("val", ("validation", "val")),
+                ("test", ("test", "testing")),
+            ):
+                ids = sorted(
+                    {str(e.get("case_id") or e.get("name") or "") for key in keys for e in data.get(key) or []}
+                )
                 if ids:
                     record["splits"][split] = ids
             record["origins"] = {"generated": sum(len(v) for v in record["splits"].values())}

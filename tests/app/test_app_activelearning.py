@@ -33,7 +33,9 @@ def _make_app(studies: Path, models: Path, **conf):
     from monailabel.utils.others.class_utils import get_class_of_subclass_from_file
 
     cls = get_class_of_subclass_from_file("main", str(APP_DIR / "main.py"), "MONAILabelApp")
-    return cls(app_dir=str(APP_DIR), studies=str(studies), conf={"models": str(models), "mc_passes": str(PASSES), **conf})
+    return cls(
+        app_dir=str(APP_DIR), studies=str(studies), conf={"models": str(models), "mc_passes": str(PASSES), **conf}
+    )
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +49,10 @@ def setup(tmp_path_factory, phantom_dir):
     (studies / "labels" / "final").mkdir(parents=True)
     for case in ("Case_P001", "Case_P002", "Case_N003"):
         shutil.copy(phantom_dir / "emidec" / case / "Images" / f"{case}.nii.gz", studies / f"{case}.nii.gz")
-    shutil.copy(phantom_dir / "emidec" / "Case_P002" / "Contours" / "Case_P002.nii.gz", studies / "labels" / "final" / "Case_P002.nii.gz")
+    shutil.copy(
+        phantom_dir / "emidec" / "Case_P002" / "Contours" / "Case_P002.nii.gz",
+        studies / "labels" / "final" / "Case_P002.nii.gz",
+    )
     image = read_nifti(studies / "Case_P001.nii.gz")
     array = image.array.astype(np.float32)
     noisy = np.abs(array + np.random.default_rng(0).normal(0.0, 0.5 * array.std(), array.shape))  # SNR ~2
@@ -109,7 +114,9 @@ def test_strategy_skips_a_study_it_just_handed_out(setup):
     app = setup["app"]
     ds = app.datastore()
     info = _info(app, "Case_NOISY")
-    ds.update_image_info("Case_NOISY", {"strategy": {**info.get("strategy", {}), "epistemic": {"ts": int(time.time())}}})
+    ds.update_image_info(
+        "Case_NOISY", {"strategy": {**info.get("strategy", {}), "epistemic": {"ts": int(time.time())}}}
+    )
     try:
         second = app.next_sample({"strategy": "epistemic"})
         scores = {i: _info(app, i)["epistemic"]["score"] for i in ("Case_N003", "Case_P001")}
@@ -139,7 +146,9 @@ def test_dice_scoring_against_the_final_label(setup):
     first = app.scoring({"method": "dice"})
     assert first["labeled"] == 1 and first["scored"] == 1 and first["errors"] == {}
     record = _info(app, "Case_P002")["dice"]
-    assert record["classes"]["lv_cavity"] > 0.9 and record["classes"]["myocardium"] > 0.7  # the shipped models target real LGE; on phantom studies myocardium averages 0.84 (model card)
+    assert (
+        record["classes"]["lv_cavity"] > 0.9 and record["classes"]["myocardium"] > 0.7
+    )  # the shipped models target real LGE; on phantom studies myocardium averages 0.84 (model card)
     assert record["emidec"]["myocardium"] > 0.7 and record["emidec"]["infarct"] > 0.5
     inferred = app.infer({"model": "segmentation", "image": "Case_P002"})  # the infer task's label, by hand
     try:
@@ -148,7 +157,9 @@ def test_dice_scoring_against_the_final_label(setup):
         os.remove(inferred["file"])
     truth = np.round(read_nifti(setup["studies"] / "labels" / "final" / "Case_P002.nii.gz").array)
     assert record["classes"]["infarct"] == pytest.approx(dice(label == 3, truth == 3), abs=1e-6)
-    assert record["emidec"]["myocardium"] == pytest.approx(dice(myocardium_mask(label), myocardium_mask(truth)), abs=1e-6)
+    assert record["emidec"]["myocardium"] == pytest.approx(
+        dice(myocardium_mask(label), myocardium_mask(truth)), abs=1e-6
+    )
     assert record["mean"] == pytest.approx(np.mean([v for v in record["classes"].values() if v is not None]), abs=1e-6)
     assert first["mean_dice"] == record["mean"]
 
@@ -172,7 +183,9 @@ def test_nothing_to_label(setup, tmp_path):
     studies = tmp_path / "studies"
     (studies / "labels" / "final").mkdir(parents=True)
     shutil.copy(setup["studies"] / "Case_P002.nii.gz", studies / "Case_P002.nii.gz")
-    shutil.copy(setup["studies"] / "labels" / "final" / "Case_P002.nii.gz", studies / "labels" / "final" / "Case_P002.nii.gz")
+    shutil.copy(
+        setup["studies"] / "labels" / "final" / "Case_P002.nii.gz", studies / "labels" / "final" / "Case_P002.nii.gz"
+    )
     datastore = LocalDatastore(str(studies), extensions=("*.nii.gz",), auto_reload=False)
     assert datastore.get_unlabeled_images() == []
     strategy = setup["app"]._strategies["epistemic"]

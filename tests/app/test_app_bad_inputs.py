@@ -19,8 +19,12 @@ from cardiac_mi.ids import device_problem  # noqa: E402
 
 
 def infer(server, image: str, model: str = "segmentation", params: dict | None = None) -> requests.Response:
-    return requests.post(f"{server['url']}/infer/{model}", params={"image": image, "output": "json"},
-                         data={"params": json.dumps(params or {})}, timeout=300)
+    return requests.post(
+        f"{server['url']}/infer/{model}",
+        params={"image": image, "output": "json"},
+        data={"params": json.dumps(params or {})},
+        timeout=300,
+    )
 
 
 def detail(answer: requests.Response, status: int) -> str:
@@ -63,7 +67,11 @@ def test_known_image_still_segments(server):
 def test_an_uploaded_image_still_segments(server):
     """``file=``: MONAI Label saves the upload in the temporary folder and infers on it; that path is allowed."""
     with open(CASE / "Images" / "Case_P001.nii.gz", "rb") as fh:
-        answer = requests.post(f"{server['url']}/infer/segmentation", params={"output": "json"},
-                               files={"file": ("Case_P001.nii.gz", fh)}, timeout=300)
+        answer = requests.post(
+            f"{server['url']}/infer/segmentation",
+            params={"output": "json"},
+            files={"file": ("Case_P001.nii.gz", fh)},
+            timeout=300,
+        )
     assert answer.status_code == 200, answer.text[:500]
     assert answer.json()["volumes_ml"]["myocardium"] > 0

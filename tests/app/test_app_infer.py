@@ -66,7 +66,9 @@ def test_segmentation_infer(app):
         assert label.shape == image.shape
         assert np.allclose(label.affine, image.affine, atol=1e-3)
         assert set(np.unique(label.array)) <= {0, 1, 2, 3, 4}
-        assert _dice(myocardium_mask(label.array), myocardium_mask(np.round(truth.array))) >= 0.7  # the shipped models target real LGE; on phantom studies myocardium averages 0.84 (model card)
+        assert (
+            _dice(myocardium_mask(label.array), myocardium_mask(np.round(truth.array))) >= 0.7
+        )  # the shipped models target real LGE; on phantom studies myocardium averages 0.84 (model card)
     finally:
         os.remove(path)
     params = result["params"]

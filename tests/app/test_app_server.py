@@ -37,11 +37,30 @@ def server(tmp_path_factory):
     shutil.copy(CASE / "Images" / "Case_P001.nii.gz", studies / "Case_P001.nii.gz")
     port = _free_port()
     env = dict(os.environ)
-    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")  # itkimage2segimage: no dcmqi download
+    env["PATH"] = (
+        str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    )  # itkimage2segimage: no dcmqi download
     env.setdefault("OMP_NUM_THREADS", "1")
-    cmd = [sys.executable, "-m", "monailabel.main", "start_server", "--app", str(APP_DIR), "--studies", str(studies),
-           "--conf", "models", str(MODELS), "--conf", "scoring_delay", "0",
-           "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "monailabel.main",
+        "start_server",
+        "--app",
+        str(APP_DIR),
+        "--studies",
+        str(studies),
+        "--conf",
+        "models",
+        str(MODELS),
+        "--conf",
+        "scoring_delay",
+        "0",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
     log = open(work / "server.log", "wb")
     tick = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -82,7 +101,9 @@ def test_server_info(server):
 
 def test_server_segmentation_infer(server):
     tick = time.perf_counter()
-    response = requests.post(f"{server['url']}/infer/segmentation", params={"image": "Case_P001", "output": "json"}, timeout=120)
+    response = requests.post(
+        f"{server['url']}/infer/segmentation", params={"image": "Case_P001", "output": "json"}, timeout=120
+    )
     elapsed = time.perf_counter() - tick
     assert response.status_code == 200, response.text
     data = response.json()
@@ -93,7 +114,9 @@ def test_server_segmentation_infer(server):
 
 
 def test_server_bad_image_is_an_error(server):
-    response = requests.post(f"{server['url']}/infer/segmentation", params={"image": "no_such_case", "output": "json"}, timeout=60)
+    response = requests.post(
+        f"{server['url']}/infer/segmentation", params={"image": "no_such_case", "output": "json"}, timeout=60
+    )
     assert response.status_code >= 400
 
 
@@ -102,7 +125,9 @@ def test_server_epistemic_strategy_and_scoring(server):
     assert response.status_code == 200, response.text
     data = response.json()
     assert data["id"] == "Case_P001"  # the only unlabelled study
-    assert data["epistemic_score"] > 0 and data["epistemic"]["score"] == data["epistemic_score"]  # stored in the image info
+    assert (
+        data["epistemic_score"] > 0 and data["epistemic"]["score"] == data["epistemic_score"]
+    )  # stored in the image info
     assert data["epistemic"]["model"] == data["model"]
     # every scoring method runs in the background once the start-up delay (0 here) has passed
     tasks = requests.get(f"{server['url']}/scoring/", params={"all": "true"}, timeout=30).json()

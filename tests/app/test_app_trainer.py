@@ -17,8 +17,14 @@ ROOT = Path(__file__).resolve().parents[2]
 APP_DIR = ROOT / "apps" / "cardiac_mi"
 MODELS = ROOT / "models"
 CASES = ("Case_P001", "Case_P002", "Case_N003")
-CONF = {"synthetic_ratio": "0.5", "max_epochs": "1", "max_steps_per_epoch": "2", "train_batch_size": "4",
-        "keep_runs": "2", "auto_retrain_after": "3"}  # fmt: skip
+CONF = {
+    "synthetic_ratio": "0.5",
+    "max_epochs": "1",
+    "max_steps_per_epoch": "2",
+    "train_batch_size": "4",
+    "keep_runs": "2",
+    "auto_retrain_after": "3",
+}
 
 
 def _sha(path: Path) -> str:
@@ -37,8 +43,11 @@ def _make_app(root: Path, phantom_dir: Path, labelled=CASES, **conf):
     for case in CASES:
         shutil.copy(phantom_dir / "emidec" / case / "Images" / f"{case}.nii.gz", studies / f"{case}.nii.gz")
     cls = get_class_of_subclass_from_file("main", str(APP_DIR / "main.py"), "MONAILabelApp")
-    app = cls(app_dir=str(APP_DIR), studies=str(studies),
-              conf={"models": str(models), "train_dir": str(root / "runs"), **CONF, **conf})  # fmt: skip
+    app = cls(
+        app_dir=str(APP_DIR),
+        studies=str(studies),
+        conf={"models": str(models), "train_dir": str(root / "runs"), **CONF, **conf},
+    )
     # after training MONAI Label asks its own HTTP server to re-run the scoring methods; in process there is none
     app._auto_update_scoring = False
     for case in labelled:  # what a clinician's save in the viewer does: a final label per image

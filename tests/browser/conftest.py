@@ -22,8 +22,14 @@ from pathlib import Path
 
 import pytest
 
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]  # fmt: skip
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 VIEWPORT = {"width": 1600, "height": 1000}
 MEASURED: dict[str, float] = {}
 _ARTIFACTS: list[Path] = []
@@ -68,8 +74,9 @@ def serve_options(state: Path, port: int, orthanc_port: int) -> argparse.Namespa
 
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers())
-    return parser.parse_args(["serve", "--state", str(state), "--port", str(port), "--orthanc-port", str(orthanc_port),
-                              "--auth", "off"])  # the login has its own test: test_browser_login.py
+    return parser.parse_args(
+        ["serve", "--state", str(state), "--port", str(port), "--orthanc-port", str(orthanc_port), "--auth", "off"]
+    )  # the login has its own test: test_browser_login.py
 
 
 class Served:
@@ -164,8 +171,10 @@ def page(browser):
     context = browser.new_context(viewport=VIEWPORT)
     tab = context.new_page()
     tab.problems = Problems()
-    tab.on("console", lambda m: tab.problems.console.append((m.text, m.location.get("url", "")))
-           if m.type == "error" else None)
+    tab.on(
+        "console",
+        lambda m: tab.problems.console.append((m.text, m.location.get("url", ""))) if m.type == "error" else None,
+    )
     tab.on("pageerror", lambda e: tab.problems.exceptions.append(str(e)))
     yield tab
     context.close()

@@ -40,8 +40,12 @@ def put_final_label(served, case: str, tmp_path) -> None:
     path = tmp_path / f"{case}.nii.gz"
     nib.save(nib.Nifti1Image(label, np.asarray(volume.affine)), str(path))
     with open(path, "rb") as stream:
-        answer = requests.put(f"{served.url}/datastore/label", params={"image": sample_series()[case][1], "tag": "final"},
-                              files={"label": (path.name, stream)}, timeout=120)
+        answer = requests.put(
+            f"{served.url}/datastore/label",
+            params={"image": sample_series()[case][1], "tag": "final"},
+            files={"label": (path.name, stream)},
+            timeout=120,
+        )
     assert answer.status_code == 200, answer.text[:500]
 
 

@@ -21,8 +21,17 @@ requests = pytest.importorskip("requests")
 
 import pydicom  # noqa: E402
 from pydicom.uid import generate_uid  # noqa: E402
-from test_browser_loop import (SEGMENTATION_VOXELS, brush_stroke, click_save, notification,  # noqa: E402
-                               open_in_viewer, open_study_list, run_segmentation, sample_series, shown_slice)
+from test_browser_loop import (
+    SEGMENTATION_VOXELS,
+    brush_stroke,
+    click_save,
+    notification,  # noqa: E402
+    open_in_viewer,
+    open_study_list,
+    run_segmentation,
+    sample_series,
+    shown_slice,
+)
 
 from cardiac_mi.serve import SAMPLE_DICOM  # noqa: E402
 from lgemri.emidec import load_case  # noqa: E402
@@ -80,8 +89,11 @@ def banner(page) -> tuple[str, str]:
 
 
 def wait_verdict(page, verdict: str, timeout: float = 30_000) -> str:
-    page.wait_for_function("v => { const b = document.getElementById('cardiac-mi-quality');"
-                           " return b && b.dataset.verdict === v; }", arg=verdict, timeout=timeout)
+    page.wait_for_function(
+        "v => { const b = document.getElementById('cardiac-mi-quality'); return b && b.dataset.verdict === v; }",
+        arg=verdict,
+        timeout=timeout,
+    )
     return page.locator("#cardiac-mi-quality").inner_text()
 
 
@@ -109,8 +121,9 @@ def upload_cut_study(served) -> tuple[str, str]:
         ds.PatientID, ds.PatientName, ds.StudyDescription = "CUT001", "Cut^Field", "LGE, heart cut by the FOV"
         buffer = io.BytesIO()
         ds.save_as(buffer, write_like_original=False)
-        answer = requests.post(f"{served.orthanc.url}/instances", data=buffer.getvalue(), auth=served.orthanc.auth,
-                               timeout=30)
+        answer = requests.post(
+            f"{served.orthanc.url}/instances", data=buffer.getvalue(), auth=served.orthanc.auth, timeout=30
+        )
         assert answer.status_code == 200, answer.text[:300]
     return study, series
 
@@ -127,12 +140,16 @@ def test_results_panel_report_and_banner(served, page, artifacts):
     shown = results_json(served, series_uid)
     assert shown["source"] == "model"
     assert figure(page, "lv_mass_g") == f"{shown['figures']['lv_mass_g']} g"
-    assert figure(page, "infarct").startswith(f"{shown['figures']['infarct_volume_ml']} ml, "
-                                              f"{shown['figures']['infarct_percent_lv']} % of LV")
+    assert figure(page, "infarct").startswith(
+        f"{shown['figures']['infarct_volume_ml']} ml, {shown['figures']['infarct_percent_lv']} % of LV"
+    )
     assert page.locator('[data-cy="cardiac-mi-segments"] tr[data-segment]').count() == 17
     assert figure(page, "uncertainty").startswith(f"{shown['uncertainty']['mutual_information']:.3f} (doubtful above")
-    page.wait_for_function("() => { const i = document.querySelector('[data-cy=\"cardiac-mi-bullseye\"]');"
-                           " return i && i.complete && i.naturalWidth > 100; }", timeout=30_000)
+    page.wait_for_function(
+        "() => { const i = document.querySelector('[data-cy=\"cardiac-mi-bullseye\"]');"
+        " return i && i.complete && i.naturalWidth > 100; }",
+        timeout=30_000,
+    )
     page.screenshot(path=str(artifacts / "10-results-model.png"))
 
     # the base/apex cue beside the slice number follows the slice on screen
@@ -144,8 +161,11 @@ def test_results_panel_report_and_banner(served, page, artifacts):
             page.wait_for_timeout(400)
         index, count = shown_slice(page)
         assert len(levels) == count
-        page.wait_for_function("v => document.getElementById('cardiac-mi-slice-level').dataset.level === v",
-                               arg=levels[index] or "", timeout=10_000)
+        page.wait_for_function(
+            "v => document.getElementById('cardiac-mi-slice-level').dataset.level === v",
+            arg=levels[index] or "",
+            timeout=10_000,
+        )
     assert {"basal", "mid", "apical"} <= set(levels)
 
     # a report before any save: refused with the reason, nothing stored
@@ -172,8 +192,10 @@ def test_results_panel_report_and_banner(served, page, artifacts):
     assert abs(int(page.locator('[data-cy="cardiac-mi-rv"]').input_value()) - 90) <= 3
     assert page.evaluate(SEGMENTATION_VOXELS) == voxels  # the pick drew nothing
     page.locator('[data-cy="cardiac-mi-rv"]').fill("110")
-    with page.expect_download(timeout=120_000) as download, \
-            page.expect_response("**/viewer/results/report**", timeout=120_000) as response:
+    with (
+        page.expect_download(timeout=120_000) as download,
+        page.expect_response("**/viewer/results/report**", timeout=120_000) as response,
+    ):
         page.locator('[data-cy="cardiac-mi-report"]').click()
     outcome = json.loads(response.value.headers["x-cardiac-mi-report"])
     pdf = download.value.path().read_bytes()
@@ -181,8 +203,12 @@ def test_results_panel_report_and_banner(served, page, artifacts):
     assert outcome["stored"] is True and outcome["study_uid"] == study_uid
     assert round(outcome["infarct_percent_lv"], 1) == percent  # the panel's figure is the report's
     notification(page, "its DICOM PDF and SR are stored")
-    modalities = requests.get(f"{served.orthanc.url}/dicom-web/studies/{study_uid}/series", auth=served.orthanc.auth,
-                              headers={"Accept": "application/dicom+json"}, timeout=30).json()
+    modalities = requests.get(
+        f"{served.orthanc.url}/dicom-web/studies/{study_uid}/series",
+        auth=served.orthanc.auth,
+        headers={"Accept": "application/dicom+json"},
+        timeout=30,
+    ).json()
     assert {"SR", "DOC"} <= {item["00080060"]["Value"][0] for item in modalities}
     page.screenshot(path=str(artifacts / "11-results-saved-report.png"))
 
@@ -259,8 +285,10 @@ def test_panel_switch_colours_order_and_length_tool(served, page, artifacts):
     open_in_viewer(page, served, study_uid)
     run_segmentation(page)
     page.wait_for_timeout(2000)
-    expected = [{"index": k, "label": DISPLAY_NAMES[k], "colour": [int(CLASSES[k].colour[i:i + 2], 16) for i in (1, 3, 5)]}
-                for k in sorted(DISPLAY_NAMES)]
+    expected = [
+        {"index": k, "label": DISPLAY_NAMES[k], "colour": [int(CLASSES[k].colour[i : i + 2], 16) for i in (1, 3, 5)]}
+        for k in sorted(DISPLAY_NAMES)
+    ]
     assert sorted(page.evaluate(SEGMENTS), key=lambda s: s["index"]) == expected
     voxels = page.evaluate(SEGMENTATION_VOXELS)
     # to the Segmentation panel and back: Run is there again, the colours and the overlay hold
@@ -309,8 +337,9 @@ def test_capture_downloads_the_slice_on_screen(served, page, artifacts):
     open_in_viewer(page, served, study_uid)
     run_segmentation(page)
     index, _ = shown_slice(page)
-    size = page.evaluate("() => { const c = document.querySelector('[data-cy=\"viewport-pane\"] canvas');"
-                         " return [c.width, c.height]; }")
+    size = page.evaluate(
+        "() => { const c = document.querySelector('[data-cy=\"viewport-pane\"] canvas'); return [c.width, c.height]; }"
+    )
     with page.expect_download(timeout=30_000) as download:
         page.locator('[data-cy="Capture"]').click()
     assert download.value.suggested_filename == f"cardiac-mi-PHANTOM-P001-slice-{index + 1}.png"
@@ -326,15 +355,23 @@ def test_saved_label_thumbnail_explains_itself(served, page, artifacts, tmp_path
     import nibabel as nib
 
     study_uid, series_uid = sample_series()["Case_N003"]
-    label = requests.post(f"{served.url}/infer/segmentation", params={"image": series_uid, "output": "image"},
-                          files={"params": (None, "{}")}, timeout=120)
+    label = requests.post(
+        f"{served.url}/infer/segmentation",
+        params={"image": series_uid, "output": "image"},
+        files={"params": (None, "{}")},
+        timeout=120,
+    )
     assert label.status_code == 200, label.text[:300]
     path = tmp_path / "label.nii.gz"
     path.write_bytes(label.content)
     nib.load(path)  # a NIfTI, as the datastore takes it
     with open(path, "rb") as fh:
-        saved = requests.put(f"{served.url}/datastore/label", params={"image": series_uid, "tag": "final"},
-                             files={"label": (path.name, fh)}, timeout=120)
+        saved = requests.put(
+            f"{served.url}/datastore/label",
+            params={"image": series_uid, "tag": "final"},
+            files={"label": (path.name, fh)},
+            timeout=120,
+        )
     assert saved.status_code == 200, saved.text[:300]
     open_study_list(page, served)
     open_in_viewer(page, served, study_uid)

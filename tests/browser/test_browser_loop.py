@@ -92,8 +92,12 @@ def orthanc_get(served, path: str, **kwargs):
 
 def seg_series(served, study_uid: str) -> list[str]:
     """SeriesInstanceUIDs of the SEG series of a study in Orthanc (QIDO-RS)."""
-    answer = orthanc_get(served, f"/dicom-web/studies/{study_uid}/series", params={"Modality": "SEG"},
-                         headers={"Accept": "application/dicom+json"})
+    answer = orthanc_get(
+        served,
+        f"/dicom-web/studies/{study_uid}/series",
+        params={"Modality": "SEG"},
+        headers={"Accept": "application/dicom+json"},
+    )
     if answer.status_code in (204, 404):
         return []
     answer.raise_for_status()
@@ -102,8 +106,12 @@ def seg_series(served, study_uid: str) -> list[str]:
 
 def fetch_seg(served, series_uid: str) -> pydicom.Dataset:
     """The (single) instance of a SEG series, read from Orthanc."""
-    found = requests.post(f"{served.orthanc.url}/tools/find", auth=served.orthanc.auth, timeout=30,
-                          json={"Level": "Instance", "Query": {"SeriesInstanceUID": series_uid}}).json()
+    found = requests.post(
+        f"{served.orthanc.url}/tools/find",
+        auth=served.orthanc.auth,
+        timeout=30,
+        json={"Level": "Instance", "Query": {"SeriesInstanceUID": series_uid}},
+    ).json()
     assert len(found) == 1, found
     return pydicom.dcmread(io.BytesIO(orthanc_get(served, f"/instances/{found[0]}/file").content))
 
@@ -115,8 +123,12 @@ def read_nifti(content: bytes) -> np.ndarray:
 
 
 def model_label(served, series_uid: str) -> np.ndarray:
-    answer = requests.post(f"{served.url}/infer/segmentation", params={"image": series_uid, "output": "image"},
-                           files={"params": (None, "{}")}, timeout=120)
+    answer = requests.post(
+        f"{served.url}/infer/segmentation",
+        params={"image": series_uid, "output": "image"},
+        files={"params": (None, "{}")},
+        timeout=120,
+    )
     assert answer.status_code == 200, answer.text[:500]
     import gzip
 
@@ -215,8 +227,11 @@ def docs_screenshot(page, path) -> None:
     """The README's picture: the overlay zoomed on the heart, the quality verdict on the image and the
     Results panel (figures, bullseye)."""
     page.locator('[data-cy="cardiacMiResults-btn"]').click()
-    page.wait_for_function("() => { const i = document.querySelector('[data-cy=\"cardiac-mi-bullseye\"]');"
-                           " return i && i.complete && i.naturalWidth > 100; }", timeout=30_000)
+    page.wait_for_function(
+        "() => { const i = document.querySelector('[data-cy=\"cardiac-mi-bullseye\"]');"
+        " return i && i.complete && i.naturalWidth > 100; }",
+        timeout=30_000,
+    )
     page.evaluate(ZOOM, 1.8)
     page.wait_for_timeout(500)
     # without the notifications, which cover the picture
@@ -247,8 +262,12 @@ def test_viewer_is_served_with_our_configuration(served):
     # the panel names its segments by these: the display names, in class order
     assert info["labels"] == ["LV blood pool", "Myocardium", "Infarct", "MVO"]
     assert info["models"]["segmentation"]["labels"] == {"LV blood pool": 1, "Myocardium": 2, "Infarct": 3, "MVO": 4}
-    assert requests.get(f"{served.url}/viewer/monailabel/train/", params={"check_if_running": "true"},
-                        timeout=10).status_code == 200
+    assert (
+        requests.get(
+            f"{served.url}/viewer/monailabel/train/", params={"check_if_running": "true"}, timeout=10
+        ).status_code
+        == 200
+    )
     # the proxy answers QIDO with the archive's studies, without the browser knowing its credentials
     studies = requests.get(f"{served.url}/proxy/dicom/qido/studies", timeout=30)
     assert studies.status_code == 200 and len(studies.json()) == 4
@@ -337,7 +356,9 @@ def test_clinician_loop(served, page, artifacts, measure):
     posts = []
     page.on("request", lambda r: posts.append(r.url) if r.url.endswith("/viewer/labels/studies") else None)
     with page.expect_response("**/viewer/labels/studies", timeout=120_000):
-        page.evaluate("() => { const b = document.querySelector('[data-cy=\"CardiacMiSave\"]'); b.click(); b.click(); }")
+        page.evaluate(
+            "() => { const b = document.querySelector('[data-cy=\"CardiacMiSave\"]'); b.click(); b.click(); }"
+        )
     notification(page, "A save is already running")
     page.wait_for_timeout(1000)
     assert len(posts) == 1
@@ -359,8 +380,12 @@ def test_reopened_study_shows_its_final_label(served, page, tmp_path):
     path = tmp_path / "label.nii.gz"
     nib.save(nib.Nifti1Image(label, affine), str(path))
     with open(path, "rb") as stream:
-        saved = requests.put(f"{served.url}/datastore/label", params={"image": series_uid, "tag": "final"},
-                             files={"label": ("label.nii.gz", stream)}, timeout=120)
+        saved = requests.put(
+            f"{served.url}/datastore/label",
+            params={"image": series_uid, "tag": "final"},
+            files={"label": ("label.nii.gz", stream)},
+            timeout=120,
+        )
     assert saved.status_code == 200, saved.text[:500]
 
     open_study_list(page, served)
@@ -389,8 +414,9 @@ def test_upload_from_the_study_list(served, page, tmp_path):
     page.locator("input[type=file]").first.set_input_files([str(f) for f in files])
     page.get_by_text(f"{len(files)} files completed").wait_for(timeout=60_000)
     page.get_by_role("button", name="Close").click()
-    found = orthanc_get(served, "/dicom-web/studies", params={"PatientID": "UPLOADED-1"},
-                        headers={"Accept": "application/dicom+json"}).json()
+    found = orthanc_get(
+        served, "/dicom-web/studies", params={"PatientID": "UPLOADED-1"}, headers={"Accept": "application/dicom+json"}
+    ).json()
     assert [item["0020000D"]["Value"][0] for item in found] == [study_uid]
     page.reload()
     page.locator(f'[data-cy="studyRow-{study_uid}"]').wait_for(timeout=30_000)
@@ -415,7 +441,8 @@ def test_segmentation_panel_export_saves_the_same_way(served, page):
     assert new == [answer.value.json()["seg_series_uid"]]
     seg = fetch_seg(served, new[0])
     assert {str(item.SegmentedPropertyTypeCodeSequence[0].CodeValue) for item in seg.SegmentSequence} == {
-        spec.type.value for spec in SEGMENTS.values()}
+        spec.type.value for spec in SEGMENTS.values()
+    }
     assert final_label(served, series_uid)[0]["seg_series_uid"] == new[0]
     assert page.problems.unexpected() == []
 
@@ -443,14 +470,18 @@ def test_study_deleted_while_open(served, page, measure):
     measure("Run to overlay (another study)", run_segmentation(page))
     found = requests.post(f"{served.orthanc.url}/tools/lookup", data=study_uid, auth=served.orthanc.auth, timeout=30)
     orthanc_id = next(item["ID"] for item in found.json() if item["Type"] == "Study")
-    assert requests.delete(f"{served.orthanc.url}/studies/{orthanc_id}", auth=served.orthanc.auth,
-                           timeout=30).status_code == 200
+    assert (
+        requests.delete(f"{served.orthanc.url}/studies/{orthanc_id}", auth=served.orthanc.auth, timeout=30).status_code
+        == 200
+    )
     answer = click_save(page)
     assert answer.status == 404
     notification(page, "no longer in the archive")
     # nothing came back: no study, no SEG, no label
-    assert requests.post(f"{served.orthanc.url}/tools/lookup", data=study_uid, auth=served.orthanc.auth,
-                         timeout=30).json() == []
+    assert (
+        requests.post(f"{served.orthanc.url}/tools/lookup", data=study_uid, auth=served.orthanc.auth, timeout=30).json()
+        == []
+    )
     assert final_label(served, series_uid)[0] == {}
     assert page.problems.unexpected("/viewer/labels/studies") == []
 

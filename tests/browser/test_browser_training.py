@@ -68,9 +68,12 @@ def put_truth(served, case: str, tmp_path) -> None:
     path = tmp_path / f"{case}.nii.gz"
     write_nifti(Volume(truth, read_dicom_series(SAMPLE_DICOM / case).volume.affine), path)
     with open(path, "rb") as stream:
-        answer = requests.put(f"{served.url}/datastore/label",
-                              params={"image": sample_series()[case][1], "tag": "final"},
-                              files={"label": (path.name, stream)}, timeout=120)
+        answer = requests.put(
+            f"{served.url}/datastore/label",
+            params={"image": sample_series()[case][1], "tag": "final"},
+            files={"label": (path.name, stream)},
+            timeout=120,
+        )
     assert answer.status_code == 200, answer.text[:500]
 
 
@@ -105,9 +108,11 @@ def train_until_finished(page, box, served, artifacts, shot: str) -> list[str]:
     box.locator('[data-cmi-button="stop"]').wait_for(timeout=30_000)  # the button follows the real status
     assert status(served)["training"]["state"] == "running"
     seen.append(text(box, "training"))
-    page.wait_for_function("() => /Training: epoch|Scoring|Finished/.test("
-                           "document.querySelector('[data-cmi-text=\"training\"]').textContent)",
-                           timeout=TRAINING_MINUTES * 60_000)  # fmt: skip
+    page.wait_for_function(
+        "() => /Training: epoch|Scoring|Finished/.test("
+        "document.querySelector('[data-cmi-text=\"training\"]').textContent)",
+        timeout=TRAINING_MINUTES * 60_000,
+    )
     seen.append(text(box, "training"))
     page.screenshot(path=str(artifacts / f"{shot}-running.png"))
     notification(page, "Training finished", timeout=TRAINING_MINUTES * 60_000)
@@ -167,8 +172,10 @@ def test_publish_after_review_shows_the_figures_and_rolls_back(served, page, tmp
     served_model = models_dir(served) / "segmentation.pt"
     original = served_model.read_bytes()
     box = open_training_box(page, served)
-    page.wait_for_function("() => document.querySelector('[data-cmi-text=\"annotated\"]').textContent"
-                           ".startsWith('Annotated: 3 of 4')", timeout=60_000)  # fmt: skip
+    page.wait_for_function(
+        "() => document.querySelector('[data-cmi-text=\"annotated\"]').textContent.startsWith('Annotated: 3 of 4')",
+        timeout=60_000,
+    )
 
     train_until_finished(page, box, served, artifacts, "training-04")
     candidate = status(served)["candidate"]
@@ -191,14 +198,20 @@ def test_publish_after_review_shows_the_figures_and_rolls_back(served, page, tmp
     assert served_model.read_bytes() != original
     assert sha(served_model) == hashlib.sha256(open(stats["best_checkpoint"], "rb").read()).hexdigest()
     assert (models_dir(served) / "segmentation.prev.pt").read_bytes() == original
-    page.wait_for_function("() => (document.querySelector('[data-cmi-text=\"verdict\"]') || {}).textContent"
-                           " === 'This new model is the served model.'", timeout=30_000)  # fmt: skip
+    page.wait_for_function(
+        "() => (document.querySelector('[data-cmi-text=\"verdict\"]') || {}).textContent"
+        " === 'This new model is the served model.'",
+        timeout=30_000,
+    )
     page.screenshot(path=str(artifacts / "training-06-published.png"))
 
     box.locator('[data-cmi-button="rollback"]').click()
     notification(page, "The previous model is served again")
     assert served_model.read_bytes() == original  # byte for byte
-    page.wait_for_function("() => (document.querySelector('[data-cmi-text=\"verdict\"]') || {}).textContent"
-                           " === 'Not served yet: it waits for your review.'", timeout=30_000)  # fmt: skip
+    page.wait_for_function(
+        "() => (document.querySelector('[data-cmi-text=\"verdict\"]') || {}).textContent"
+        " === 'Not served yet: it waits for your review.'",
+        timeout=30_000,
+    )
     page.screenshot(path=str(artifacts / "training-07-rolled-back.png"))
     assert page.problems.unexpected() == []

@@ -56,7 +56,7 @@ def test_nrrd_holds_columns_fastest_then_rows_then_slices(tmp_path):
     path = write_viewer_nrrd(Volume(label, series.volume.affine), tmp_path / "label.nrrd")
     data, header = nrrd.read(str(path), index_order="F")
     assert header["encoding"] == "raw" and header["type"] in ("uint8", "unsigned char")
-    raw = path.read_bytes()[-label.size:]
+    raw = path.read_bytes()[-label.size :]
     viewer_k = int(np.nonzero(_cornerstone_order(series) == 2)[0][0])
     rows, columns = label.shape[1], label.shape[0]
     assert raw.index(3) == viewer_k * rows * columns + 20 * columns + 10
@@ -76,9 +76,13 @@ def test_nrrd_refuses_values_beyond_8_bits(tmp_path):
 
 def _stow_body(*files: bytes, boundary: str = "b0und4ry") -> tuple[str, bytes]:
     """A STOW-RS body as OHIF's DICOMweb client makes it."""
-    body = b"".join(b"--" + boundary.encode() + b"\r\nContent-Type: application/dicom\r\n\r\n" + f + b"\r\n"
-                    for f in files)
-    return f'multipart/related; type="application/dicom"; boundary="{boundary}"', body + b"--" + boundary.encode() + b"--"
+    body = b"".join(
+        b"--" + boundary.encode() + b"\r\nContent-Type: application/dicom\r\n\r\n" + f + b"\r\n" for f in files
+    )
+    return (
+        f'multipart/related; type="application/dicom"; boundary="{boundary}"',
+        body + b"--" + boundary.encode() + b"--",
+    )
 
 
 def test_split_multipart_returns_the_files_byte_for_byte():
@@ -88,12 +92,15 @@ def test_split_multipart_returns_the_files_byte_for_byte():
     assert split_multipart("application/dicom", one) == [one]
 
 
-@pytest.mark.parametrize("content_type, body, problem", [
-    ("multipart/related", b"--x\r\n\r\nA\r\n--x--", "boundary"),
-    ("multipart/related; boundary=x", b"--x\r\n\r\nA\r\n", "closing boundary"),
-    ("multipart/related; boundary=x", b"--x\r\nno separator\r\n--x--", "separator"),
-    ("text/plain", b"hello", "expected multipart/related"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "content_type, body, problem",
+    [
+        ("multipart/related", b"--x\r\n\r\nA\r\n--x--", "boundary"),
+        ("multipart/related; boundary=x", b"--x\r\n\r\nA\r\n", "closing boundary"),
+        ("multipart/related; boundary=x", b"--x\r\nno separator\r\n--x--", "separator"),
+        ("text/plain", b"hello", "expected multipart/related"),
+    ],
+)
 def test_split_multipart_names_the_problem(content_type, body, problem):
     with pytest.raises(InputError, match=problem):
         split_multipart(content_type, body)

@@ -27,10 +27,18 @@ _spec.loader.exec_module(ablation)
 def _rows(case_slices: dict[str, tuple[str, int, str]]) -> list[dict]:
     """Manifest-like rows: {case_id: (split, number of slices, slice category)}."""
     return [
-        {"name": f"{case}_s{k}", "case_id": case, "split": split, "slice": str(k), "slice_category": category,
-         "image": f"/d/roi/images/{case}_s{k}.npy", "label": f"/d/roi/labels/{case}_s{k}.npy"}
-        for case, (split, n, category) in case_slices.items() for k in range(n)
-    ]  # fmt: skip
+        {
+            "name": f"{case}_s{k}",
+            "case_id": case,
+            "split": split,
+            "slice": str(k),
+            "slice_category": category,
+            "image": f"/d/roi/images/{case}_s{k}.npy",
+            "label": f"/d/roi/labels/{case}_s{k}.npy",
+        }
+        for case, (split, n, category) in case_slices.items()
+        for k in range(n)
+    ]
 
 
 def test_real_pool_takes_whole_train_cases_stratified_and_nested():
@@ -72,9 +80,16 @@ def built(tmp_path_factory, real_dir) -> tuple[Path, dict]:
     """The whole build with a one-epoch pool GAN: pool, GAN, simulator + synthesis, datalists."""
     work = tmp_path_factory.mktemp("abl-work")
     config = ablation.AblationConfig(
-        data=str(real_dir), real_slices=4, gan_epochs=1, gan_batch_size=4, sim_seed=1, sim_factor=6,
-        epochs=2, steps_per_epoch=3, batch_size=4,
-    )  # fmt: skip
+        data=str(real_dir),
+        real_slices=4,
+        gan_epochs=1,
+        gan_batch_size=4,
+        sim_seed=1,
+        sim_factor=6,
+        epochs=2,
+        steps_per_epoch=3,
+        batch_size=4,
+    )
     return work, ablation.build(work, config)
 
 

@@ -9,8 +9,8 @@ import pytest
 
 from lgemri.errors import InputError
 from lgemri.phantom import make_case
-from lgemri.phantom.cine import CineContrast, cine_signal_table, make_cine_case, write_cine_phantom
 from lgemri.phantom.anatomy import Tissue
+from lgemri.phantom.cine import CineContrast, cine_signal_table, make_cine_case, write_cine_phantom
 from lgemri.volume import read_nifti
 
 SEED = 11

@@ -33,22 +33,70 @@ def test_choices_agree_with_the_modules():
 
 
 def test_train_arguments_become_a_config():
-    args = _parser().parse_args([
-        "gan", "train", "--model", "pix2pix", "--data", "a", "b=2", "--out", "run", "--depth", "5",
-        "--ngf", "16", "--lambda-l1", "60", "--gan-mode", "lsgan", "--max-minutes", "3",
-    ])  # fmt: skip
+    args = _parser().parse_args(
+        [
+            "gan",
+            "train",
+            "--model",
+            "pix2pix",
+            "--data",
+            "a",
+            "b=2",
+            "--out",
+            "run",
+            "--depth",
+            "5",
+            "--ngf",
+            "16",
+            "--lambda-l1",
+            "60",
+            "--gan-mode",
+            "lsgan",
+            "--max-minutes",
+            "3",
+        ]
+    )
     config = cli.config_from_args(args)
     assert config.options == {"depth": 5, "ngf": 16, "lambda_l1": 60.0, "gan_mode": "lsgan"}
     assert config.data == ["a", ("b", 2.0)] and config.max_minutes == 3.0 and config.model == "pix2pix"
-    args = _parser().parse_args(["gan", "train", "--model", "cyclegan", "--data", "b", "--data-a", "a", "--out", "r",
-                                 "--no-mask-condition", "--cycle-weighting", "lv"])  # fmt: skip
+    args = _parser().parse_args(
+        [
+            "gan",
+            "train",
+            "--model",
+            "cyclegan",
+            "--data",
+            "b",
+            "--data-a",
+            "a",
+            "--out",
+            "r",
+            "--no-mask-condition",
+            "--cycle-weighting",
+            "lv",
+        ]
+    )
     assert cli.options_from_args(args) == {"condition_on_mask": False, "cycle_weighting": "lv"}
 
 
 def test_bad_input_is_an_input_error(tmp_path, lge_dir):
     parse = _parser().parse_args
-    args = parse(["gan", "train", "--model", "cyclegan", "--data", str(lge_dir), "--data-a", str(lge_dir),
-                  "--out", str(tmp_path / "r"), "--lambda-l1", "50"])  # fmt: skip
+    args = parse(
+        [
+            "gan",
+            "train",
+            "--model",
+            "cyclegan",
+            "--data",
+            str(lge_dir),
+            "--data-a",
+            str(lge_dir),
+            "--out",
+            str(tmp_path / "r"),
+            "--lambda-l1",
+            "50",
+        ]
+    )
     with pytest.raises(InputError, match="unknown cyclegan option"):
         args.func(args)
     args = parse(["gan", "synthesize", "--masks", str(tmp_path / "none"), "--out", str(tmp_path / "o")])
@@ -61,13 +109,37 @@ def test_bad_input_is_an_input_error(tmp_path, lge_dir):
 
 def test_encoder_command_trains_a_usable_extractor(tmp_path, lge_dir, capsys):
     torch.manual_seed(0)
-    result = train_encoder([str(lge_dir)], tmp_path / "enc.pt", epochs=1, batch_size=4, channels=(4, 8, 8),
-                           max_steps_per_epoch=2, progress=False, device="cpu")  # fmt: skip
+    result = train_encoder(
+        [str(lge_dir)],
+        tmp_path / "enc.pt",
+        epochs=1,
+        batch_size=4,
+        channels=(4, 8, 8),
+        max_steps_per_epoch=2,
+        progress=False,
+        device="cpu",
+    )
     assert result["name"].startswith("lge-encoder@") and 0 <= result["val_accuracy"] <= 1
     ext = load_extractor("lge-encoder", result["path"])
     assert ext.name == result["name"] and ext.classes == ["normal", "infarct", "no_reflow"]
-    args = _parser().parse_args(["gan", "metrics", "--real", str(lge_dir), "--fake", str(lge_dir), "--split", "val",
-                                 "--fake-split", "val", "--weights", result["path"], "--out", str(tmp_path / "m.json")])  # fmt: skip
+    args = _parser().parse_args(
+        [
+            "gan",
+            "metrics",
+            "--real",
+            str(lge_dir),
+            "--fake",
+            str(lge_dir),
+            "--split",
+            "val",
+            "--fake-split",
+            "val",
+            "--weights",
+            result["path"],
+            "--out",
+            str(tmp_path / "m.json"),
+        ]
+    )
     args.func(args)
     printed = json.loads(capsys.readouterr().out)
     assert printed["psnr"] == "inf" and printed["extractor"] == ext.name

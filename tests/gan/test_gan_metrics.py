@@ -167,7 +167,12 @@ def test_inception_weights_from_a_local_file(tmp_path):
     torch.manual_seed(0)
     net = InceptionV3(num_classes=1008, fid=True)
     keys = net.state_dict().keys()
-    for key in ("Conv2d_1a_3x3.conv.weight", "Mixed_5b.branch_pool.bn.running_var", "Mixed_7c.branch3x3dbl_3b.conv.weight", "fc.weight"):
+    for key in (
+        "Conv2d_1a_3x3.conv.weight",
+        "Mixed_5b.branch_pool.bn.running_var",
+        "Mixed_7c.branch3x3dbl_3b.conv.weight",
+        "fc.weight",
+    ):
         assert key in keys  # torchvision's names
     state = dict(net.state_dict())
     state["AuxLogits.fc.weight"] = torch.zeros(1008, 768)  # ignored, as torchvision files carry it
@@ -205,7 +210,9 @@ def test_extractor_errors(tmp_path, monkeypatch):
 
 def test_compute_metrics_identical_sets(tmp_path, lge_dir, monkeypatch):
     torch.manual_seed(0)
-    encoder = save_encoder(tmp_path / "enc.pt", LgeEncoder(channels=(4, 8, 8)), {"channels": [4, 8, 8], "num_classes": 3})
+    encoder = save_encoder(
+        tmp_path / "enc.pt", LgeEncoder(channels=(4, 8, 8)), {"channels": [4, 8, 8], "num_classes": 3}
+    )
     monkeypatch.setenv("CARDIAC_MI_GAN_ENCODER", str(encoder))
     result = compute_metrics(lge_dir, lge_dir, kid_subsets=5)
     assert result["extractor"].startswith("lge-encoder@") and result["lpips_extractor"] == result["extractor"]

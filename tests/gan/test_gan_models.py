@@ -95,7 +95,9 @@ def test_cyclegan_step_lowers_the_loss_on_a_fixed_batch(cine_dir, lge_dir):
 
 
 def test_cycle_loss_is_weighted_by_the_mask(cine_dir, lge_dir):
-    model = create_model("cyclegan", {**TINY, "class_weights": WEIGHTS, "cycle_weighting": "lv", "background_weight": 0.0})
+    model = create_model(
+        "cyclegan", {**TINY, "class_weights": WEIGHTS, "cycle_weighting": "lv", "background_weight": 0.0}
+    )
     model.set_input(_unpaired_batch(cine_dir, lge_dir))
     w = model.cycle_weights(model.mask_A)
     assert w.shape == (2, 1, 128, 128)
@@ -124,7 +126,9 @@ def test_save_load_round_trip(tmp_path, lge_dir):
     meta = other.load(state)
     assert meta["epoch"] == 2 and len(meta["history"]) == 2
     for name in ("G", "D"):
-        for a, b in zip(getattr(model, f"net{name}").state_dict().values(), getattr(other, f"net{name}").state_dict().values()):
+        for a, b in zip(
+            getattr(model, f"net{name}").state_dict().values(), getattr(other, f"net{name}").state_dict().values()
+        ):
             assert torch.equal(a, b)
     assert other.optimizer_G.state_dict()["state"].keys() == model.optimizer_G.state_dict()["state"].keys()
 
@@ -149,8 +153,18 @@ def test_loading_another_models_checkpoint_is_a_clear_error(tmp_path):
 
 
 def test_train_gan_writes_a_run_and_resumes(tmp_path, lge_dir):
-    config = dict(model="pix2pix", data=[str(lge_dir)], out=str(tmp_path / "run"), options=dict(TINY), epochs=2,
-                  batch_size=4, sample_every=1, num_samples=2, progress=False, device="cpu")  # fmt: skip
+    config = dict(
+        model="pix2pix",
+        data=[str(lge_dir)],
+        out=str(tmp_path / "run"),
+        options=dict(TINY),
+        epochs=2,
+        batch_size=4,
+        sample_every=1,
+        num_samples=2,
+        progress=False,
+        device="cpu",
+    )
     first = train_gan(GanTrainConfig(**config, stop_after=1))
     run = Path(first["run_dir"])
     assert first["stopped_early"] and first["epochs_completed"] == 1
@@ -173,10 +187,19 @@ def test_train_gan_writes_a_run_and_resumes(tmp_path, lge_dir):
 
 
 def test_train_cyclegan_and_bad_configs(tmp_path, cine_dir, lge_dir):
-    summary = train_gan(GanTrainConfig(
-        model="cyclegan", data=[str(lge_dir)], data_a=[str(cine_dir)], out=str(tmp_path / "cyc"),
-        options={**TINY, "pool_size": 2}, epochs=1, batch_size=2, max_steps_per_epoch=2, progress=False,
-    ))  # fmt: skip
+    summary = train_gan(
+        GanTrainConfig(
+            model="cyclegan",
+            data=[str(lge_dir)],
+            data_a=[str(cine_dir)],
+            out=str(tmp_path / "cyc"),
+            options={**TINY, "pool_size": 2},
+            epochs=1,
+            batch_size=2,
+            max_steps_per_epoch=2,
+            progress=False,
+        )
+    )
     assert summary["score_name"] == "val_cycle" and np.isfinite(summary["best_score"])
     metrics = summary["last_metrics"]
     assert metrics["val_psnr_ab"] is not None  # the validation slices pair up by name

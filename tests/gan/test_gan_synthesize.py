@@ -71,13 +71,16 @@ def _masks_with(tmp_path: Path, array: np.ndarray, name: str = "bad.npy") -> Pat
     return folder
 
 
-@pytest.mark.parametrize("array, message", [
-    (np.full((128, 128), 7, np.uint8), r"unknown label\(s\) \[7\]"),
-    (np.full((128, 128), -1, np.int16), r"unknown label\(s\) \[-1\]"),
-    (np.zeros((64, 64), np.uint8), r"shape \(64, 64\), expected 128 x 128"),
-    (np.zeros((128, 128, 3), np.uint8), "shape"),
-    (np.zeros((128, 128), np.float32), "dtype float32, expected an integer type"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "array, message",
+    [
+        (np.full((128, 128), 7, np.uint8), r"unknown label\(s\) \[7\]"),
+        (np.full((128, 128), -1, np.int16), r"unknown label\(s\) \[-1\]"),
+        (np.zeros((64, 64), np.uint8), r"shape \(64, 64\), expected 128 x 128"),
+        (np.zeros((128, 128, 3), np.uint8), "shape"),
+        (np.zeros((128, 128), np.float32), "dtype float32, expected an integer type"),
+    ],
+)
 def test_bad_masks_are_named(tmp_path, checkpoint, array, message):
     folder = _masks_with(tmp_path, array)
     with pytest.raises(InputError, match=message) as info:
@@ -118,7 +121,9 @@ def test_cyclegan_synthesis_from_cine_images(tmp_path, cine_dir):
 def test_synthesis_of_one_split_of_a_prepared_folder(tmp_path, lge_dir, checkpoint, sim_dir):
     result = synthesize(lge_dir, tmp_path / "val", checkpoint, masks_split="val", split="val")
     assert result["count"] == 4
-    assert sorted(i.name for i in read_items(tmp_path / "val", "val")) == sorted(i.name for i in read_items(lge_dir, "val"))
+    assert sorted(i.name for i in read_items(tmp_path / "val", "val")) == sorted(
+        i.name for i in read_items(lge_dir, "val")
+    )
     with pytest.raises(InputError, match="no mask in the 'test' split"):
         synthesize(lge_dir, tmp_path / "test", checkpoint, masks_split="test")
     with pytest.raises(InputError, match="split column"):

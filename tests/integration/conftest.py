@@ -25,8 +25,21 @@ def server(tmp_path_factory):
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers())
     port = free_port()
-    options = parser.parse_args(["serve", "--state", str(state), "--port", str(port), "--models", str(models),
-                                 "--orthanc-port", str(free_port(exclude=(port,))), "--auth", "off"])  # fmt: skip
+    options = parser.parse_args(
+        [
+            "serve",
+            "--state",
+            str(state),
+            "--port",
+            str(port),
+            "--models",
+            str(models),
+            "--orthanc-port",
+            str(free_port(exclude=(port,))),
+            "--auth",
+            "off",
+        ]
+    )
     handle = serve(options, block=False)
     handle.models = models
     yield handle

@@ -88,20 +88,30 @@ def label_file(tmp_path: Path) -> Path:
 
 def put_label(served, headers: dict[str, str], label: Path) -> requests.Response:
     with open(label, "rb") as fh:
-        return requests.put(f"{served.url}/datastore/label", params={"image": series_uid(), "tag": "final"},
-                            files={"label": ("label.nii.gz", fh)}, headers=headers, timeout=180)
+        return requests.put(
+            f"{served.url}/datastore/label",
+            params={"image": series_uid(), "tag": "final"},
+            files={"label": ("label.nii.gz", fh)},
+            headers=headers,
+            timeout=180,
+        )
 
 
 def stow(served, headers: dict[str, str], tmp_path: Path) -> requests.Response:
     _, data = new_study_instance(tmp_path)
     content_type, body = multipart(data)
-    return requests.post(f"{served.url}/proxy/dicom/wado/studies", data=body, timeout=60,
-                         headers={**headers, "Content-Type": content_type, "Accept": "application/dicom+json"})
+    return requests.post(
+        f"{served.url}/proxy/dicom/wado/studies",
+        data=body,
+        timeout=60,
+        headers={**headers, "Content-Type": content_type, "Accept": "application/dicom+json"},
+    )
 
 
 def put_model(served, headers: dict[str, str], data: bytes = b"not a model") -> requests.Response:
-    return requests.put(f"{served.url}/model/segmentation", files={"file": ("segmentation.pt", data)},
-                        headers=headers, timeout=60)
+    return requests.put(
+        f"{served.url}/model/segmentation", files={"file": ("segmentation.pt", data)}, headers=headers, timeout=60
+    )
 
 
 def assert_forbidden(answer: requests.Response, what: str) -> None:
@@ -116,11 +126,21 @@ def assert_let_through(answer: requests.Response, what: str) -> None:
 # ----------------------------------------------------------------------------------------- no credential
 
 
-ROUTES = [("GET", "/info/"), ("GET", "/proxy/dicom/qido/studies"), ("GET", "/datastore/?output=all"),
-          ("POST", "/train/segmentation"), ("PUT", "/model/segmentation"), ("DELETE", "/model/segmentation"),
-          ("GET", "/logs/"), ("POST", "/viewer/training/start"), ("POST", "/viewer/labels/studies"),
-          ("POST", "/reload"), ("GET", "/openapi.json"), ("GET", "/viewer/monailabel/info/"),
-          ("GET", "/ohif/app-config.js")]
+ROUTES = [
+    ("GET", "/info/"),
+    ("GET", "/proxy/dicom/qido/studies"),
+    ("GET", "/datastore/?output=all"),
+    ("POST", "/train/segmentation"),
+    ("PUT", "/model/segmentation"),
+    ("DELETE", "/model/segmentation"),
+    ("GET", "/logs/"),
+    ("POST", "/viewer/training/start"),
+    ("POST", "/viewer/labels/studies"),
+    ("POST", "/reload"),
+    ("GET", "/openapi.json"),
+    ("GET", "/viewer/monailabel/info/"),
+    ("GET", "/ohif/app-config.js"),
+]
 
 
 @pytest.mark.parametrize("method, path", ROUTES, ids=[f"{m} {p}" for m, p in ROUTES])
@@ -133,8 +153,12 @@ def test_no_credential_is_401_with_what_to_do(served, method, path):
 
 
 def test_a_browser_without_a_session_is_sent_to_the_login_page(served):
-    answer = requests.get(f"{served.url}/ohif/viewer?StudyInstanceUIDs=1.2.3", headers={"Accept": "text/html"},
-                          allow_redirects=False, timeout=30)
+    answer = requests.get(
+        f"{served.url}/ohif/viewer?StudyInstanceUIDs=1.2.3",
+        headers={"Accept": "text/html"},
+        allow_redirects=False,
+        timeout=30,
+    )
     assert answer.status_code == 303
     assert answer.headers["location"] == "/login?next=%2Fohif%2Fviewer%3FStudyInstanceUIDs%3D1.2.3"
     page = requests.get(served.url + answer.headers["location"], timeout=30)
@@ -146,8 +170,9 @@ def test_wrong_password_or_unknown_user_is_401(served):
     for name, password in (("admin", "not-the-password"), ("rita", PASSWORDS["anna"]), ("nobody", "whatever-1")):
         answer = requests.post(f"{served.url}/auth/token", data={"username": name, "password": password}, timeout=30)
         assert answer.status_code == 401 and answer.json()["detail"] == "wrong user name or password", answer.text
-        page = requests.post(f"{served.url}/login", data={"username": name, "password": password},
-                             allow_redirects=False, timeout=30)
+        page = requests.post(
+            f"{served.url}/login", data={"username": name, "password": password}, allow_redirects=False, timeout=30
+        )
         assert page.status_code == 401 and "Wrong user name or password" in page.text
         assert "set-cookie" not in page.headers
     answer = requests.post(f"{served.url}/auth/token", data={"username": "admin"}, timeout=30)
@@ -156,6 +181,7 @@ def test_wrong_password_or_unknown_user_is_401(served):
 
 def test_expired_forged_and_orphaned_tokens_are_401(served, tmp_path):
     import jwt
+
     from cardiac_mi.auth import Account, AuthStore
 
     store = served.auth_store
@@ -190,12 +216,15 @@ def test_reviewer_views_and_runs_the_model_but_cannot_save_upload_or_train(serve
     assert requests.get(f"{served.url}/info/", headers=rita, timeout=30).status_code == 200
     studies = requests.get(f"{served.url}/proxy/dicom/qido/studies", headers=rita, timeout=30)
     assert studies.status_code == 200 and len(studies.json()) >= 4
-    infer = requests.post(f"{served.url}/infer/segmentation", params={"image": series_uid(), "output": "json"},
-                          headers=rita, timeout=600)
+    infer = requests.post(
+        f"{served.url}/infer/segmentation", params={"image": series_uid(), "output": "json"}, headers=rita, timeout=600
+    )
     assert infer.status_code == 200, infer.text[:500]
     assert_forbidden(put_label(served, rita, label_file(tmp_path)), "save a label")
-    assert_forbidden(requests.post(f"{served.url}/viewer/labels/studies", data=b"x", headers=rita, timeout=30),
-                     "save from the viewer")
+    assert_forbidden(
+        requests.post(f"{served.url}/viewer/labels/studies", data=b"x", headers=rita, timeout=30),
+        "save from the viewer",
+    )
     assert_forbidden(stow(served, rita, tmp_path), "upload a study")
     assert_forbidden(requests.post(f"{served.url}/train/segmentation", headers=rita, timeout=30), "train")
     assert_forbidden(requests.post(f"{served.url}/viewer/training/start", headers=rita, timeout=30), "train (viewer)")
@@ -213,8 +242,9 @@ def test_annotator_saves_and_uploads_but_cannot_publish_train_or_replace_the_mod
     assert saved.status_code == 200, saved.text[:500]
     uploaded = stow(served, anna, tmp_path)
     assert uploaded.status_code == 200, uploaded.text[:500]
-    assert_forbidden(requests.post(f"{served.url}/viewer/training/publish", json={}, headers=anna, timeout=30),
-                     "publish")
+    assert_forbidden(
+        requests.post(f"{served.url}/viewer/training/publish", json={}, headers=anna, timeout=30), "publish"
+    )
     assert_forbidden(requests.post(f"{served.url}/viewer/training/start", headers=anna, timeout=30), "train")
     assert_forbidden(requests.post(f"{served.url}/train/segmentation", headers=anna, timeout=30), "train")
     assert_forbidden(put_model(served, anna), "PUT /model")
@@ -254,9 +284,12 @@ def test_admin_reads_this_state_folders_log_and_may_replace_the_model(served, to
 def test_login_sets_an_httponly_samesite_strict_cookie_that_works_until_logout(served):
     password = served.auth_store.admin_password_path.read_text().strip()
     browser = requests.Session()
-    login = browser.post(f"{served.url}/login", data={"username": "admin", "password": password,
-                                                       "next": "/ohif/viewer?x=1"},
-                         allow_redirects=False, timeout=30)
+    login = browser.post(
+        f"{served.url}/login",
+        data={"username": "admin", "password": password, "next": "/ohif/viewer?x=1"},
+        allow_redirects=False,
+        timeout=30,
+    )
     assert login.status_code == 303 and login.headers["location"] == "/ohif/viewer?x=1"
     cookie = login.headers["set-cookie"]
     assert cookie.startswith("cardiac_mi_session=ey")
@@ -266,8 +299,7 @@ def test_login_sets_an_httponly_samesite_strict_cookie_that_works_until_logout(s
     assert browser.get(f"{served.url}/auth/session", timeout=30).json() == {"username": "admin", "roles": ["admin"]}
     assert browser.get(f"{served.url}/info/", timeout=30).status_code == 200
     # a request started by another site (its Origin) does not get through with the cookie
-    foreign = browser.post(f"{served.url}/viewer/training/stop", headers={"Origin": "http://evil.example"},
-                           timeout=30)
+    foreign = browser.post(f"{served.url}/viewer/training/stop", headers={"Origin": "http://evil.example"}, timeout=30)
     assert foreign.status_code == 403 and "origin" in foreign.json()["detail"]
     logout = browser.post(f"{served.url}/logout", allow_redirects=False, timeout=30)
     assert logout.status_code == 303 and "Max-Age=0" in logout.headers["set-cookie"]
@@ -277,9 +309,12 @@ def test_login_sets_an_httponly_samesite_strict_cookie_that_works_until_logout(s
 def test_login_never_sends_the_browser_to_another_site(served):
     password = served.auth_store.admin_password_path.read_text().strip()
     for target in ("//evil.example/x", "https://evil.example/", "/\\evil.example", "ohif"):
-        login = requests.post(f"{served.url}/login", data={"username": "admin", "password": password,
-                                                            "next": target},
-                              allow_redirects=False, timeout=30)
+        login = requests.post(
+            f"{served.url}/login",
+            data={"username": "admin", "password": password, "next": target},
+            allow_redirects=False,
+            timeout=30,
+        )
         assert login.status_code == 303 and login.headers["location"] == "/ohif/", target
 
 

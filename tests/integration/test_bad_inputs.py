@@ -80,8 +80,12 @@ def refused(answer: requests.Response, status: int, *words: str) -> str:
 
 def infer(served, image: str, model: str = "segmentation", params=None, prefix: str = "", **query) -> requests.Response:
     data = {"params": params if isinstance(params, str) else json.dumps(params or {})}
-    return requests.post(f"{served.url}{prefix}/infer/{model}", params={"image": image, "output": "json", **query},
-                         data=data, timeout=300)
+    return requests.post(
+        f"{served.url}{prefix}/infer/{model}",
+        params={"image": image, "output": "json", **query},
+        data=data,
+        timeout=300,
+    )
 
 
 def upload_copy(served, tmp_path: Path, name: str, delete=(), **values) -> str:
@@ -114,8 +118,12 @@ def orthanc_instance(served, series_uid: str):
     import pydicom
 
     auth, url = served.orthanc.auth, served.orthanc.url
-    found = requests.post(f"{url}/tools/find", json={"Level": "Instance", "Query": {"SeriesInstanceUID": series_uid}},
-                          auth=auth, timeout=30).json()
+    found = requests.post(
+        f"{url}/tools/find",
+        json={"Level": "Instance", "Query": {"SeriesInstanceUID": series_uid}},
+        auth=auth,
+        timeout=30,
+    ).json()
     assert found, f"no instance of series {series_uid} in Orthanc"
     data = requests.get(f"{url}/instances/{found[0]}/file", auth=auth, timeout=30).content
     return pydicom.dcmread(io.BytesIO(data))
@@ -123,12 +131,17 @@ def orthanc_instance(served, series_uid: str):
 
 def put_label(served, image: str, label: Path, tag: str = "final") -> requests.Response:
     with open(label, "rb") as fh:
-        return requests.put(f"{served.url}/datastore/label", params={"image": image, "tag": tag},
-                            files={"label": ("label.nii.gz", fh)}, data={"params": json.dumps({"user": "reader"})},
-                            timeout=300)
+        return requests.put(
+            f"{served.url}/datastore/label",
+            params={"image": image, "tag": tag},
+            files={"label": ("label.nii.gz", fh)},
+            data={"params": json.dumps({"user": "reader"})},
+            timeout=300,
+        )
 
 
 # ------------------------------------------------------------------------------------------------ 7. image ids
+
 
 def test_image_paths_are_refused_alike(served, state):
     existing = [str(next(state.rglob("*.json"))), "/etc/passwd", str(state), str(SAMPLE_DICOM / CASE)]
@@ -157,17 +170,24 @@ def test_image_must_be_a_known_series(served, uid):
 
 # ------------------------------------------------------------------------------------------------ 8. clear 4xx
 
+
 def test_unknown_model(served, uid):
     refused(infer(served, uid, model="nosuch"), 404, "'nosuch'", "segmentation")
     refused(infer(served, uid, model="nosuch", prefix=PANEL), 404, "'nosuch'")
     refused(requests.get(f"{served.url}/model/nosuch", timeout=30), 404, "nosuch")
 
 
-@pytest.mark.parametrize("params, words", [
-    ("{bad", ("params", "not JSON")), ("not json at all", ("params", "not JSON")),
-    ("[1, 2]", ("params", "JSON list")), ('"text"', ("params", "JSON str")), ("7", ("params", "JSON int")),
-    ("null", ("params", "JSON NoneType")),
-])
+@pytest.mark.parametrize(
+    "params, words",
+    [
+        ("{bad", ("params", "not JSON")),
+        ("not json at all", ("params", "not JSON")),
+        ("[1, 2]", ("params", "JSON list")),
+        ('"text"', ("params", "JSON str")),
+        ("7", ("params", "JSON int")),
+        ("null", ("params", "JSON NoneType")),
+    ],
+)
 def test_params_must_be_a_json_object(served, uid, params, words):
     refused(infer(served, uid, params=params), 422, *words)
     refused(infer(served, uid, params=params, prefix=PANEL), 422, *words)
@@ -176,15 +196,24 @@ def test_params_must_be_a_json_object(served, uid, params, words):
 def test_image_and_label_info_must_be_json_objects(served, uid):
     for prefix in ("", PANEL):
         for info, words in (("{bad", ("info", "not JSON")), ("[1]", ("info", "JSON list"))):
-            answer = requests.put(f"{served.url}{prefix}/datastore/image/info", params={"image": uid},
-                                  data={"info": info}, timeout=60)
+            answer = requests.put(
+                f"{served.url}{prefix}/datastore/image/info", params={"image": uid}, data={"info": info}, timeout=60
+            )
             refused(answer, 422, *words)
-            answer = requests.put(f"{served.url}{prefix}/datastore/label/info", params={"label": uid, "tag": "draft"},
-                                  data={"info": info}, timeout=60)
+            answer = requests.put(
+                f"{served.url}{prefix}/datastore/label/info",
+                params={"label": uid, "tag": "draft"},
+                data={"info": info},
+                timeout=60,
+            )
             refused(answer, 422, *words)
     # a good one still works
-    answer = requests.put(f"{served.url}/datastore/image/info", params={"image": uid},
-                          data={"info": json.dumps({"note": "checked"})}, timeout=60)
+    answer = requests.put(
+        f"{served.url}/datastore/image/info",
+        params={"image": uid},
+        data={"info": json.dumps({"note": "checked"})},
+        timeout=60,
+    )
     assert answer.status_code == 200, answer.text[:300]
     info = requests.get(f"{served.url}/datastore/image/info", params={"image": uid}, timeout=30).json()
     assert info["note"] == "checked"
@@ -192,8 +221,9 @@ def test_image_and_label_info_must_be_json_objects(served, uid):
 
 def test_unknown_strategy(served):
     for prefix in ("", PANEL):
-        refused(requests.post(f"{served.url}{prefix}/activelearning/nosuch", json={}, timeout=60), 404,
-                "'nosuch'", "random")
+        refused(
+            requests.post(f"{served.url}{prefix}/activelearning/nosuch", json={}, timeout=60), 404, "'nosuch'", "random"
+        )
 
 
 def test_put_model_for_an_unknown_model(served, state):
@@ -208,7 +238,6 @@ def test_put_model_for_an_unknown_model(served, state):
 
 def test_seg_with_truncated_pixel_data(served, uid, tmp_path):
     import pydicom
-
     from test_security import multipart
 
     dicom = read_dicom_series(SAMPLE_DICOM / CASE)
@@ -218,20 +247,29 @@ def test_seg_with_truncated_pixel_data(served, uid, tmp_path):
     ds.PixelData = ds.PixelData[: len(ds.PixelData) // 2]
     ds.save_as(tmp_path / "truncated.dcm")
     content_type, body = multipart((tmp_path / "truncated.dcm").read_bytes())
-    answer = requests.post(f"{served.url}/viewer/labels/studies", data=body, headers={"Content-Type": content_type},
-                           timeout=120)
+    answer = requests.post(
+        f"{served.url}/viewer/labels/studies", data=body, headers={"Content-Type": content_type}, timeout=120
+    )
     refused(answer, 422, "pixel data")
     # the same file through the datastore's own save
     with open(tmp_path / "truncated.dcm", "rb") as fh:
-        answer = requests.put(f"{served.url}/datastore/label", params={"image": uid, "tag": "final"},
-                              files={"label": ("label.dcm", fh)}, timeout=120)
+        answer = requests.put(
+            f"{served.url}/datastore/label",
+            params={"image": uid, "tag": "final"},
+            files={"label": ("label.dcm", fh)},
+            timeout=120,
+        )
     refused(answer, 422, "pixel data")
 
 
-@pytest.mark.parametrize("values, keyword", [
-    ({"PixelSpacing": [0, 0]}, "PixelSpacing"),
-    ({"ImageOrientationPatient": [0, 0, 0, 0, 0, 0]}, "ImageOrientationPatient"),
-], ids=["zero spacing", "zero orientation"])
+@pytest.mark.parametrize(
+    "values, keyword",
+    [
+        ({"PixelSpacing": [0, 0]}, "PixelSpacing"),
+        ({"ImageOrientationPatient": [0, 0, 0, 0, 0, 0]}, "ImageOrientationPatient"),
+    ],
+    ids=["zero spacing", "zero orientation"],
+)
 def test_series_with_impossible_geometry(served, tmp_path, values, keyword):
     series = upload_copy(served, tmp_path, "bad-geometry", **values)
     refused(infer(served, series), 422, "invalid geometry", keyword)
@@ -271,6 +309,7 @@ def test_label_saves_for_series_without_type2_attribute(served, tmp_path, label_
 
 
 # ------------------------------------------------------------------------------------------------ 10. refused first
+
 
 def _task_requests(served, path: str) -> list[dict]:
     answer = requests.get(f"{served.url}{path}", params={"all": "true"}, timeout=30)
@@ -314,10 +353,21 @@ def test_ct_series_is_refused_with_a_message(served, tmp_path):
 
 def test_unknown_label_info_is_404(served, uid, label_file):
     for prefix in ("", PANEL):
-        refused(requests.get(f"{served.url}{prefix}/datastore/label/info", params={"label": "1.2.3.4", "tag": "final"},
-                             timeout=30), 404, "1.2.3.4", "final")
-        refused(requests.get(f"{served.url}{prefix}/datastore/label/info", params={"label": uid, "tag": "nosuch"},
-                             timeout=30), 404, "nosuch")
+        refused(
+            requests.get(
+                f"{served.url}{prefix}/datastore/label/info", params={"label": "1.2.3.4", "tag": "final"}, timeout=30
+            ),
+            404,
+            "1.2.3.4",
+            "final",
+        )
+        refused(
+            requests.get(
+                f"{served.url}{prefix}/datastore/label/info", params={"label": uid, "tag": "nosuch"}, timeout=30
+            ),
+            404,
+            "nosuch",
+        )
     assert put_label(served, uid, label_file, tag="draft").status_code == 200
     answer = requests.get(f"{served.url}/datastore/label/info", params={"label": uid, "tag": "draft"}, timeout=30)
     assert answer.status_code == 200 and answer.json(), answer.text[:300]

@@ -32,7 +32,9 @@ from cardiac_mi.datastore import DatastoreError, OrthancDatastore  # noqa: E402
 def orthanc(tmp_path_factory, phantom_dir):
     server = EmbeddedOrthanc(tmp_path_factory.mktemp("orthanc-state"), http_port=free_port())  # same port on restart
     server.start()
-    result = upload([phantom_dir / "dicom" / "Case_P001", phantom_dir / "dicom" / "Case_P002"], DicomStore.from_orthanc(server))
+    result = upload(
+        [phantom_dir / "dicom" / "Case_P001", phantom_dir / "dicom" / "Case_P002"], DicomStore.from_orthanc(server)
+    )
     assert result.ok and result.stored
     yield server
     server.stop()
@@ -94,8 +96,12 @@ def test_unknown_and_non_mr_series_are_clear_errors(orthanc, phantom_dir, tmp_pa
     # a SEG series is not an image to segment
     uid = _series_uid(phantom_dir, "Case_P002")
     series = read_dicom_series(phantom_dir / "dicom" / "Case_P002")
-    seg = write_seg(np.zeros(series.volume.shape, np.uint8) + (series.volume.array > 10**9), series,
-                    tmp_path / "auto.dcm", manual=False)  # fmt: skip
+    seg = write_seg(
+        np.zeros(series.volume.shape, np.uint8) + (series.volume.array > 10**9),
+        series,
+        tmp_path / "auto.dcm",
+        manual=False,
+    )
     seg_uid = str(__import__("pydicom").dcmread(seg, stop_before_pixels=True).SeriesInstanceUID)
     assert DicomStore.from_orthanc(orthanc).stow([seg]).stored
     with pytest.raises(DatastoreError) as not_mr:

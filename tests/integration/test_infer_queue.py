@@ -37,8 +37,19 @@ def served(tmp_path_factory, monkeypatch_module):
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers())
     port = free_port()
-    options = parser.parse_args(["serve", "--state", str(tmp_path_factory.mktemp("queue") / "state"), "--port",
-                                 str(port), "--orthanc-port", str(free_port(exclude=(port,))), "--auth", "off"])  # fmt: skip
+    options = parser.parse_args(
+        [
+            "serve",
+            "--state",
+            str(tmp_path_factory.mktemp("queue") / "state"),
+            "--port",
+            str(port),
+            "--orthanc-port",
+            str(free_port(exclude=(port,))),
+            "--auth",
+            "off",
+        ]
+    )
     handle = serve(options, block=False)
     yield handle
     handle.stop()
@@ -53,8 +64,12 @@ def monkeypatch_module():
 def _infer(url: str, uid: str, panel: bool) -> tuple[float, requests.Response]:
     tick = time.perf_counter()
     if panel:
-        answer = requests.post(f"{url}/viewer/monailabel/infer/segmentation", params={"image": uid},
-                               data={"params": '{"result_extension": ".nrrd"}'}, timeout=600)
+        answer = requests.post(
+            f"{url}/viewer/monailabel/infer/segmentation",
+            params={"image": uid},
+            data={"params": '{"result_extension": ".nrrd"}'},
+            timeout=600,
+        )
     else:
         answer = requests.post(f"{url}/infer/segmentation", params={"image": uid, "output": "json"}, timeout=600)
     return time.perf_counter() - tick, answer
@@ -82,8 +97,10 @@ def test_listing_answers_while_infers_queue(served):
         else:
             assert answer.json()["volumes_ml"]["myocardium"] > 0
     slowest_infer = max(elapsed for elapsed, _ in infers)
-    print(f"warm infer {warm:.2f} s; {INFERS} concurrent infers, slowest {slowest_infer:.2f} s; "
-          f"{len(listing)} listings, slowest {max(t for _, t, _ in listing):.3f} s")
+    print(
+        f"warm infer {warm:.2f} s; {INFERS} concurrent infers, slowest {slowest_infer:.2f} s; "
+        f"{len(listing)} listings, slowest {max(t for _, t, _ in listing):.3f} s"
+    )
     queued = [t for _, t, waiting in listing if waiting >= 2]  # answered while infers waited their turn
     assert queued, "no listing while two or more infers were waiting or running"
     assert max(queued) < max(2.0, slowest_infer / 4), f"listing took {max(queued):.2f} s during the infers"

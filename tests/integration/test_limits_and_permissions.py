@@ -67,8 +67,9 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
-def raw_request(served, method: str, path: str, headers: dict[str, str], chunks=(),
-                timeout: float = 60) -> tuple[int, bytes]:
+def raw_request(
+    served, method: str, path: str, headers: dict[str, str], chunks=(), timeout: float = 60
+) -> tuple[int, bytes]:
     """Send a request line, ``headers`` and the ``chunks`` as they are (a socket: no client checks the
     length), then read the answer; (status, body). A server that closes while we send is fine."""
     host, port = served.url.split("//", 1)[1].rsplit(":", 1)
@@ -109,18 +110,23 @@ def chunked(total: int, size: int = 256 << 10):
     yield b"0\r\n\r\n"
 
 
-@pytest.mark.parametrize("method, path, megabytes, setting", [
-    ("PUT", "/datastore/label?image={uid}&tag=final", 200, "CARDIAC_MI_MAX_LABEL_MB"),
-    ("POST", "/viewer/labels/studies", 200, "CARDIAC_MI_MAX_LABEL_MB"),
-    ("POST", "/proxy/dicom/stow/studies", 300, "CARDIAC_MI_MAX_STOW_MB"),
-    ("PUT", "/model/segmentation", 300, "CARDIAC_MI_MAX_MODEL_MB"),
-    ("POST", "/infer/segmentation?image={uid}", 20, "CARDIAC_MI_MAX_BODY_MB"),
-])
+@pytest.mark.parametrize(
+    "method, path, megabytes, setting",
+    [
+        ("PUT", "/datastore/label?image={uid}&tag=final", 200, "CARDIAC_MI_MAX_LABEL_MB"),
+        ("POST", "/viewer/labels/studies", 200, "CARDIAC_MI_MAX_LABEL_MB"),
+        ("POST", "/proxy/dicom/stow/studies", 300, "CARDIAC_MI_MAX_STOW_MB"),
+        ("PUT", "/model/segmentation", 300, "CARDIAC_MI_MAX_MODEL_MB"),
+        ("POST", "/infer/segmentation?image={uid}", 20, "CARDIAC_MI_MAX_BODY_MB"),
+    ],
+)
 def test_a_declared_oversized_body_is_refused_before_it_is_read(served, method, path, megabytes, setting):
     before = rss_mb(served.process.pid)
     tick = time.perf_counter()
-    headers = {"Content-Type": "multipart/related; type=\"application/dicom\"; boundary=x",
-               "Content-Length": str(megabytes * MB)}
+    headers = {
+        "Content-Type": 'multipart/related; type="application/dicom"; boundary=x',
+        "Content-Length": str(megabytes * MB),
+    }
     status, body = raw_request(served, method, path.format(uid=uid()), headers, [b"\0" * MB])
     seconds = time.perf_counter() - tick
     assert status == 413, body[:300]
@@ -129,13 +135,16 @@ def test_a_declared_oversized_body_is_refused_before_it_is_read(served, method, 
     assert seconds < 5, f"the refusal took {seconds:.1f} s"
     grown = rss_mb(served.process.pid) - before
     assert grown < megabytes / 2  # the body was not held
-    print(f"{method} {path.split('?')[0]} declaring {megabytes} MB: 413 in {seconds:.2f} s, "
-          f"server memory {grown:+.0f} MB")
+    print(
+        f"{method} {path.split('?')[0]} declaring {megabytes} MB: 413 in {seconds:.2f} s, server memory {grown:+.0f} MB"
+    )
     assert requests.get(f"{served.url}/info/", timeout=30).status_code == 200
 
 
-@pytest.mark.parametrize("name, value", [("CARDIAC_MI_MAX_LABEL_MB", "lots"), ("CARDIAC_MI_MAX_BODY_MB", "0"),
-                                         ("CARDIAC_MI_ARCHIVE_TIMEOUT", "-1")])
+@pytest.mark.parametrize(
+    "name, value",
+    [("CARDIAC_MI_MAX_LABEL_MB", "lots"), ("CARDIAC_MI_MAX_BODY_MB", "0"), ("CARDIAC_MI_ARCHIVE_TIMEOUT", "-1")],
+)
 def test_a_bad_setting_stops_serve_before_it_starts(tmp_path, monkeypatch, name, value):
     monkeypatch.setenv(name, value)
     with pytest.raises(InputError, match=name):
@@ -145,8 +154,10 @@ def test_a_bad_setting_stops_serve_before_it_starts(tmp_path, monkeypatch, name,
 
 def test_a_streamed_body_is_cut_at_the_limit(served):
     # no Content-Length: the server can only count; it stops reading just past the 64 MB of a label
-    headers = {"Content-Type": "multipart/related; type=\"application/dicom\"; boundary=x",
-               "Transfer-Encoding": "chunked"}
+    headers = {
+        "Content-Type": 'multipart/related; type="application/dicom"; boundary=x',
+        "Transfer-Encoding": "chunked",
+    }
     status, body = raw_request(served, "POST", "/viewer/labels/studies", headers, chunked(64 * MB + MB))
     assert status == 413, body[:300]
     # a body within the limit, streamed the same way, is read and judged on its content
@@ -161,7 +172,7 @@ def test_saves_within_the_limits_still_work(served, tmp_path):
 
 def _not_private(root: Path) -> list[str]:
     found = []
-    for folder, dirs, files in os.walk(root):
+    for folder, _dirs, files in os.walk(root):
         for path in [Path(folder)] + [Path(folder) / name for name in files]:
             mode = path.lstat().st_mode
             if not stat.S_ISLNK(mode) and stat.S_IMODE(mode) & 0o077:

@@ -66,8 +66,14 @@ def studies(phantom_dir, tmp_path_factory) -> dict:
     (root / "Case_P001_seg").mkdir()
     write_seg(label, p001, root / "Case_P001_seg" / "seg.dcm", manual=True)
     image = read_nifti(phantom_dir / "emidec" / "Case_P002" / "Images" / "Case_P002.nii.gz")
-    write_dicom_series(image, root / "Case_P002_2024", patient_id="PHANTOM-P002", patient_name="Phantom^P002",
-                       study_date="20240315", study_description="earlier LGE")
+    write_dicom_series(
+        image,
+        root / "Case_P002_2024",
+        patient_id="PHANTOM-P002",
+        patient_name="Phantom^P002",
+        study_date="20240315",
+        study_description="earlier LGE",
+    )
     sops: dict[str, dict[str, set[str]]] = {}
     info: dict[str, dict] = {}
     for path in sorted(root.rglob("*.dcm")):
@@ -83,8 +89,12 @@ def studies(phantom_dir, tmp_path_factory) -> dict:
 
 def _all_sops(studies: dict, study_uid: str, modality: str | None = None) -> set[str]:
     series = studies["sops"][study_uid]
-    return {sop for uid, sops in series.items() for sop in sops
-            if modality is None or studies["info"][study_uid]["series"][uid] == modality}
+    return {
+        sop
+        for uid, sops in series.items()
+        for sop in sops
+        if modality is None or studies["info"][study_uid]["series"][uid] == modality
+    }
 
 
 # --------------------------------------------------------------------------------------------- peers
@@ -100,8 +110,17 @@ def ports() -> dict[str, int]:
 
 
 def _modality(aet: str, port: int, **extra) -> dict:
-    return {"AET": aet, "Host": "127.0.0.1", "Port": port, "AllowEcho": True, "AllowFind": True, "AllowGet": True,
-            "AllowMove": True, "AllowStore": True, **extra}
+    return {
+        "AET": aet,
+        "Host": "127.0.0.1",
+        "Port": port,
+        "AllowEcho": True,
+        "AllowFind": True,
+        "AllowGet": True,
+        "AllowMove": True,
+        "AllowStore": True,
+        **extra,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -114,15 +133,18 @@ def product(tmp_path_factory, ports):
 @pytest.fixture(scope="module")
 def pacs(tmp_path_factory, ports, studies):
     """The PACS: an Orthanc that knows our AE titles, with the phantom studies uploaded over REST."""
-    config = {"DicomModalities": {
-        "cardiacmi": _modality("CARDIACMI", ports["product"]),
-        "receiver": _modality("CMIRECV", ports["receive"]),
-        "listener": _modality("CMILISTEN", ports["listen"]),
-        "listener_cli": _modality("CMICLI", ports["listen_cli"]),
-        "find_only": _modality("CMIFIND", ports["receive"], AllowGet=False, AllowMove=False),
-    }}
-    with EmbeddedOrthanc(tmp_path_factory.mktemp("pacs_state"), http_port=0, dicom_port=ports["pacs"], aet=PACS_AET,
-                         extra_config=config) as server:
+    config = {
+        "DicomModalities": {
+            "cardiacmi": _modality("CARDIACMI", ports["product"]),
+            "receiver": _modality("CMIRECV", ports["receive"]),
+            "listener": _modality("CMILISTEN", ports["listen"]),
+            "listener_cli": _modality("CMICLI", ports["listen_cli"]),
+            "find_only": _modality("CMIFIND", ports["receive"], AllowGet=False, AllowMove=False),
+        }
+    }
+    with EmbeddedOrthanc(
+        tmp_path_factory.mktemp("pacs_state"), http_port=0, dicom_port=ports["pacs"], aet=PACS_AET, extra_config=config
+    ) as server:
         for path in sorted(studies["folder"].rglob("*.dcm")):
             response = requests.post(f"{server.url}/instances", data=path.read_bytes(), auth=server.auth, timeout=30)
             response.raise_for_status()
@@ -224,12 +246,15 @@ def test_find_by_modality_at_study_and_series_level(settings, studies):
 
     seg_series = find(settings, Query(modality="seg"), level="series")
     seg_uid = next(uid for uid, mod in studies["info"][p001]["series"].items() if mod == "SEG")
-    assert [(m.study_uid, m.series_uid, m.modalities, m.instances) for m in seg_series] == [(p001, seg_uid, ("SEG",), 1)]
+    assert [(m.study_uid, m.series_uid, m.modalities, m.instances) for m in seg_series] == [
+        (p001, seg_uid, ("SEG",), 1)
+    ]
 
     mr_series = find(settings, Query(modality="MR"), level="SERIES")
     assert len(mr_series) == 4
-    assert {m.series_uid for m in mr_series} == {uid for info in studies["info"].values()
-                                                   for uid, mod in info["series"].items() if mod == "MR"}
+    assert {m.series_uid for m in mr_series} == {
+        uid for info in studies["info"].values() for uid, mod in info["series"].items() if mod == "MR"
+    }
 
 
 def test_find_cli_json_and_no_match(settings, studies, capsys):
@@ -255,8 +280,12 @@ def test_retrieve_by_c_get(settings, store, studies, tmp_path):
     assert report.ok, report.summary()
     expected = _all_sops(studies, p001)
     [item] = report.items
-    assert (item.expected, item.completed, item.failed, item.in_store) == (len(expected), len(expected), 0,
-                                                                            len(expected))
+    assert (item.expected, item.completed, item.failed, item.in_store) == (
+        len(expected),
+        len(expected),
+        0,
+        len(expected),
+    )
     assert len(report.stow.stored) == len(expected)
     assert store.instance_uids(p001) == expected
     assert _store_content(store) == {p001: (2, len(expected))}  # the MR series and the SEG
@@ -273,8 +302,21 @@ def test_retrieve_by_c_get_only_the_modality_series(settings, store, studies, tm
 
 def test_retrieve_cli_by_c_move_into_the_product_orthanc(settings, store, studies, product, tmp_path, capsys):
     earlier = studies["by_patient"]["PHANTOM-P002"][0]
-    code = main(["pacs", "retrieve", *_pacs_args(settings), "--date", "20240101-20241231", "--method", "move",
-                 "--state", str(product.state), "--spool", str(tmp_path / "spool")])
+    code = main(
+        [
+            "pacs",
+            "retrieve",
+            *_pacs_args(settings),
+            "--date",
+            "20240101-20241231",
+            "--method",
+            "move",
+            "--state",
+            str(product.state),
+            "--spool",
+            str(tmp_path / "spool"),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 0, err
     assert f"C-MOVE destination: the embedded Orthanc, AE CARDIACMI on DICOM port {product.dicom_port}" in err
@@ -289,8 +331,9 @@ def test_retrieve_by_c_move_to_our_receive_port(settings, store, studies, ports,
     n003 = studies["by_patient"]["PHANTOM-N003"][0]
     receiver = PacsSettings(settings.host, settings.port, PACS_AET, "CMIRECV", timeout=10)
     spool = Spool(tmp_path / "spool")
-    report = retrieve(receiver, store, Query(patient_id="PHANTOM-N003"), spool=spool, method="move",
-                      receive_port=ports["receive"])
+    report = retrieve(
+        receiver, store, Query(patient_id="PHANTOM-N003"), spool=spool, method="move", receive_port=ports["receive"]
+    )
     assert report.ok, report.summary()
     assert report.destination == "CMIRECV"
     assert store.instance_uids(n003) == _all_sops(studies, n003)
@@ -316,8 +359,14 @@ def test_store_down_keeps_the_spool_then_flush(settings, store, studies, product
 
 
 def test_retrieve_reports_an_unknown_move_destination(settings, store, tmp_path):
-    report = retrieve(settings, store, Query(patient_id="PHANTOM-N003"), spool=Spool(tmp_path / "s"),
-                      method="move", move_destination="NOBODY")
+    report = retrieve(
+        settings,
+        store,
+        Query(patient_id="PHANTOM-N003"),
+        spool=Spool(tmp_path / "s"),
+        method="move",
+        move_destination="NOBODY",
+    )
     assert not report.ok
     [item] = report.items
     assert item.in_store == 0 and item.completed == 0
@@ -346,8 +395,12 @@ def test_listener_forwards_what_the_pacs_sends(pacs, store, studies, ports, tmp_
     p001 = studies["by_patient"]["PHANTOM-P001"][0]
     expected = _all_sops(studies, p001)
     with Listener(store, Spool(tmp_path / "spool"), port=ports["listen"], aet="CMILISTEN") as listener:
-        sent = requests.post(f"{pacs.url}/modalities/listener/store", json={
-            "Resources": [_orthanc_study_id(pacs, p001)], "Synchronous": True}, auth=pacs.auth, timeout=60)
+        sent = requests.post(
+            f"{pacs.url}/modalities/listener/store",
+            json={"Resources": [_orthanc_study_id(pacs, p001)], "Synchronous": True},
+            auth=pacs.auth,
+            timeout=60,
+        )
         assert sent.status_code == 200, sent.text
         assert _wait_for(lambda: store.instance_uids(p001) == expected)
         assert listener.received == len(expected)
@@ -361,8 +414,12 @@ def test_listener_keeps_the_spool_while_the_store_is_down(pacs, store, studies, 
     spool = Spool(tmp_path / "spool")
     down = DicomStore(f"http://127.0.0.1:{free_port()}/dicom-web")
     with Listener(down, spool, port=ports["listen"], aet="CMILISTEN", retry_interval=0.2) as listener:
-        sent = requests.post(f"{pacs.url}/modalities/listener/store", json={
-            "Resources": [_orthanc_study_id(pacs, p002)], "Synchronous": True}, auth=pacs.auth, timeout=60)
+        sent = requests.post(
+            f"{pacs.url}/modalities/listener/store",
+            json={"Resources": [_orthanc_study_id(pacs, p002)], "Synchronous": True},
+            auth=pacs.auth,
+            timeout=60,
+        )
         assert sent.status_code == 200, sent.text  # the PACS got success for every instance
         assert _wait_for(lambda: listener.last_error is not None)
         assert "cannot reach DICOMweb server" in listener.last_error
@@ -374,14 +431,32 @@ def test_listener_keeps_the_spool_while_the_store_is_down(pacs, store, studies, 
 def test_listen_cli_forwards_and_stops_cleanly(pacs, store, studies, product, ports, tmp_path):
     n003 = studies["by_patient"]["PHANTOM-N003"][0]
     env = {**os.environ, "CARDIAC_MI_AET": "CMICLI", "CARDIAC_MI_LISTEN_PORT": str(ports["listen_cli"])}
-    process = subprocess.Popen([str(SCRIPT), "pacs", "listen", "--state", str(product.state), "--spool",
-                                str(tmp_path / "spool"), "--allow-aet", PACS_AET],
-                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [
+            str(SCRIPT),
+            "pacs",
+            "listen",
+            "--state",
+            str(product.state),
+            "--spool",
+            str(tmp_path / "spool"),
+            "--allow-aet",
+            PACS_AET,
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert _wait_for(lambda: _listening(ports["listen_cli"]) or process.poll() is not None, 30)
         assert process.poll() is None, process.communicate()
-        sent = requests.post(f"{pacs.url}/modalities/listener_cli/store", json={
-            "Resources": [_orthanc_study_id(pacs, n003)], "Synchronous": True}, auth=pacs.auth, timeout=60)
+        sent = requests.post(
+            f"{pacs.url}/modalities/listener_cli/store",
+            json={"Resources": [_orthanc_study_id(pacs, n003)], "Synchronous": True},
+            auth=pacs.auth,
+            timeout=60,
+        )
         assert sent.status_code == 200, sent.text
         assert _wait_for(lambda: store.instance_uids(n003) == _all_sops(studies, n003))
     finally:
@@ -450,8 +525,11 @@ def test_a_refused_c_get_is_not_taken_for_a_timeout_on_a_loaded_machine(settings
     monkeypatch.setattr(DIMSEServiceProvider, "get_msg", get_msg)
     monkeypatch.setattr(time, "monotonic", lambda: real_monotonic() + (30.0 if taken else 0.0))
     find_only = PacsSettings(settings.host, settings.port, PACS_AET, "CMIFIND", timeout=5)
-    with pytest.raises(PacsError, match=r"ended the association .*\(it sent an A-ABORT\).*may not allow AE 'CMIFIND'"
-                                        ".*C-GET allowed"):
+    with pytest.raises(
+        PacsError,
+        match=r"ended the association .*\(it sent an A-ABORT\).*may not allow AE 'CMIFIND'"
+        ".*C-GET allowed",
+    ):
         retrieve(find_only, store, Query(patient_id="PHANTOM-N003"), spool=Spool(tmp_path / "spool"))
     assert taken, "the PACS's abort never reached the C-GET"
     waited = time.perf_counter() - taken[0]
@@ -472,17 +550,26 @@ def test_cli_errors_are_one_line(settings, capsys):
     assert "not an AE title" in _one_line_error(capsys)
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("20240131", "20240131"), ("20240101-20241231", "20240101-20241231"), ("20240101-", "20240101-"),
-    ("-20241231", "-20241231"), ("2024-01-31", "20240131"), ("2024-01-01..2024-12-31", "20240101-20241231"),
-    ("2024-01-01..", "20240101-"), ("..2024-12-31", "-20241231"),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("20240131", "20240131"),
+        ("20240101-20241231", "20240101-20241231"),
+        ("20240101-", "20240101-"),
+        ("-20241231", "-20241231"),
+        ("2024-01-31", "20240131"),
+        ("2024-01-01..2024-12-31", "20240101-20241231"),
+        ("2024-01-01..", "20240101-"),
+        ("..2024-12-31", "-20241231"),
+    ],
+)
 def test_normalize_date(text, expected):
     assert normalize_date(text) == expected
 
 
-@pytest.mark.parametrize("text", ["2024", "20240230", "20241231-20240101", "-", "2024-13-01", "yesterday",
-                                  "2024010120241231"])
+@pytest.mark.parametrize(
+    "text", ["2024", "20240230", "20241231-20240101", "-", "2024-13-01", "yesterday", "2024010120241231"]
+)
 def test_normalize_date_refuses(text):
     with pytest.raises(InputError):
         normalize_date(text)
@@ -498,7 +585,7 @@ def _certificates(folder: Path) -> dict[str, Path]:
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     paths: dict[str, Path] = {}
 
     def name(text: str) -> x509.Name:
@@ -508,19 +595,30 @@ def _certificates(folder: Path) -> dict[str, Path]:
         paths[stem] = folder / f"{stem}.crt"
         paths[stem].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
         paths[f"{stem}_key"] = folder / f"{stem}.key"
-        paths[f"{stem}_key"].write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                                           serialization.PrivateFormat.TraditionalOpenSSL,
-                                                           serialization.NoEncryption()))
+        paths[f"{stem}_key"].write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
+            )
+        )
 
     def builder(subject: str, issuer: x509.Name, key) -> x509.CertificateBuilder:
-        return (x509.CertificateBuilder().subject_name(name(subject)).issuer_name(issuer)
-                .public_key(key.public_key()).serial_number(x509.random_serial_number())
-                .not_valid_before(now - datetime.timedelta(hours=1)).not_valid_after(now + datetime.timedelta(days=1)))
+        return (
+            x509.CertificateBuilder()
+            .subject_name(name(subject))
+            .issuer_name(issuer)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(hours=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+        )
 
     def ca(stem: str):
         key = ec.generate_private_key(ec.SECP256R1())
-        cert = (builder(stem, name(stem), key).add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
-                .sign(key, hashes.SHA256()))
+        cert = (
+            builder(stem, name(stem), key)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+            .sign(key, hashes.SHA256())
+        )
         save(stem, cert, key)
         return cert, key
 
@@ -528,12 +626,19 @@ def _certificates(folder: Path) -> dict[str, Path]:
     ca("other_ca")
     for stem in ("server", "client"):
         key = ec.generate_private_key(ec.SECP256R1())
-        cert = (builder(stem, ca_cert.subject, key)
-                .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
-                                                            x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
-                .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH,
-                                                      ExtendedKeyUsageOID.CLIENT_AUTH]), False)
-                .sign(ca_key, hashes.SHA256()))
+        cert = (
+            builder(stem, ca_cert.subject, key)
+            .add_extension(
+                x509.SubjectAlternativeName(
+                    [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+                ),
+                False,
+            )
+            .add_extension(
+                x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]), False
+            )
+            .sign(ca_key, hashes.SHA256())
+        )
         save(stem, cert, key)
     return paths
 
@@ -557,11 +662,17 @@ def tls_pacs(tmp_path_factory, ports, certs, studies):
             "tls_listener": _modality("CMITLS", ports["tls_listen"], UseDicomTls=True),
         },
     }
-    with EmbeddedOrthanc(tmp_path_factory.mktemp("tls_state"), http_port=0, dicom_port=ports["tls_pacs"],
-                         aet=PACS_AET, extra_config=config) as server:
+    with EmbeddedOrthanc(
+        tmp_path_factory.mktemp("tls_state"),
+        http_port=0,
+        dicom_port=ports["tls_pacs"],
+        aet=PACS_AET,
+        extra_config=config,
+    ) as server:
         for path in sorted((studies["folder"] / "Case_N003").glob("*.dcm")):
-            requests.post(f"{server.url}/instances", data=path.read_bytes(), auth=server.auth,
-                          timeout=30).raise_for_status()
+            requests.post(
+                f"{server.url}/instances", data=path.read_bytes(), auth=server.auth, timeout=30
+            ).raise_for_status()
         yield server
 
 
@@ -569,8 +680,9 @@ def test_tls_echo_and_find(tls_pacs, certs, studies):
     tls = Tls(ca=certs["ca"], cert=certs["client"], key=certs["client_key"])
     settings = PacsSettings("127.0.0.1", tls_pacs.dicom_port, PACS_AET, tls=tls, timeout=10)
     assert echo(settings) < 5.0
-    assert [m.study_uid for m in find(settings, Query(patient_id="PHANTOM-N003"))] == \
-        studies["by_patient"]["PHANTOM-N003"]
+    assert [m.study_uid for m in find(settings, Query(patient_id="PHANTOM-N003"))] == studies["by_patient"][
+        "PHANTOM-N003"
+    ]
 
 
 def test_tls_errors_name_the_problem(tls_pacs, certs):
@@ -590,7 +702,11 @@ def test_tls_listener_receives_from_a_tls_pacs(tls_pacs, store, certs, studies, 
     n003 = studies["by_patient"]["PHANTOM-N003"][0]
     tls = Tls(ca=certs["ca"], cert=certs["server"], key=certs["server_key"])
     with Listener(store, Spool(tmp_path / "spool"), port=ports["tls_listen"], aet="CMITLS", tls=tls):
-        sent = requests.post(f"{tls_pacs.url}/modalities/tls_listener/store", json={
-            "Resources": [_orthanc_study_id(tls_pacs, n003)], "Synchronous": True}, auth=tls_pacs.auth, timeout=60)
+        sent = requests.post(
+            f"{tls_pacs.url}/modalities/tls_listener/store",
+            json={"Resources": [_orthanc_study_id(tls_pacs, n003)], "Synchronous": True},
+            auth=tls_pacs.auth,
+            timeout=60,
+        )
         assert sent.status_code == 200, sent.text
         assert _wait_for(lambda: store.instance_uids(n003) == _all_sops(studies, n003))

@@ -26,7 +26,9 @@ def _orthanc_missing() -> bool:
     return False
 
 
-pytestmark = pytest.mark.skipif(_orthanc_missing(), reason="Orthanc is not installed (apt-get install orthanc orthanc-dicomweb)")
+pytestmark = pytest.mark.skipif(
+    _orthanc_missing(), reason="Orthanc is not installed (apt-get install orthanc orthanc-dicomweb)"
+)
 
 
 @pytest.fixture(scope="module")
@@ -54,10 +56,23 @@ def test_report_stored_in_the_image_study(orthanc, tmp_path):
 
 
 def test_report_cli_with_wrong_password_is_a_clear_error(orthanc, tmp_path, capsys):
-    code = main([
-        "-q", "report", "--image", str(SAMPLE / "dicom" / CASE),
-        "--label", str(SAMPLE / "emidec" / CASE / "Contours" / f"{CASE}.nii.gz"),
-        "--out", str(tmp_path / "r"), "--store", orthanc.dicomweb_url, "--user", orthanc.user, "--password", "wrong",
-    ])
+    code = main(
+        [
+            "-q",
+            "report",
+            "--image",
+            str(SAMPLE / "dicom" / CASE),
+            "--label",
+            str(SAMPLE / "emidec" / CASE / "Contours" / f"{CASE}.nii.gz"),
+            "--out",
+            str(tmp_path / "r"),
+            "--store",
+            orthanc.dicomweb_url,
+            "--user",
+            orthanc.user,
+            "--password",
+            "wrong",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err and orthanc.dicomweb_url in err

@@ -80,8 +80,9 @@ def timed(call, *args, **kwargs) -> tuple[requests.Response, float]:
 def orthanc_segs(served) -> set[str]:
     """SeriesInstanceUIDs of the SEG series in Orthanc, asked directly (an empty set while it does not answer)."""
     try:
-        answer = requests.get(f"{served.orthanc.dicomweb_url}/series", params={"Modality": "SEG"},
-                              auth=served.orthanc.auth, timeout=5)
+        answer = requests.get(
+            f"{served.orthanc.dicomweb_url}/series", params={"Modality": "SEG"}, auth=served.orthanc.auth, timeout=5
+        )
     except requests.RequestException:
         return set()
     if answer.status_code != 200:
@@ -148,8 +149,12 @@ def test_hung_orthanc_gives_quick_503s_and_loses_no_save(served, state, label):
         os.kill(pid, signal.SIGCONT)
     resumed = time.perf_counter()
     # nobody asks: the gate's probe sees Orthanc again and the outbox flushes
-    wait_for(lambda: all_in_orthanc(served, state, {first.json()["seg_series_uid"], answer["seg_series_uid"]}), 60,
-             "the SEG kept during the hang reaches Orthanc", interval=0.1)
+    wait_for(
+        lambda: all_in_orthanc(served, state, {first.json()["seg_series_uid"], answer["seg_series_uid"]}),
+        60,
+        "the SEG kept during the hang reaches Orthanc",
+        interval=0.1,
+    )
     print(f"kept SEG in Orthanc {time.perf_counter() - resumed:.1f} s after SIGCONT")
     wait_for(lambda: archive_state(served) == "answering", 30, "the server sees Orthanc answer again")
     assert requests.get(f"{served.url}/proxy/dicom/qido/studies", timeout=30).status_code == 200
@@ -169,8 +174,11 @@ def test_a_save_as_orthanc_hangs_waits_seconds_not_a_minute(served, state, label
         assert info(served, timeout=8)["datastore"]["archive"].startswith("not answering")
     finally:
         os.kill(pid, signal.SIGCONT)
-    wait_for(lambda: all_in_orthanc(served, state, {saved.json()["seg_series_uid"]}), 60,
-             "the SEG kept as Orthanc hung reaches Orthanc")
+    wait_for(
+        lambda: all_in_orthanc(served, state, {saved.json()["seg_series_uid"]}),
+        60,
+        "the SEG kept as Orthanc hung reaches Orthanc",
+    )
 
 
 def test_killed_orthanc_is_restarted_and_the_kept_seg_sent(served, state, label):
@@ -182,14 +190,24 @@ def test_killed_orthanc_is_restarted_and_the_kept_seg_sent(served, state, label)
     assert saved.status_code == 200, saved.text[:300]  # stored, or kept if Orthanc was not back yet
     assert seconds < QUICK_S * 2, f"a save took {seconds:.1f} s with Orthanc killed"
 
-    wait_for(lambda: served.orthanc_restarts > restarts and served.orthanc.running, 90, "Orthanc is started again",
-             interval=0.1)
-    print(f"save with Orthanc killed: 200 in {seconds:.2f} s; Orthanc runs again {time.perf_counter() - killed:.1f} s "
-          "after SIGKILL")
+    wait_for(
+        lambda: served.orthanc_restarts > restarts and served.orthanc.running,
+        90,
+        "Orthanc is started again",
+        interval=0.1,
+    )
+    print(
+        f"save with Orthanc killed: 200 in {seconds:.2f} s; Orthanc runs again {time.perf_counter() - killed:.1f} s "
+        "after SIGKILL"
+    )
     assert served.orthanc.pid != pid and served.orthanc.http_port == port  # same URL for MONAI Label
     assert running_orthanc(state).pid == served.orthanc.pid  # server.json names the new process
-    wait_for(lambda: all_in_orthanc(served, state, {saved.json()["seg_series_uid"]}), 60,
-             "the SEG saved while Orthanc was down reaches Orthanc", interval=0.1)
+    wait_for(
+        lambda: all_in_orthanc(served, state, {saved.json()["seg_series_uid"]}),
+        60,
+        "the SEG saved while Orthanc was down reaches Orthanc",
+        interval=0.1,
+    )
     print(f"SEG in Orthanc {time.perf_counter() - killed:.1f} s after SIGKILL")
     assert served.alive() and info(served)["datastore"]["archive"] == "answering"
 
@@ -234,8 +252,21 @@ def test_blocking_serve_restarts_a_killed_orthanc_instead_of_exiting(tmp_path):
     root = Path(__file__).resolve().parents[2]
     port = free_port()
     env = dict(os.environ, PYTHONPATH=str(root) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    cmd = [sys.executable, "-c", SCRIPT, "serve", "--state", str(tmp_path), "--port", str(port),
-           "--orthanc-port", "0", "--no-samples", "--auth", "off"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-c",
+        SCRIPT,
+        "serve",
+        "--state",
+        str(tmp_path),
+        "--port",
+        str(port),
+        "--orthanc-port",
+        "0",
+        "--no-samples",
+        "--auth",
+        "off",
+    ]
     output = tmp_path / "serve.out"
     with open(output, "wb") as sink:
         proc = subprocess.Popen(cmd, env=env, stdout=sink, stderr=subprocess.STDOUT)
@@ -244,8 +275,11 @@ def test_blocking_serve_restarts_a_killed_orthanc_instead_of_exiting(tmp_path):
         wait_for(lambda: "press Ctrl-C" in output.read_text(), 30, "serve blocks")
         first = running_orthanc(tmp_path)
         os.kill(first.pid, signal.SIGKILL)
-        again = wait_for(lambda: (o := running_orthanc(tmp_path)) is not None and o.pid != first.pid and o, 90,
-                         "serve starts Orthanc again")
+        again = wait_for(
+            lambda: (o := running_orthanc(tmp_path)) is not None and o.pid != first.pid and o,
+            90,
+            "serve starts Orthanc again",
+        )
         assert again.url == first.url and proc.poll() is None
         assert requests.get(f"{again.url}/system", auth=again.auth, timeout=10).status_code == 200
         assert requests.get(f"http://127.0.0.1:{port}/info/", timeout=10).status_code == 200

@@ -67,8 +67,14 @@ def served(state, sessions):
     handle.stop()
 
 
-def send(served, method: str, path: str, headers: dict[str, str] | None = None, body: bytes | None = None,
-         host: str | None = None) -> tuple[int, dict[str, str], bytes]:
+def send(
+    served,
+    method: str,
+    path: str,
+    headers: dict[str, str] | None = None,
+    body: bytes | None = None,
+    host: str | None = None,
+) -> tuple[int, dict[str, str], bytes]:
     """One request with ``path`` and ``Host`` exactly as given; (status, lower-case headers, body)."""
     address = served.url.split("//", 1)[1]
     name, port = address.rsplit(":", 1)
@@ -115,8 +121,15 @@ def assert_refused(status: int, body: bytes, expected: tuple[int, ...] = (404,))
 def multipart(*files: bytes) -> tuple[str, bytes]:
     """A STOW-RS body: (content type, body)."""
     boundary = uuid.uuid4().hex
-    body = b"".join(b"--" + boundary.encode() + b"\r\nContent-Type: application/dicom\r\n\r\n" + data + b"\r\n"
-                    for data in files) + b"--" + boundary.encode() + b"--\r\n"
+    body = (
+        b"".join(
+            b"--" + boundary.encode() + b"\r\nContent-Type: application/dicom\r\n\r\n" + data + b"\r\n"
+            for data in files
+        )
+        + b"--"
+        + boundary.encode()
+        + b"--\r\n"
+    )
     return f'multipart/related; type="application/dicom"; boundary={boundary}', body
 
 
@@ -134,14 +147,24 @@ def new_study_instance(tmp_path: Path) -> tuple[str, bytes]:
 
 
 def qido_has_study(served, study_uid: str) -> bool:
-    answer = requests.get(f"{served.orthanc.dicomweb_url}/studies", params={"StudyInstanceUID": study_uid},
-                          auth=served.orthanc.auth, headers={"Accept": "application/dicom+json"}, timeout=30)
+    answer = requests.get(
+        f"{served.orthanc.dicomweb_url}/studies",
+        params={"StudyInstanceUID": study_uid},
+        auth=served.orthanc.auth,
+        headers={"Accept": "application/dicom+json"},
+        timeout=30,
+    )
     return answer.status_code == 200 and bool(answer.json())
 
 
 def orthanc_seg_series(served) -> set[str]:
-    answer = requests.get(f"{served.orthanc.dicomweb_url}/series", params={"Modality": "SEG"},
-                          auth=served.orthanc.auth, headers={"Accept": "application/dicom+json"}, timeout=30)
+    answer = requests.get(
+        f"{served.orthanc.dicomweb_url}/series",
+        params={"Modality": "SEG"},
+        auth=served.orthanc.auth,
+        headers={"Accept": "application/dicom+json"},
+        timeout=30,
+    )
     return {item["0020000E"]["Value"][0] for item in answer.json()} if answer.status_code == 200 else set()
 
 
@@ -150,13 +173,28 @@ def orthanc_seg_series(served) -> set[str]:
 # ".." spelt every way a router, a decoder or Orthanc may turn back into a parent folder
 DOTDOT = ["%2e%2e", "%2E%2E", ".%2e", "%2e.", "..", "%252e%252e", "%25%32%65%25%32%65", "%c0%ae%c0%ae", "%u002e%u002e"]
 ESCAPES = [f"/proxy/dicom/{dots}/system" for dots in DOTDOT] + [
-    "/proxy/dicom/..%2fsystem", "/proxy/dicom/..%2Fsystem", "/proxy/dicom/%2e%2e%2fsystem", "/proxy/dicom/..%252fsystem",
-    "/proxy/dicom/..%5csystem", "/proxy/dicom/..\\system", "/proxy/dicom/%2e%2e/%2e%2e/system",
-    "/proxy/dicom/qido/%2e%2e/system", "/proxy/dicom/wado/..%2f..%2fsystem", "/proxy/dicom/stow/%2e%2e/%2e%2e/system",
-    "/proxy/dicom/qido/studies/%2e%2e/%2e%2e/system", "/proxy/dicom/qido/studies%2f..%2f..%2fsystem",
-    "/proxy/dicom/qido/studies/..;/..;/system", "/proxy/dicom/studies%00/../../system", "/proxy/dicom/./../system",
-    "/proxy/dicom//system", "/proxy/dicom/system", "/proxy/dicom/qido/system", "/proxy/dicom/%71ido/..%2fsystem",
-    "/proxy/system", "/proxy/../system", "/proxy/dicom/qido/studies/1.2.3/../../../system",
+    "/proxy/dicom/..%2fsystem",
+    "/proxy/dicom/..%2Fsystem",
+    "/proxy/dicom/%2e%2e%2fsystem",
+    "/proxy/dicom/..%252fsystem",
+    "/proxy/dicom/..%5csystem",
+    "/proxy/dicom/..\\system",
+    "/proxy/dicom/%2e%2e/%2e%2e/system",
+    "/proxy/dicom/qido/%2e%2e/system",
+    "/proxy/dicom/wado/..%2f..%2fsystem",
+    "/proxy/dicom/stow/%2e%2e/%2e%2e/system",
+    "/proxy/dicom/qido/studies/%2e%2e/%2e%2e/system",
+    "/proxy/dicom/qido/studies%2f..%2f..%2fsystem",
+    "/proxy/dicom/qido/studies/..;/..;/system",
+    "/proxy/dicom/studies%00/../../system",
+    "/proxy/dicom/./../system",
+    "/proxy/dicom//system",
+    "/proxy/dicom/system",
+    "/proxy/dicom/qido/system",
+    "/proxy/dicom/%71ido/..%2fsystem",
+    "/proxy/system",
+    "/proxy/../system",
+    "/proxy/dicom/qido/studies/1.2.3/../../../system",
 ]
 
 
@@ -178,8 +216,13 @@ def test_proxy_bulk_delete_deletes_nothing(served):
     payload = json.dumps({"Resources": studies}).encode()
     for dots in DOTDOT + ["..%2f..", "%2e%2e%2f%2e%2e"]:
         for op in ("", "qido/", "stow/"):
-            status, _, body = send(served, "POST", f"/proxy/dicom/{op}{dots}/tools/bulk-delete",
-                                   {"Content-Type": "application/json"}, payload)
+            status, _, body = send(
+                served,
+                "POST",
+                f"/proxy/dicom/{op}{dots}/tools/bulk-delete",
+                {"Content-Type": "application/json"},
+                payload,
+            )
             assert_refused(status, body)
     # Orthanc's own REST DELETE of a study, and DICOMweb paths with other methods
     status, _, body = send(served, "DELETE", f"/proxy/dicom/%2e%2e/studies/{studies[0]}")
@@ -187,7 +230,9 @@ def test_proxy_bulk_delete_deletes_nothing(served):
     status, _, body = send(served, "DELETE", f"/proxy/dicom/{studies[0]}")
     assert_refused(status, body, (404, 405))
     for method in ("PUT", "DELETE", "PATCH"):
-        status, _, body = send(served, method, "/proxy/dicom/wado/studies", {"Content-Type": "application/json"}, payload)
+        status, _, body = send(
+            served, method, "/proxy/dicom/wado/studies", {"Content-Type": "application/json"}, payload
+        )
         assert_refused(status, body, (404, 405))
     assert_orthanc_untouched(served, studies)
 
@@ -205,37 +250,54 @@ def test_proxy_shutdown_does_not_stop_orthanc(served):
 def test_proxy_refuses_what_is_not_a_uid_or_a_viewer_resource(served):
     found = requests.get(f"{served.url}/proxy/dicom/qido/studies", timeout=30).json()
     study = found[0]["0020000D"]["Value"][0]
-    for path in (f"/proxy/dicom/qido/studies/{study}x/series", "/proxy/dicom/qido/studies/1.2.-3/series",
-                 f"/proxy/dicom/wado/studies/{study}/bulk/7fe00010", f"/proxy/dicom/wado/studies/{study}/instances/1.2",
-                 "/proxy/dicom/qido/studies/" + "1." * 40 + "1", f"/proxy/dicom/qido/studies/{study}/archive",
-                 "/proxy/dicom/qido/patients", "/proxy/dicom/wado/series/1.2.3"):
+    for path in (
+        f"/proxy/dicom/qido/studies/{study}x/series",
+        "/proxy/dicom/qido/studies/1.2.-3/series",
+        f"/proxy/dicom/wado/studies/{study}/bulk/7fe00010",
+        f"/proxy/dicom/wado/studies/{study}/instances/1.2",
+        "/proxy/dicom/qido/studies/" + "1." * 40 + "1",
+        f"/proxy/dicom/qido/studies/{study}/archive",
+        "/proxy/dicom/qido/patients",
+        "/proxy/dicom/wado/series/1.2.3",
+    ):
         status, _, body = send(served, "GET", path)
         assert_refused(status, body)
     # STOW only to studies and studies/{uid}
     content_type, body = multipart(b"not dicom")
-    for path in (f"/proxy/dicom/wado/studies/{study}/series", "/proxy/dicom/wado/series", "/proxy/dicom/wado/instances"):
+    for path in (
+        f"/proxy/dicom/wado/studies/{study}/series",
+        "/proxy/dicom/wado/series",
+        "/proxy/dicom/wado/instances",
+    ):
         status, _, answer = send(served, "POST", path, {"Content-Type": content_type}, body)
         assert_refused(status, answer)
 
 
 def test_legitimate_viewer_requests_still_work(served, tmp_path):
     """What OHIF asks for: QIDO studies, series, instances; series metadata; a frame; STOW (a SEG)."""
-    studies = requests.get(f"{served.url}/proxy/dicom/qido/studies", params={"limit": "101", "offset": "0",
-                           "fuzzymatching": "true", "includefield": "00081030,00080060"}, timeout=30)
+    studies = requests.get(
+        f"{served.url}/proxy/dicom/qido/studies",
+        params={"limit": "101", "offset": "0", "fuzzymatching": "true", "includefield": "00081030,00080060"},
+        timeout=30,
+    )
     assert studies.status_code == 200 and len(studies.json()) == 4
     series_uid = read_dicom_series(SAMPLE_DICOM / CASE).series_uid
     study_uid = str(read_dicom_series(SAMPLE_DICOM / CASE).study_uid)
     series = requests.get(f"{served.url}/proxy/dicom/qido/studies/{study_uid}/series", timeout=30)
     assert series.status_code == 200 and series_uid in json.dumps(series.json())
-    metadata = requests.get(f"{served.url}/proxy/dicom/wado/studies/{study_uid}/series/{series_uid}/metadata", timeout=60)
+    metadata = requests.get(
+        f"{served.url}/proxy/dicom/wado/studies/{study_uid}/series/{series_uid}/metadata", timeout=60
+    )
     assert metadata.status_code == 200 and len(metadata.json()) > 1
-    instances = requests.get(f"{served.url}/proxy/dicom/qido/studies/{study_uid}/series/{series_uid}/instances",
-                             timeout=30).json()
+    instances = requests.get(
+        f"{served.url}/proxy/dicom/qido/studies/{study_uid}/series/{series_uid}/instances", timeout=30
+    ).json()
     instance_uid = instances[0]["00080018"]["Value"][0]
-    frame = requests.get(f"{served.url}/proxy/dicom/wado/studies/{study_uid}/series/{series_uid}/instances/"
-                         f"{instance_uid}/frames/1",
-                         headers={"Accept": 'multipart/related; type="application/octet-stream"; transfer-syntax=*'},
-                         timeout=60)
+    frame = requests.get(
+        f"{served.url}/proxy/dicom/wado/studies/{study_uid}/series/{series_uid}/instances/{instance_uid}/frames/1",
+        headers={"Accept": 'multipart/related; type="application/octet-stream"; transfer-syntax=*'},
+        timeout=60,
+    )
     assert frame.status_code == 200 and len(frame.content) > 1000
     assert frame.headers["content-type"].startswith("multipart/related")
 
@@ -250,9 +312,13 @@ def test_legitimate_viewer_requests_still_work(served, tmp_path):
 
     seg_uid = str(pydicom.dcmread(path, stop_before_pixels=True).SeriesInstanceUID)
     content_type, body = multipart(path.read_bytes())
-    status, headers, answer = send(served, "POST", "/proxy/dicom/wado/studies",
-                                   {"Content-Type": content_type, "Accept": "application/dicom+json",
-                                    "Origin": served.url}, body)
+    status, headers, answer = send(
+        served,
+        "POST",
+        "/proxy/dicom/wado/studies",
+        {"Content-Type": content_type, "Accept": "application/dicom+json", "Origin": served.url},
+        body,
+    )
     assert status == 200, answer[:500]
     assert headers.get("access-control-allow-origin") == served.url
     assert seg_uid in orthanc_seg_series(served)
@@ -260,36 +326,57 @@ def test_legitimate_viewer_requests_still_work(served, tmp_path):
 
 # ------------------------------------------------------------------------------------------------ 2. origins, Host
 
+
 def test_foreign_origin_is_refused_on_get_and_post(served, tmp_path):
     studies = orthanc_studies(served)
-    for origin in (FOREIGN, "null", "http://127.0.0.1.evil.example", served.url + ".evil.example", "http://127.0.0.1:1"):
+    for origin in (
+        FOREIGN,
+        "null",
+        "http://127.0.0.1.evil.example",
+        served.url + ".evil.example",
+        "http://127.0.0.1:1",
+    ):
         for path in ("/info/", "/proxy/dicom/qido/studies", "/datastore/?output=stats"):
             status, headers, body = send(served, "GET", path, {"Origin": origin})
             assert status == 403, (origin, path, status)
             assert "access-control-allow-origin" not in headers and "access-control-allow-credentials" not in headers
             assert b"0020000D" not in body and b"models" not in body
         # the preflight of a cross-site PUT is not granted
-        status, headers, _ = send(served, "OPTIONS", "/datastore/label",
-                                  {"Origin": origin, "Access-Control-Request-Method": "PUT"})
+        status, headers, _ = send(
+            served, "OPTIONS", "/datastore/label", {"Origin": origin, "Access-Control-Request-Method": "PUT"}
+        )
         assert status >= 400 and "access-control-allow-origin" not in headers
 
     # a cross-site STOW (a "simple" form-like POST needs no preflight): refused, nothing stored
     study_uid, data = new_study_instance(tmp_path)
     content_type, body = multipart(data)
-    status, headers, _ = send(served, "POST", "/proxy/dicom/wado/studies", {"Content-Type": content_type,
-                              "Origin": FOREIGN}, body)
+    status, headers, _ = send(
+        served, "POST", "/proxy/dicom/wado/studies", {"Content-Type": content_type, "Origin": FOREIGN}, body
+    )
     assert status == 403 and "access-control-allow-origin" not in headers
     assert not qido_has_study(served, study_uid)
     # without an Origin but marked cross-site by the browser
-    status, _, _ = send(served, "POST", "/proxy/dicom/wado/studies", {"Content-Type": content_type,
-                        "Sec-Fetch-Site": "cross-site"}, body)
+    status, _, _ = send(
+        served,
+        "POST",
+        "/proxy/dicom/wado/studies",
+        {"Content-Type": content_type, "Sec-Fetch-Site": "cross-site"},
+        body,
+    )
     assert status == 403 and not qido_has_study(served, study_uid)
     # a cross-site label save and a cross-site reload: refused, no SEG in Orthanc
     segs = orthanc_seg_series(served)
-    status, _, _ = send(served, "POST", "/viewer/labels/studies", {"Content-Type": content_type, "Origin": FOREIGN}, body)
+    status, _, _ = send(
+        served, "POST", "/viewer/labels/studies", {"Content-Type": content_type, "Origin": FOREIGN}, body
+    )
     assert status == 403
-    status, _, _ = send(served, "PUT", f"/datastore/label?image={read_dicom_series(SAMPLE_DICOM / CASE).series_uid}",
-                        {"Origin": FOREIGN, "Content-Type": "multipart/form-data; boundary=x"}, b"--x--\r\n")
+    status, _, _ = send(
+        served,
+        "PUT",
+        f"/datastore/label?image={read_dicom_series(SAMPLE_DICOM / CASE).series_uid}",
+        {"Origin": FOREIGN, "Content-Type": "multipart/form-data; boundary=x"},
+        b"--x--\r\n",
+    )
     assert status == 403
     status, _, _ = send(served, "POST", "/reload", {"Origin": FOREIGN})
     assert status == 403
@@ -303,8 +390,9 @@ def test_foreign_origin_is_refused_on_get_and_post(served, tmp_path):
         status, headers, body = send(served, "GET", "/info/", {"Origin": origin})
         assert status == 200 and headers.get("access-control-allow-origin") == origin
         assert headers.get("access-control-allow-credentials") == "true"
-        status, headers, _ = send(served, "OPTIONS", "/datastore/label",
-                                  {"Origin": origin, "Access-Control-Request-Method": "PUT"})
+        status, headers, _ = send(
+            served, "OPTIONS", "/datastore/label", {"Origin": origin, "Access-Control-Request-Method": "PUT"}
+        )
         assert status == 200 and headers.get("access-control-allow-origin") == origin
     # a page of the server under another port of a served name (Docker's published port): same origin
     status, _, _ = send(served, "POST", "/reload", {"Origin": "http://localhost:9999"}, host="localhost:9999")
@@ -318,7 +406,13 @@ def test_foreign_origin_is_refused_on_get_and_post(served, tmp_path):
 
 def test_dns_rebinding_host_is_refused(served, tmp_path):
     port = served.url.rsplit(":", 1)[1]
-    for host in (f"evil.example:{port}", "evil.example", f"127.0.0.1.nip.io:{port}", f"localhost.evil.example:{port}", ""):
+    for host in (
+        f"evil.example:{port}",
+        "evil.example",
+        f"127.0.0.1.nip.io:{port}",
+        f"localhost.evil.example:{port}",
+        "",
+    ):
         status, _, body = send(served, "GET", "/proxy/dicom/qido/studies", host=host)
         assert status == 400, (host, status)
         assert b"0020000D" not in body
@@ -327,9 +421,14 @@ def test_dns_rebinding_host_is_refused(served, tmp_path):
     # a rebound page's STOW (same-origin for the browser: Origin and Host are the attacker's name)
     study_uid, data = new_study_instance(tmp_path)
     content_type, body = multipart(data)
-    status, _, _ = send(served, "POST", "/proxy/dicom/wado/studies",
-                        {"Content-Type": content_type, "Origin": f"http://evil.example:{port}"}, body,
-                        host=f"evil.example:{port}")
+    status, _, _ = send(
+        served,
+        "POST",
+        "/proxy/dicom/wado/studies",
+        {"Content-Type": content_type, "Origin": f"http://evil.example:{port}"},
+        body,
+        host=f"evil.example:{port}",
+    )
     assert status == 400 and not qido_has_study(served, study_uid)
     for host in (f"127.0.0.1:{port}", f"localhost:{port}"):
         status, _, _ = send(served, "GET", "/info/", host=host)
@@ -337,6 +436,7 @@ def test_dns_rebinding_host_is_refused(served, tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------ 3. paths from values
+
 
 def _label_file(tmp_path: Path) -> Path:
     truth = np.asarray(load_case(SAMPLE_DICOM.parent / "emidec", CASE).label.array)
@@ -347,8 +447,13 @@ def _label_file(tmp_path: Path) -> Path:
 
 def _put_label(served, label: Path, **params) -> requests.Response:
     with open(label, "rb") as fh:
-        return requests.put(f"{served.url}/datastore/label", params=params, files={"label": ("label.nii.gz", fh)},
-                            data={"params": json.dumps({"user": "reader"})}, timeout=120)
+        return requests.put(
+            f"{served.url}/datastore/label",
+            params=params,
+            files={"label": ("label.nii.gz", fh)},
+            data={"params": json.dumps({"user": "reader"})},
+            timeout=120,
+        )
 
 
 def _files(root: Path) -> set[Path]:
@@ -360,8 +465,18 @@ def test_tag_traversal_writes_nothing_and_the_answer_is_this_saves(served, state
     label = _label_file(tmp_path)
     outside = state.parent
     before = {p for p in _files(outside) if state not in p.parents}
-    tags = ["../../../../escaped", "../../../escaped", "..%2f..%2fescaped", "final/../../../../escaped",
-            str(outside / "escaped"), "..", "final/..", "a" * 65, "fi nal", "final\x00"]
+    tags = [
+        "../../../../escaped",
+        "../../../escaped",
+        "..%2f..%2fescaped",
+        "final/../../../../escaped",
+        str(outside / "escaped"),
+        "..",
+        "final/..",
+        "a" * 65,
+        "fi nal",
+        "final\x00",
+    ]
     for tag in tags:
         answer = _put_label(served, label, image=uid, tag=tag)
         assert answer.status_code == 422, (tag, answer.status_code, answer.text[:300])
@@ -397,7 +512,12 @@ def test_tag_traversal_writes_nothing_and_the_answer_is_this_saves(served, state
     assert (state / "monailabel" / "dicom-cache" / "labels" / "draft" / f"{uid}.nii.gz").is_file()
     # a save that fails answers its error, not the older success
     empty = tmp_path / "empty.nii.gz"
-    write_nifti(Volume(np.zeros_like(np.asarray(load_case(SAMPLE_DICOM.parent / "emidec", CASE).label.array),
-                                     dtype=np.uint8), read_dicom_series(SAMPLE_DICOM / CASE).volume.affine), empty)
+    write_nifti(
+        Volume(
+            np.zeros_like(np.asarray(load_case(SAMPLE_DICOM.parent / "emidec", CASE).label.array), dtype=np.uint8),
+            read_dicom_series(SAMPLE_DICOM / CASE).volume.affine,
+        ),
+        empty,
+    )
     failed = _put_label(served, empty, image=uid, tag="final")
     assert failed.status_code == 422 and "stored" not in failed.json()

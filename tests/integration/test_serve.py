@@ -33,9 +33,20 @@ def _options(state: Path, *extra: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers())
     port = free_port()
-    return parser.parse_args(["serve", "--state", str(state), "--port", str(port),
-                              "--orthanc-port", str(free_port(exclude=(port,))), "--auth", "off",
-                              *extra])  # fmt: skip  (the login: test_auth.py)
+    return parser.parse_args(
+        [
+            "serve",
+            "--state",
+            str(state),
+            "--port",
+            str(port),
+            "--orthanc-port",
+            str(free_port(exclude=(port,))),
+            "--auth",
+            "off",
+            *extra,
+        ]
+    )  # the login: test_auth.py
 
 
 def _sample_series() -> set[str]:
@@ -101,8 +112,9 @@ def test_datastore_lists_mr_sample_series(served):
 def test_infer_through_dicomweb(served):
     series = sorted(_sample_series())[0]
     tick = time.perf_counter()
-    response = requests.post(f"{served.url}/infer/segmentation", params={"image": series, "output": "json"},
-                             timeout=120)
+    response = requests.post(
+        f"{served.url}/infer/segmentation", params={"image": series, "output": "json"}, timeout=120
+    )
     TIMINGS["infer"] = time.perf_counter() - tick
     print(f"first infer through DICOMweb: {TIMINGS['infer']:.2f} s")
     assert response.status_code == 200, response.text[:2000]
@@ -163,8 +175,21 @@ def test_blocking_serve_stops_on_signal_with_status_0(tmp_path, sig):
     root = Path(__file__).resolve().parents[2]
     port = free_port()
     env = dict(os.environ, PYTHONPATH=str(root) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    cmd = [sys.executable, "-c", SCRIPT, "serve", "--state", str(tmp_path), "--port", str(port),
-           "--orthanc-port", "0", "--no-samples", "--auth", "off"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-c",
+        SCRIPT,
+        "serve",
+        "--state",
+        str(tmp_path),
+        "--port",
+        str(port),
+        "--orthanc-port",
+        "0",
+        "--no-samples",
+        "--auth",
+        "off",
+    ]
     output = tmp_path / "serve.out"
     with open(output, "wb") as sink:
         proc = subprocess.Popen(cmd, env=env, stdout=sink, stderr=subprocess.STDOUT)

@@ -38,7 +38,6 @@ SAMPLES = SAMPLE_DICOM.parent
 CASE = "Case_P001"
 
 
-
 def _uid(case: str) -> str:
     return read_dicom_series(SAMPLE_DICOM / case).series_uid
 
@@ -48,8 +47,12 @@ def _truth(case: str) -> np.ndarray:
 
 
 def _infer(server, model: str, uid: str, output: str = "image", **params) -> requests.Response:
-    return requests.post(f"{server.url}/infer/{model}", params={"image": uid, "output": output},
-                         data={"params": json.dumps(params)}, timeout=120)  # fmt: skip
+    return requests.post(
+        f"{server.url}/infer/{model}",
+        params={"image": uid, "output": output},
+        data={"params": json.dumps(params)},
+        timeout=120,
+    )
 
 
 def _nifti(response: requests.Response, tmp_path: Path) -> Volume:
@@ -59,8 +62,9 @@ def _nifti(response: requests.Response, tmp_path: Path) -> Volume:
 
 
 def _orthanc_segs(server) -> list[dict]:
-    response = requests.get(f"{server.orthanc.dicomweb_url}/series", params={"Modality": "SEG"},
-                            auth=server.orthanc.auth, timeout=30)  # fmt: skip
+    response = requests.get(
+        f"{server.orthanc.dicomweb_url}/series", params={"Modality": "SEG"}, auth=server.orthanc.auth, timeout=30
+    )
     return response.json() if response.status_code == 200 else []
 
 
@@ -70,9 +74,13 @@ def _save(server, uid: str, label: np.ndarray, tmp_path: Path, name: str = "labe
     path = tmp_path / name
     write_nifti(Volume(label.astype(np.uint8), affine), path)
     with open(path, "rb") as fh:
-        return requests.put(f"{server.url}/datastore/label", params={"image": uid, "tag": tag},
-                            files={"label": (name, fh)}, data={"params": json.dumps({"user": "reader"})},
-                            timeout=120)  # fmt: skip
+        return requests.put(
+            f"{server.url}/datastore/label",
+            params={"image": uid, "tag": tag},
+            files={"label": (name, fh)},
+            data={"params": json.dumps({"user": "reader"})},
+            timeout=120,
+        )
 
 
 def test_info_lists_tasks_and_labels(server):
@@ -211,11 +219,21 @@ def test_short_training_run_publishes_a_checkpoint_infer_picks_up(server, tmp_pa
         path = tmp_path / f"{case}.nii.gz"
         write_nifti(Volume(_truth(case).astype(np.uint8), read_dicom_series(SAMPLE_DICOM / case).volume.affine), path)
         with open(path, "rb") as fh:
-            saved = requests.put(f"{server.url}/datastore/label", params={"image": _uid(case), "tag": "final"},
-                                 files={"label": (path.name, fh)}, timeout=120)
+            saved = requests.put(
+                f"{server.url}/datastore/label",
+                params={"image": _uid(case), "tag": "final"},
+                files={"label": (path.name, fh)},
+                timeout=120,
+            )
         assert saved.status_code == 200, saved.text[:500]
-    params = {"max_epochs": 1, "max_steps_per_epoch": 2, "train_batch_size": 4, "synthetic_slices": 8,
-              "publish": "always", "seed": 3}  # fmt: skip
+    params = {
+        "max_epochs": 1,
+        "max_steps_per_epoch": 2,
+        "train_batch_size": 4,
+        "synthetic_slices": 8,
+        "publish": "always",
+        "seed": 3,
+    }
     response = requests.post(f"{server.url}/train/segmentation", json=params, timeout=60)
     assert response.status_code == 200, response.text[:500]
     deadline = time.monotonic() + 600

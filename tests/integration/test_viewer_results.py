@@ -31,7 +31,6 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 RESULTS = "/viewer/results"
 
 
-
 def _series(case: str):
     return read_dicom_series(SAMPLE_DICOM / case)
 
@@ -49,15 +48,23 @@ def _save_final(server, case: str, label: np.ndarray, tmp_path) -> None:
     path = tmp_path / f"{case}.nii.gz"
     write_nifti(Volume(label.astype(np.uint8), series.volume.affine), path)
     with open(path, "rb") as fh:
-        answer = requests.put(f"{server.url}/datastore/label", params={"image": series.series_uid, "tag": "final"},
-                              files={"label": (path.name, fh)}, data={"params": json.dumps({"user": "reader"})},
-                              timeout=120)  # fmt: skip
+        answer = requests.put(
+            f"{server.url}/datastore/label",
+            params={"image": series.series_uid, "tag": "final"},
+            files={"label": (path.name, fh)},
+            data={"params": json.dumps({"user": "reader"})},
+            timeout=120,
+        )
     assert answer.status_code == 200, answer.text[:500]
 
 
 def _orthanc_modalities(server, study_uid: str) -> list[str]:
-    answer = requests.get(f"{server.orthanc.dicomweb_url}/studies/{study_uid}/series", auth=server.orthanc.auth,
-                          headers={"Accept": "application/dicom+json"}, timeout=30)  # fmt: skip
+    answer = requests.get(
+        f"{server.orthanc.dicomweb_url}/studies/{study_uid}/series",
+        auth=server.orthanc.auth,
+        headers={"Accept": "application/dicom+json"},
+        timeout=30,
+    )
     answer.raise_for_status()
     return sorted(item["00080060"]["Value"][0] for item in answer.json())
 
@@ -65,8 +72,12 @@ def _orthanc_modalities(server, study_uid: str) -> list[str]:
 def test_model_result_after_the_panel_infer(server):
     uid = _series("Case_P002").series_uid
     assert _results(server, uid).status_code == 204  # nothing run, nothing saved yet
-    answer = requests.post(f"{server.url}/viewer/monailabel/infer/segmentation", params={"image": uid},
-                           data={"params": json.dumps({"result_extension": ".nrrd"})}, timeout=120)  # fmt: skip
+    answer = requests.post(
+        f"{server.url}/viewer/monailabel/infer/segmentation",
+        params={"image": uid},
+        data={"params": json.dumps({"result_extension": ".nrrd"})},
+        timeout=120,
+    )
     assert answer.status_code == 200, answer.text[:500]
     shown = _results(server, uid)
     assert shown.status_code == 200, shown.text[:500]
@@ -74,8 +85,9 @@ def test_model_result_after_the_panel_infer(server):
     assert view["source"] == "model" and view["model"] == "segmentation" and view["image"] == uid
     assert view["quality"] == {"doubtful": False, "findings": []}
     # the same figures as the server's own infer JSON of the same study (the same cascade, run again)
-    again = requests.post(f"{server.url}/infer/segmentation", params={"image": uid, "output": "json"},
-                          data={"params": "{}"}, timeout=120).json()  # fmt: skip
+    again = requests.post(
+        f"{server.url}/infer/segmentation", params={"image": uid, "output": "json"}, data={"params": "{}"}, timeout=120
+    ).json()
     figures = view["figures"]
     assert figures["infarct_percent_lv"] == round(again["quantification"]["infarct"]["percent_lv"], 1)
     assert figures["lv_mass_g"] == round(again["quantification"]["lv"]["myocardium_mass_g"], 1)
@@ -92,8 +104,9 @@ def test_saved_label_replaces_the_model_result_and_makes_the_report(server, tmp_
     case = "Case_P001"
     series = _series(case)
     uid = series.series_uid
-    requests.post(f"{server.url}/viewer/monailabel/infer/segmentation", params={"image": uid},
-                  data={"params": "{}"}, timeout=120).raise_for_status()  # fmt: skip
+    requests.post(
+        f"{server.url}/viewer/monailabel/infer/segmentation", params={"image": uid}, data={"params": "{}"}, timeout=120
+    ).raise_for_status()
     assert _results(server, uid).json()["source"] == "model"
     truth = _truth(case)
     _save_final(server, case, truth, tmp_path)
@@ -111,8 +124,7 @@ def test_saved_label_replaces_the_model_result_and_makes_the_report(server, tmp_
     assert view["quality"]["doubtful"] is False
 
     before = _orthanc_modalities(server, series.study_uid)
-    report = requests.post(f"{server.url}{RESULTS}/report", params={"image": uid, "rv_insertion_deg": 110},
-                           timeout=120)  # fmt: skip
+    report = requests.post(f"{server.url}{RESULTS}/report", params={"image": uid, "rv_insertion_deg": 110}, timeout=120)
     assert report.status_code == 200, report.text[:500]
     assert report.headers["content-type"] == "application/pdf" and report.content.startswith(b"%PDF")
     outcome = json.loads(report.headers["X-Cardiac-Mi-Report"])
@@ -122,8 +134,12 @@ def test_saved_label_replaces_the_model_result_and_makes_the_report(server, tmp_
     after = _orthanc_modalities(server, series.study_uid)
     assert len(after) == len(before) + 2 and sorted(set(after) - set(before)) in (["DOC", "SR"], ["SR"], ["DOC"])
     for sop in (outcome["pdf_sop_instance_uid"], outcome["sr_sop_instance_uid"]):
-        found = requests.post(f"{server.orthanc.url}/tools/find", auth=server.orthanc.auth, timeout=30,
-                              json={"Level": "Instance", "Query": {"SOPInstanceUID": sop}}).json()  # fmt: skip
+        found = requests.post(
+            f"{server.orthanc.url}/tools/find",
+            auth=server.orthanc.auth,
+            timeout=30,
+            json={"Level": "Instance", "Query": {"SOPInstanceUID": sop}},
+        ).json()
         assert len(found) == 1, sop
 
 

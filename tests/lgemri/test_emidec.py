@@ -36,9 +36,7 @@ CASES = {
     "Case_P003": (True, True, True),
     "Case_P004": (True, False, False),  # a test case: no Contours
 }
-CLINICAL_P001 = (
-    "GBS: N\nSEX: F\nAGE: 53\n\nTOBACCO: Y\nDIABETES: N\nKILLIP: 1\nFEVG: 60\nNTProBNP: 50\n"
-)
+CLINICAL_P001 = "GBS: N\nSEX: F\nAGE: 53\n\nTOBACCO: Y\nDIABETES: N\nKILLIP: 1\nFEVG: 60\nNTProBNP: 50\n"
 
 
 def oblique_affine(shift_mm: float = 0.0) -> np.ndarray:
@@ -77,12 +75,12 @@ def make_image(label: np.ndarray, seed: int) -> np.ndarray:
 
 def write_case(root: Path, case_id: str, image, label=None, affine=None, label_affine=None):
     affine = oblique_affine() if affine is None else affine
-    write_nifti(Volume(np.asarray(image, np.float64), affine),
-                root / case_id / "Images" / f"{case_id}.nii.gz")
+    write_nifti(Volume(np.asarray(image, np.float64), affine), root / case_id / "Images" / f"{case_id}.nii.gz")
     if label is not None:
         label_affine = affine if label_affine is None else label_affine
-        write_nifti(Volume(np.asarray(label, np.float64), label_affine),
-                    root / case_id / "Contours" / f"{case_id}.nii.gz")
+        write_nifti(
+            Volume(np.asarray(label, np.float64), label_affine), root / case_id / "Contours" / f"{case_id}.nii.gz"
+        )
 
 
 @pytest.fixture(scope="module")
@@ -234,9 +232,12 @@ def test_slice_name_states_and_round_trip(values, suffix, infarct, no_reflow):
     name = slice_name("Case_P012", 3, label2d)
     assert name == f"EMIDEC_Case_P012_slice_3_{suffix}"
     assert parse_slice_name(name) == {
-        "case_id": "Case_P012", "group": "P", "slice": 3,
-        "infarct": infarct, "no_reflow": no_reflow,
-    }  # fmt: skip
+        "case_id": "Case_P012",
+        "group": "P",
+        "slice": 3,
+        "infarct": infarct,
+        "no_reflow": no_reflow,
+    }
 
 
 def test_parse_accepts_simulated_case_ids():
@@ -280,8 +281,7 @@ def test_split_is_deterministic_stratified_and_disjoint():
     assert split != split_cases(cohort, seed=8)
     assert set(split) == {c for c, _ in cohort}  # every case exactly once
     assert set(split.values()) == {"train", "val", "test"}
-    for category, expected in [("normal", (14, 3, 3)), ("infarct", (9, 2, 2)),
-                               ("no_reflow", (1, 1, 1))]:
+    for category, expected in [("normal", (14, 3, 3)), ("infarct", (9, 2, 2)), ("no_reflow", (1, 1, 1))]:
         ids = [c for c, cat in cohort if cat == category]
         counts = tuple(sum(split[c] == s for c in ids) for s in ("train", "val", "test"))
         assert counts == expected, category
@@ -292,9 +292,7 @@ def test_split_without_validation_fraction():
     assert "val" not in split.values()
 
 
-@pytest.mark.parametrize(
-    "fractions", [(0.7, 0.2, 0.2), (0.5, 0.5), (1.2, -0.1, -0.1), (float("nan"), 0.5, 0.5)]
-)
+@pytest.mark.parametrize("fractions", [(0.7, 0.2, 0.2), (0.5, 0.5), (1.2, -0.1, -0.1), (float("nan"), 0.5, 0.5)])
 def test_bad_fractions(fractions, emidec, tmp_path):
     with pytest.raises(InputError, match="fractions"):
         split_cases(_cohort(), fractions=fractions)

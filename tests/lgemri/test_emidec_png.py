@@ -136,7 +136,9 @@ def test_slices_of_one_case_with_different_sizes_are_named(png_root, tmp_path):
     root = _copy(png_root, tmp_path)
     for folder in ("images", "labels"):
         Image.fromarray(np.zeros((240, 240), np.uint8)).save(root / folder / "Case_N003_slice001.png")
-    with pytest.raises(InputError, match=r"images/Case_N003_slice001\.png: size \(240, 240\) differs from the case's first slice"):
+    with pytest.raises(
+        InputError, match=r"images/Case_N003_slice001\.png: size \(240, 240\) differs from the case's first slice"
+    ):
         load_png_case(root, "Case_N003")
 
 

@@ -14,8 +14,10 @@ from lgemri.nets.checkpoint import load_checkpoint, save_checkpoint
 from lgemri.volume import read_nifti
 
 ROOT = Path(__file__).resolve().parents[2]
-SPEC = {"name": "resatt_unet", "kwargs": {"spatial_dims": 2, "in_channels": 1, "out_channels": 5,
-                                          "channels": [4, 8, 16], "strides": [2, 2]}}
+SPEC = {
+    "name": "resatt_unet",
+    "kwargs": {"spatial_dims": 2, "in_channels": 1, "out_channels": 5, "channels": [4, 8, 16], "strides": [2, 2]},
+}
 
 
 def _publish_module():
@@ -44,19 +46,29 @@ def test_an_ensemble_needs_two_plain_members():
 def _member(path: Path, seed: int, provenance: list[dict]) -> Path:
     torch.manual_seed(seed)
     net = build_network(SPEC["name"], **SPEC["kwargs"])
-    return save_checkpoint(path, net, task="segmentation", network=SPEC,
-                           extra={"provenance": provenance, "config": {"seed": seed}, "epoch": seed, "metrics": {}})
+    return save_checkpoint(
+        path,
+        net,
+        task="segmentation",
+        network=SPEC,
+        extra={"provenance": provenance, "config": {"seed": seed}, "epoch": seed, "metrics": {}},
+    )
 
 
 def test_published_ensemble_is_float16_on_disk_and_loads_as_the_members(tmp_path):
     a = _member(tmp_path / "a" / "best.pt", 1, [{"path": "data/real-prep", "origins": ["emidec-png"]}])
-    b = _member(tmp_path / "b" / "best.pt", 2, [{"path": "data/real-prep", "origins": ["emidec-png"]},
-                                                {"path": "data/phantom-prep", "origins": ["phantom"]}])
+    b = _member(
+        tmp_path / "b" / "best.pt",
+        2,
+        [{"path": "data/real-prep", "origins": ["emidec-png"]}, {"path": "data/phantom-prep", "origins": ["phantom"]}],
+    )
     out = _publish_module().publish_ensemble([a, b], tmp_path / "segmentation.pt", False, min_infarct_ml=2.0)
     payload = torch.load(out, weights_only=True)
     assert all(v.dtype == torch.float16 for v in payload["state_dict"].values() if v.is_floating_point())
-    assert payload["extra"]["provenance"] == [{"path": "data/real-prep", "origins": ["emidec-png"]},
-                                              {"path": "data/phantom-prep", "origins": ["phantom"]}]
+    assert payload["extra"]["provenance"] == [
+        {"path": "data/real-prep", "origins": ["emidec-png"]},
+        {"path": "data/phantom-prep", "origins": ["phantom"]},
+    ]
     assert [m["published_from"] for m in payload["extra"]["members"]] == ["a", "b"]
     assert payload["extra"]["min_infarct_ml"] == 2.0
 
@@ -75,8 +87,9 @@ def _shipped_member(folder: Path) -> Path:
     payload = torch.load(ROOT / "models" / "segmentation.pt", weights_only=True)
     if payload["network"]["name"] == "ensemble":
         payload["network"] = payload["network"]["kwargs"]["members"][0]
-        payload["state_dict"] = {k.split(".", 2)[2]: v.float() for k, v in payload["state_dict"].items()
-                                 if k.startswith("members.0.")}
+        payload["state_dict"] = {
+            k.split(".", 2)[2]: v.float() for k, v in payload["state_dict"].items() if k.startswith("members.0.")
+        }
     path = folder / "member" / "segmentation.pt"
     path.parent.mkdir(parents=True)
     torch.save(payload, path)

@@ -41,12 +41,28 @@ def tiny_models(tmp_path: Path, two_stage: bool = False) -> Path:
     folder = tmp_path / "models"
     torch.manual_seed(0)
     loc_kwargs = {"channels": (4, 8, 8, 8)}
-    save_checkpoint(folder / "localization.pt", build_network("localizer", **loc_kwargs), task="localization", network={"name": "localizer", "kwargs": loc_kwargs})
+    save_checkpoint(
+        folder / "localization.pt",
+        build_network("localizer", **loc_kwargs),
+        task="localization",
+        network={"name": "localizer", "kwargs": loc_kwargs},
+    )
     seg_kwargs = {"in_channels": 2 if two_stage else 1, "channels": (4, 4, 8, 8, 8, 8)}
-    save_checkpoint(folder / "segmentation.pt", build_network("resatt_unet", **seg_kwargs), task="segmentation", network={"name": "resatt_unet", "kwargs": seg_kwargs}, extra={"two_stage": two_stage})
+    save_checkpoint(
+        folder / "segmentation.pt",
+        build_network("resatt_unet", **seg_kwargs),
+        task="segmentation",
+        network={"name": "resatt_unet", "kwargs": seg_kwargs},
+        extra={"two_stage": two_stage},
+    )
     if two_stage:
         cav_kwargs = {"out_channels": 2, "channels": (4, 4, 8, 8, 8, 8)}
-        save_checkpoint(folder / "cavity.pt", build_network("resatt_unet", **cav_kwargs), task="cavity", network={"name": "resatt_unet", "kwargs": cav_kwargs})
+        save_checkpoint(
+            folder / "cavity.pt",
+            build_network("resatt_unet", **cav_kwargs),
+            task="cavity",
+            network={"name": "resatt_unet", "kwargs": cav_kwargs},
+        )
     return folder
 
 
@@ -165,16 +181,22 @@ def test_infer_file_dicom_and_nifti(tmp_path, models):
 
 def test_infer_cli(tmp_path, capsys):
     folder = tiny_models(tmp_path)
-    code = main(["-q", "infer", "--input", str(SAMPLE / "dicom" / CASE), "--out", str(tmp_path / "o"), "--models", str(folder)])
+    code = main(
+        ["-q", "infer", "--input", str(SAMPLE / "dicom" / CASE), "--out", str(tmp_path / "o"), "--models", str(folder)]
+    )
     assert code == 0 and (tmp_path / "o" / f"{CASE}.nii.gz").is_file()
-    code = main(["-q", "infer", "--input", str(tmp_path / "missing"), "--out", str(tmp_path / "o"), "--models", str(folder)])
+    code = main(
+        ["-q", "infer", "--input", str(tmp_path / "missing"), "--out", str(tmp_path / "o"), "--models", str(folder)]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "missing" in err and "Traceback" not in err
 
 
 def test_flip_tta_is_mirror_equivariant_and_changes_an_asymmetric_network():
     torch.manual_seed(0)
-    net = build_network("resatt_unet", spatial_dims=2, in_channels=1, out_channels=5, channels=(4, 8, 8), strides=(2, 2)).eval()
+    net = build_network(
+        "resatt_unet", spatial_dims=2, in_channels=1, out_channels=5, channels=(4, 8, 8), strides=(2, 2)
+    ).eval()
     plain = Models(FixedLocalizer(), net, None, {}, torch.device("cpu"))
     tta = Models(FixedLocalizer(), net, None, {}, torch.device("cpu"), flip_tta=True)
     from lgemri.inference import _predict_models
@@ -186,7 +208,6 @@ def test_flip_tta_is_mirror_equivariant_and_changes_an_asymmetric_network():
     assert np.allclose(_predict_models(net, mirrored, tta), out[..., ::-1], atol=1e-5)
     assert np.allclose(out.sum(axis=1), 1.0, atol=1e-5)
     assert not np.allclose(_predict_models(net, batch, plain), out, atol=1e-4)
-
 
 
 class RingSegmenter(torch.nn.Module):

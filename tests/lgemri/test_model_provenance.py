@@ -57,16 +57,30 @@ def test_the_real_cases_of_a_shipped_model_are_cases_of_the_shared_data(name):
 def test_provenance_tells_real_phantom_and_foreign_data_apart(tmp_path):
     (tmp_path / "ph" / "emidec" / "Case_P001" / "Images").mkdir(parents=True)
     (tmp_path / "ph" / "phantom.json").write_text("{}")
-    assert origin_of(str(tmp_path / "ph" / "emidec" / "Case_P001" / "Images" / "Case_P001.nii.gz"), "nifti") == "phantom"
+    assert (
+        origin_of(str(tmp_path / "ph" / "emidec" / "Case_P001" / "Images" / "Case_P001.nii.gz"), "nifti") == "phantom"
+    )
     assert origin_of("/data/shared/data/emidec-png/images/Case_P001_slice000.png", "png") == "emidec-png"
     assert origin_of("/downloads/emidec/Case_P001/Images/Case_P001.nii.gz", "nifti") == "emidec-nifti"
     assert origin_of("/elsewhere/pngs/Case_P001_slice000.png", "png") == "other"
     prepared = tmp_path / "prep"
     prepared.mkdir()
-    (prepared / "cases.json").write_text(json.dumps({
-        "Case_P001": {"split": "train", "image_path": "/x/emidec-png/images/Case_P001_slice000.png", "layout": "png"},
-        "Case_N002": {"split": "val", "image_path": "/x/emidec-png/images/Case_N002_slice000.png", "layout": "png"},
-    }))  # fmt: skip
+    (prepared / "cases.json").write_text(
+        json.dumps(
+            {
+                "Case_P001": {
+                    "split": "train",
+                    "image_path": "/x/emidec-png/images/Case_P001_slice000.png",
+                    "layout": "png",
+                },
+                "Case_N002": {
+                    "split": "val",
+                    "image_path": "/x/emidec-png/images/Case_N002_slice000.png",
+                    "layout": "png",
+                },
+            }
+        )
+    )
     (record,) = data_provenance([(str(prepared), 2.0)])
     assert record["origins"] == {"emidec-png": 2}
     assert record["splits"] == {"train": ["Case_P001"], "val": ["Case_N002"]}

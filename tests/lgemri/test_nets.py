@@ -116,9 +116,12 @@ def test_checkpoint_round_trip(tmp_path):
     net.train()
     net(torch.randn(4, 2, 32, 32))  # move the batch-norm running statistics off their defaults
     path = save_checkpoint(
-        tmp_path / "sub" / "best.pt", net, task="segmentation", network=spec,
+        tmp_path / "sub" / "best.pt",
+        net,
+        task="segmentation",
+        network=spec,
         extra={"two_stage": True, "class_weights": torch.ones(5).numpy(), "epoch": 3},
-    )  # fmt: skip
+    )
     loaded, meta = load_checkpoint(path, task="segmentation")
     assert not loaded.training
     x = torch.randn(2, 2, 32, 32)
@@ -148,9 +151,11 @@ def test_checkpoint_errors(tmp_path):
     with pytest.raises(InputError, match="missing.pt: checkpoint file not found"):
         load_checkpoint(tmp_path / "missing.pt")
     wrong = save_checkpoint(
-        tmp_path / "wrong.pt", net, task="segmentation",
+        tmp_path / "wrong.pt",
+        net,
+        task="segmentation",
         network={"name": "resatt_unet", "kwargs": {"channels": (4, 8, 8, 8, 8, 16)}},
-    )  # fmt: skip
+    )
     with pytest.raises(InputError, match="wrong.pt: weights do not fit"):
         load_checkpoint(wrong)
     with pytest.raises(InputError, match="unknown task"):
@@ -173,9 +178,16 @@ def test_training_state_round_trip(tmp_path):
     opt.step()
     sched.step()
     path = save_training_state(
-        tmp_path / "last.pt", net, task="segmentation", network=spec, epoch=1, optimizer=opt,
-        scheduler=sched, history=[{"epoch": 1, "train_loss": 0.5}], extra={"best": {"score": 0.1}},
-    )  # fmt: skip
+        tmp_path / "last.pt",
+        net,
+        task="segmentation",
+        network=spec,
+        epoch=1,
+        optimizer=opt,
+        scheduler=sched,
+        history=[{"epoch": 1, "train_loss": 0.5}],
+        extra={"best": {"score": 0.1}},
+    )
     net2, opt2, sched2 = fresh()
     state = load_training_state(path, net2, opt2, sched2, task="segmentation")
     assert state["epoch"] == 1 and state["history"] == [{"epoch": 1, "train_loss": 0.5}]

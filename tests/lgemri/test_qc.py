@@ -81,8 +81,10 @@ def test_the_model_uncertainty_is_checked_only_when_measured():
     (finding,) = quality_checks(heart, UNCERTAINTY_LIMIT + 0.05)
     assert finding.code == "uncertain" and finding.high == UNCERTAINTY_LIMIT and finding.low is None
     assert finding.value == pytest.approx(UNCERTAINTY_LIMIT + 0.05)
-    assert finding.message == (f"the model is unsure of this result (uncertainty {UNCERTAINTY_LIMIT + 0.05:.3f}, "
-                               f"above {UNCERTAINTY_LIMIT:.3f}): check it slice by slice")  # fmt: skip
+    assert finding.message == (
+        f"the model is unsure of this result (uncertainty {UNCERTAINTY_LIMIT + 0.05:.3f}, "
+        f"above {UNCERTAINTY_LIMIT:.3f}): check it slice by slice"
+    )
     assert uncertainty_check(0.5, limit=0.6) is None and uncertainty_check(0.7, limit=0.6).high == 0.6
     # an empty label is "no LV", whatever the uncertainty
     assert _codes(_volume([np.zeros((64, 64), np.uint8)] * 3)) == {"no_lv"}

@@ -326,16 +326,24 @@ def test_cli_report_writes_the_files(tmp_path, stow_server):
     args = _parser().parse_args(
         [
             "report",
-            "--image", str(N003_IMAGE),
-            "--label", str(N003_LABEL),
-            "--out", str(tmp_path),
-            "--viability-threshold", "75",
-            "--rv-insertion", "103.5",
-            "--store", url,
-            "--user", "u",
-            "--password", "p",
+            "--image",
+            str(N003_IMAGE),
+            "--label",
+            str(N003_LABEL),
+            "--out",
+            str(tmp_path),
+            "--viability-threshold",
+            "75",
+            "--rv-insertion",
+            "103.5",
+            "--store",
+            url,
+            "--user",
+            "u",
+            "--password",
+            "p",
         ]
-    )  # fmt: skip
+    )
     args.func(args)
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["quantification"]["parameters"]["viability_threshold_percent"] == 75.0

@@ -38,9 +38,15 @@ def prepared(tmp_path_factory) -> Path:
 
 def _config(prepared: Path, out: Path, task: str, **kwargs) -> TrainConfig:
     defaults = dict(
-        task=task, data=[str(prepared)], out=str(out), epochs=1, batch_size=4, max_steps_per_epoch=3,
-        channels=(4, 8, 8, 8) if task == "localization" else TINY, progress=False,
-    )  # fmt: skip
+        task=task,
+        data=[str(prepared)],
+        out=str(out),
+        epochs=1,
+        batch_size=4,
+        max_steps_per_epoch=3,
+        channels=(4, 8, 8, 8) if task == "localization" else TINY,
+        progress=False,
+    )
     defaults.update(kwargs)
     return TrainConfig(**defaults)
 
@@ -232,11 +238,30 @@ def _parser() -> argparse.ArgumentParser:
 
 def test_cli_train(prepared, tmp_path):
     out = tmp_path / "cli"
-    args = _parser().parse_args([
-        "train", "--task", "cavity", "--data", str(prepared), f"{prepared}=2", "--out", str(out),
-        "--epochs", "1", "--batch-size", "2", "--max-steps", "1", "--channels", "4,8,8,8,8,8",
-        "--device", "cpu", "--loss", "ce+dice",
-    ])  # fmt: skip
+    args = _parser().parse_args(
+        [
+            "train",
+            "--task",
+            "cavity",
+            "--data",
+            str(prepared),
+            f"{prepared}=2",
+            "--out",
+            str(out),
+            "--epochs",
+            "1",
+            "--batch-size",
+            "2",
+            "--max-steps",
+            "1",
+            "--channels",
+            "4,8,8,8,8,8",
+            "--device",
+            "cpu",
+            "--loss",
+            "ce+dice",
+        ]
+    )
     assert args.data == [str(prepared), (str(prepared), 2.0)]
     args.func(args)
     config = json.loads((out / "config.json").read_text())["config"]

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from lgemri.errors import InputError
 from lgemri import qc
 from lgemri import uncertainty as U
+from lgemri.errors import InputError
 from lgemri.inference import MC_PASSES, MC_PASSES_ENV, load_models, segment_volume
 from lgemri.labels import LABEL_NAMES
 from lgemri.phantom import make_case
@@ -60,7 +60,9 @@ def test_shapes_ranges_and_details(case, clean):
     assert 0.0 < clean.score < math.log(5)
     summary = clean.summary()
     assert summary["passes"] == PASSES and summary["region"] == "predicted_lv"
-    assert summary["samples"] == PASSES and summary["members"] == 1 and summary["of_members"] == 2  # the narrow member's passes
+    assert (
+        summary["samples"] == PASSES and summary["members"] == 1 and summary["of_members"] == 2
+    )  # the narrow member's passes
     assert len(summary["slices"]) == image.shape[2]
     assert set(summary["classes"]) == {LABEL_NAMES[c] for c in range(1, 5)}
     assert summary["predictive_entropy"] >= summary["expected_entropy"] >= 0.0
@@ -241,8 +243,14 @@ def test_the_mc_copy_computes_what_the_network_computes(models):
     member = models.segmenter.members[0]
     mc = U._mc_copy(member)
     assert mc is U._mc_copy(member)  # made once
-    unfolded = [m for m in mc.modules() if isinstance(getattr(getattr(m, "adn", None), "N", None), torch.nn.modules.batchnorm._BatchNorm)]
-    assert unfolded and all(isinstance(m.conv, torch.nn.ConvTranspose2d) for m in unfolded)  # folded but after up-convolutions
+    unfolded = [
+        m
+        for m in mc.modules()
+        if isinstance(getattr(getattr(m, "adn", None), "N", None), torch.nn.modules.batchnorm._BatchNorm)
+    ]
+    assert unfolded and all(
+        isinstance(m.conv, torch.nn.ConvTranspose2d) for m in unfolded
+    )  # folded but after up-convolutions
     assert sum(isinstance(m, U.BankDropout) for m in mc.modules()) == 22
     x = torch.from_numpy(np.random.default_rng(0).random((2, 1, 96, 96), dtype=np.float32))
     still = copy.deepcopy(mc)

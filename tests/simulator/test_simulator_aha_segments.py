@@ -38,10 +38,23 @@ def at_angle(angle_deg: float, radius_mm: float) -> tuple[int, int]:
 # (slice, angle) -> segment with the RV insertion at 120 degrees; 9 ring slices are split
 # 3 basal (0-2), 3 mid (3-5), 3 apical (6-8); slice 9 is the apex cap.
 KNOWN = [
-    (0, 90, 1), (1, 150, 2), (2, 200, 3), (0, 250, 4), (1, 330, 5), (2, 30, 6),
-    (3, 90, 7), (4, 150, 8), (5, 200, 9), (3, 250, 10), (4, 330, 11), (5, 30, 12),
-    (6, 90, 13), (7, 180, 14), (8, 270, 15), (6, 0, 16),
-]  # fmt: skip
+    (0, 90, 1),
+    (1, 150, 2),
+    (2, 200, 3),
+    (0, 250, 4),
+    (1, 330, 5),
+    (2, 30, 6),
+    (3, 90, 7),
+    (4, 150, 8),
+    (5, 200, 9),
+    (3, 250, 10),
+    (4, 330, 11),
+    (5, 30, 12),
+    (6, 90, 13),
+    (7, 180, 14),
+    (8, 270, 15),
+    (6, 0, 16),
+]
 
 
 @pytest.mark.parametrize(("k", "angle", "segment"), KNOWN)

@@ -58,7 +58,7 @@ def test_outputs_match_the_manifest(tmp_path):
         assert volume.array.dtype == np.uint8 and volume.shape[:2] == (128, 128)
         assert np.allclose(volume.spacing, [1.0, 1.0, float(case_rows[0]["slice_spacing_mm"])], atol=1e-3)
         assert len(case_rows) == volume.shape[2]
-        myo = int(((volume.array >= MYOCARDIUM)).sum())
+        myo = int((volume.array >= MYOCARDIUM).sum())
         infarct = int((volume.array >= INFARCT).sum())
         assert float(case_rows[0]["infarct_pct"]) == pytest.approx(100 * infarct / myo, abs=1e-3)
         groups.add(case_id[5])

@@ -26,8 +26,20 @@ def run(*argv: str) -> argparse.Namespace:
 
 def test_simulate_then_report(tmp_path):
     out = tmp_path / "sim"
-    run("--mode", "synthetic", "--n", "4", "--seed", "1", "--out", str(out), "--territory", "LCx",
-        "--transmurality", "60,100")  # fmt: skip
+    run(
+        "--mode",
+        "synthetic",
+        "--n",
+        "4",
+        "--seed",
+        "1",
+        "--out",
+        str(out),
+        "--territory",
+        "LCx",
+        "--transmurality",
+        "60,100",
+    )
     assert (out / "manifest.csv").is_file()
     run("--report", str(out), "--reference", str(SAMPLE / "phantom.json"), "--reference", str(SAMPLE / "emidec"))
     summary = json.loads((out / "report" / "summary.json").read_text())

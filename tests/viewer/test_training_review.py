@@ -38,13 +38,44 @@ from lgemri.volume import read_nifti, write_nifti  # noqa: E402
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = ROOT / "models"
 CASES = ("Case_P001", "Case_P002", "Case_N003")
-TINY = {"spatial_dims": 2, "in_channels": 1, "out_channels": 5, "dropout": 0.0,
-        "channels": (4, 8, 8), "strides": (2, 2)}  # fmt: skip
+TINY = {
+    "spatial_dims": 2,
+    "in_channels": 1,
+    "out_channels": 5,
+    "dropout": 0.0,
+    "channels": (4, 8, 8),
+    "strides": (2, 2),
+}
 STATUS_KEYS = {"annotated", "training", "candidate", "served", "min_validation_cases"}
-TRAINING_KEYS = {"state", "phase", "message", "epoch", "epochs", "val_dice", "val_dice_before", "history", "cases",
-                 "started", "finished"}  # fmt: skip
-CANDIDATE_KEYS = {"run", "finished", "val_dice_before", "val_dice_after", "val_dice_by_class", "train_cases",
-                  "val_cases", "validation", "val_image_ids", "served", "publishable", "problem", "review", "reason"}
+TRAINING_KEYS = {
+    "state",
+    "phase",
+    "message",
+    "epoch",
+    "epochs",
+    "val_dice",
+    "val_dice_before",
+    "history",
+    "cases",
+    "started",
+    "finished",
+}
+CANDIDATE_KEYS = {
+    "run",
+    "finished",
+    "val_dice_before",
+    "val_dice_after",
+    "val_dice_by_class",
+    "train_cases",
+    "val_cases",
+    "validation",
+    "val_image_ids",
+    "served",
+    "publishable",
+    "problem",
+    "review",
+    "reason",
+}
 
 
 def _sha(path: Path) -> str:
@@ -53,14 +84,21 @@ def _sha(path: Path) -> str:
 
 def _tiny_checkpoint(path: Path, seed: int) -> Path:
     torch.manual_seed(seed)
-    return save_checkpoint(path, build_network("resatt_unet", **TINY), task="segmentation",
-                           network={"name": "resatt_unet", "kwargs": TINY})  # fmt: skip
+    return save_checkpoint(
+        path, build_network("resatt_unet", **TINY), task="segmentation", network={"name": "resatt_unet", "kwargs": TINY}
+    )
 
 
 def _pairs(phantom_dir: Path, cases=CASES) -> list[dict]:
     emidec = phantom_dir / "emidec"
-    return [{"image": str(emidec / c / "Images" / f"{c}.nii.gz"), "label": str(emidec / c / "Contours" / f"{c}.nii.gz"),
-             "image_id": c} for c in cases]  # fmt: skip
+    return [
+        {
+            "image": str(emidec / c / "Images" / f"{c}.nii.gz"),
+            "label": str(emidec / c / "Contours" / f"{c}.nii.gz"),
+            "image_id": c,
+        }
+        for c in cases
+    ]
 
 
 def _no_temporaries(folder: Path) -> bool:
@@ -78,11 +116,20 @@ def reviewed(tmp_path) -> dict:
 
     def write(val: int = 2, validation: str = "held_out", **extra) -> dict:
         val_ids = [f"1.2.3.{n}" for n in range(val)] if validation == "held_out" else []
-        stats = {"run_dir": str(run), "best_checkpoint": str(best), "init": str(served),
-                 "init_sha256": _sha(served), "cases": {"train": 1, "val": val if validation == "held_out" else 1,
-                                                        "validation": validation},
-                 "train_image_ids": ["1.2.3.99"], "val_image_ids": val_ids, "val_dice_before": 0.70,
-                 "val_dice_after": 0.74, "published": False, "review": "pending", **extra}  # fmt: skip
+        stats = {
+            "run_dir": str(run),
+            "best_checkpoint": str(best),
+            "init": str(served),
+            "init_sha256": _sha(served),
+            "cases": {"train": 1, "val": val if validation == "held_out" else 1, "validation": validation},
+            "train_image_ids": ["1.2.3.99"],
+            "val_image_ids": val_ids,
+            "val_dice_before": 0.70,
+            "val_dice_after": 0.74,
+            "published": False,
+            "review": "pending",
+            **extra,
+        }
         (models / "train_stats.json").write_text(json.dumps(stats))
         (run / "stats.json").write_text(json.dumps(stats))
         return stats
@@ -106,8 +153,7 @@ def test_the_split_holds_out_the_publish_minimum():
 
 
 def test_prepare_pairs_keeps_the_fixed_split(phantom_dir, tmp_path):
-    result = prepare_pairs(_pairs(phantom_dir), tmp_path / "real", min_val_cases=2,
-                           fixed_split={"Case_P001": "train"})  # fmt: skip
+    result = prepare_pairs(_pairs(phantom_dir), tmp_path / "real", min_val_cases=2, fixed_split={"Case_P001": "train"})
     assert result["train_cases"] == ["Case_P001"] and result["val_cases"] == ["Case_N003", "Case_P002"]
 
 
@@ -237,8 +283,13 @@ def test_a_review_run_writes_progress_and_waits_for_a_person(phantom_dir, tmp_pa
     candidate = status["candidate"]
     assert candidate["publishable"] and not candidate["served"] and candidate["val_cases"] == 2
     assert candidate["val_dice_after"] == stats["val_dice_after"]
-    assert status["served"] == {"sha256": shipped, "source": "the model the server started with", "published_at": None,
-                                "previous": False, "val_dice": None}
+    assert status["served"] == {
+        "sha256": shipped,
+        "source": "the model the server started with",
+        "published_at": None,
+        "previous": False,
+        "val_dice": None,
+    }
     # a running task whose run has not written its progress yet is "starting", not the old run's state
     running = {"id": "t2", "status": "RUNNING", "start_ts": "2999-01-01 00:00:00"}
     now = training_status(models, running)["training"]

@@ -17,12 +17,12 @@ import math
 import os
 import random
 import time
-from typing import Any, Dict
+from typing import Any
 
-from lgemri.uncertainty import DEFAULT_PASSES
 from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.strategy import Strategy
 
+from lgemri.uncertainty import DEFAULT_PASSES
 from lib.scoring.common import current_models, request_setting, setting
 from lib.scoring.epistemic import KEY, is_current, score_image
 
@@ -57,10 +57,10 @@ class Epistemic(Strategy):
         self.passes = setting({}, "passes", passes, minimum=2)
         self.seed = setting({}, "seed", seed)
         self.reserve_s = setting({}, "reserve_s", reserve_s)
-        self._memo: Dict[str, Dict[str, Any]] = {}  # scores made here, for datastores that cannot keep them
+        self._memo: dict[str, dict[str, Any]] = {}  # scores made here, for datastores that cannot keep them
         self._rng = random.Random()
 
-    def info(self) -> Dict[str, Any]:
+    def info(self) -> dict[str, Any]:
         return {**super().info(), "key": KEY, "max_candidates": self.max_candidates, "passes": self.passes}
 
     def __call__(self, request, datastore: Datastore):
@@ -74,8 +74,8 @@ class Epistemic(Strategy):
         models, signature = current_models(self.models_dir)
         now = time.time()
 
-        records: Dict[str, Dict[str, Any]] = {}
-        served: Dict[str, float] = {}
+        records: dict[str, dict[str, Any]] = {}
+        served: dict[str, float] = {}
         stale = []
         for image_id in sorted(images):
             info = datastore.get_image_info(image_id)
@@ -88,13 +88,21 @@ class Epistemic(Strategy):
                 stale.append(image_id)
         chosen = self._rng.sample(stale, min(max_candidates, len(stale)))
         for image_id in chosen:
-            records[image_id] = self._memo[image_id] = score_image(datastore, image_id, models, signature, self.passes, self.seed)
+            records[image_id] = self._memo[image_id] = score_image(
+                datastore, image_id, models, signature, self.passes, self.seed
+            )
 
         candidates = {i: r for i, r in records.items() if "error" not in r}
         if not candidates:
             image_id = self._rng.choice(sorted(images))
             logger.info("epistemic: no study has a score yet; %s at random", image_id)
-            return {"id": image_id, "epistemic_score": None, "model": signature, "scored_now": len(chosen), "candidates": 0}
+            return {
+                "id": image_id,
+                "epistemic_score": None,
+                "model": signature,
+                "scored_now": len(chosen),
+                "candidates": 0,
+            }
 
         def rank(image_id: str):
             score = candidates[image_id].get("score")
@@ -105,6 +113,17 @@ class Epistemic(Strategy):
         score = candidates[image_id].get("score")
         logger.info(
             "epistemic: %s (score %s) among %d scored of %d unlabelled; %d scored now in %.2f s",
-            image_id, score, len(candidates), len(images), len(chosen), time.perf_counter() - tick,
-        )  # fmt: skip
-        return {"id": image_id, "epistemic_score": score, "model": signature, "scored_now": len(chosen), "candidates": len(candidates)}
+            image_id,
+            score,
+            len(candidates),
+            len(images),
+            len(chosen),
+            time.perf_counter() - tick,
+        )
+        return {
+            "id": image_id,
+            "epistemic_score": score,
+            "model": signature,
+            "scored_now": len(chosen),
+            "candidates": len(candidates),
+        }

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Dict, Optional, Union
+from typing import Any
 
 from monailabel.interfaces.config import TaskConfig
 from monailabel.interfaces.tasks.infer_v2 import InferTask
@@ -16,14 +16,14 @@ logger = logging.getLogger(__name__)
 
 
 class Localization(TaskConfig):
-    def init(self, name: str, model_dir: str, conf: Dict[str, str], planner: Any, **kwargs):
+    def init(self, name: str, model_dir: str, conf: dict[str, str], planner: Any, **kwargs):
         super().init(name, model_dir, conf, planner, **kwargs)
         self.labels = ["lv"]
         self.label_colors = {"lv": [255, 64, 64]}
         self.path = [os.path.join(model_dir, "localization.pt")]
 
-    def infer(self) -> Union[InferTask, Dict[str, InferTask]]:
+    def infer(self) -> InferTask | dict[str, InferTask]:
         return {self.name: infers.Localization(self.model_dir, labels=self.labels)}
 
-    def trainer(self) -> Optional[TrainTask]:
+    def trainer(self) -> TrainTask | None:
         return None

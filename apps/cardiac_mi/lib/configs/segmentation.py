@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Dict, Optional, Union
+from typing import Any
 
-from lgemri.labels import LABEL_NAMES
-from lgemri.preview import OUTLINE_COLOURS
 from monailabel.interfaces.config import TaskConfig
 from monailabel.interfaces.tasks.infer_v2 import InferTask
 from monailabel.interfaces.tasks.train import TrainTask
 
+from lgemri.labels import LABEL_NAMES
+from lgemri.preview import OUTLINE_COLOURS
 from lib.infers import segmentation as infers
 
 logger = logging.getLogger(__name__)
@@ -22,17 +22,17 @@ def _rgb(hex_colour: str) -> list[int]:
 
 
 class Segmentation(TaskConfig):
-    def init(self, name: str, model_dir: str, conf: Dict[str, str], planner: Any, **kwargs):
+    def init(self, name: str, model_dir: str, conf: dict[str, str], planner: Any, **kwargs):
         super().init(name, model_dir, conf, planner, **kwargs)
         # A list of names, in label-value order (1..4): OHIF's MONAI Label panel breaks on a dict.
         self.labels = [LABEL_NAMES[v] for v in sorted(LABEL_NAMES) if v != 0]
         self.label_colors = {LABEL_NAMES[v]: _rgb(c) for v, c in sorted(OUTLINE_COLOURS.items())}
         self.path = [os.path.join(model_dir, "segmentation.pt"), os.path.join(model_dir, "localization.pt")]
 
-    def infer(self) -> Union[InferTask, Dict[str, InferTask]]:
+    def infer(self) -> InferTask | dict[str, InferTask]:
         return {self.name: infers.Segmentation(self.model_dir, labels=self.labels, label_colors=self.label_colors)}
 
-    def trainer(self) -> Optional[TrainTask]:
+    def trainer(self) -> TrainTask | None:
         from lib.trainers import Segmentation as SegmentationTrainer
 
         return SegmentationTrainer(self.model_dir, conf=self.conf)

@@ -14,16 +14,16 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any, Dict, Tuple
+from typing import Any
 
 from fastapi import HTTPException
+from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 
 from lgemri.dicom import require_modality
 from lgemri.errors import InputError
 from lgemri.images import read_image
 from lgemri.inference import InferenceResult, Models, load_models, segment_volume
 from lgemri.volume import Volume, write_nifti
-from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 
 logger = logging.getLogger(__name__)
 
@@ -62,11 +62,13 @@ class ModelCache:
                 self._models = load_models(self.folder)
                 self.signature = sig
                 self.loads += 1
-                logger.info("%s: models loaded in %.2f s (load #%d)", self.folder, time.perf_counter() - tick, self.loads)
+                logger.info(
+                    "%s: models loaded in %.2f s (load #%d)", self.folder, time.perf_counter() - tick, self.loads
+                )
             return self._models
 
 
-_caches: Dict[Path, ModelCache] = {}
+_caches: dict[Path, ModelCache] = {}
 _caches_lock = threading.Lock()
 
 
@@ -101,13 +103,15 @@ class CascadeInfer(InferTask):
     def label_of(self, result: InferenceResult) -> Volume:
         raise NotImplementedError
 
-    def result_json(self, image: Volume, result: InferenceResult) -> Dict[str, Any]:
+    def result_json(self, image: Volume, result: InferenceResult) -> dict[str, Any]:
         raise NotImplementedError
 
-    def __call__(self, request) -> Tuple[str, Dict[str, Any]]:
+    def __call__(self, request) -> tuple[str, dict[str, Any]]:
         path = request.get("image")
         if not isinstance(path, (str, os.PathLike)):
-            raise InputError(f"{self.description}: 'image' must be a NIfTI file or a DICOM series folder, got {type(path).__name__}")
+            raise InputError(
+                f"{self.description}: 'image' must be a NIfTI file or a DICOM series folder, got {type(path).__name__}"
+            )
         if os.path.isdir(path):  # a DICOM series: MR only, refused before the models load
             try:
                 require_modality(path, request.get("series_uid"))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict
+from typing import Any
 
 from lgemri.inference import InferenceResult
 from lgemri.volume import Volume
@@ -24,7 +24,7 @@ class Localization(CascadeInfer):
     def label_of(self, result: InferenceResult) -> Volume:
         return result.lv_mask
 
-    def result_json(self, image: Volume, result: InferenceResult) -> Dict[str, Any]:
+    def result_json(self, image: Volume, result: InferenceResult) -> dict[str, Any]:
         return {
             "shape": list(result.lv_mask.shape),
             "roi": result.roi,

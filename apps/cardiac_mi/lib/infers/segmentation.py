@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from lgemri.errors import InputError
 from lgemri.inference import InferenceResult
@@ -15,7 +16,7 @@ from .cascade import CascadeInfer
 class Segmentation(CascadeInfer):
     """The full cascade's label; JSON: ROI, volumes, infarct %, quantification, label names/colours."""
 
-    def __init__(self, models_dir, labels: Sequence[str], label_colors: Dict[str, Any] | None = None):
+    def __init__(self, models_dir, labels: Sequence[str], label_colors: dict[str, Any] | None = None):
         super().__init__(
             models_dir,
             labels=list(labels),
@@ -27,7 +28,7 @@ class Segmentation(CascadeInfer):
     def label_of(self, result: InferenceResult) -> Volume:
         return result.label
 
-    def result_json(self, image: Volume, result: InferenceResult) -> Dict[str, Any]:
+    def result_json(self, image: Volume, result: InferenceResult) -> dict[str, Any]:
         data = result.summary()
         data["label_names"] = {name: i + 1 for i, name in enumerate(self.labels)}
         data["label_colors"] = self.label_colors

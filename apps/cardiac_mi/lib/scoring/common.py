@@ -12,19 +12,20 @@ import inspect
 import json
 import logging
 import os
-from typing import Any, Dict, Mapping, Tuple
+from collections.abc import Mapping
+from typing import Any
 
 from fastapi import HTTPException
-from lgemri.errors import InputError
-from lgemri.inference import Models
 from monailabel.interfaces.datastore import Datastore, DefaultLabelTag
 
+from lgemri.errors import InputError
+from lgemri.inference import Models
 from lib.infers.cascade import model_cache
 
 logger = logging.getLogger(__name__)
 
 
-def current_models(models_dir: str | os.PathLike) -> Tuple[Models, str]:
+def current_models(models_dir: str | os.PathLike) -> tuple[Models, str]:
     """The cascade of ``models_dir`` (shared with the infer tasks) and its checkpoint signature.
 
     The signature is a short hash of each checkpoint's name, mtime and size: it changes when a
@@ -67,7 +68,7 @@ def request_setting(request: Mapping[str, Any], key: str, default: int, minimum:
         raise HTTPException(status_code=422, detail=f"{where}: {exc}" if where else str(exc)) from None
 
 
-def store_info(datastore: Datastore, image_id: str, info: Dict[str, Any]) -> bool:
+def store_info(datastore: Datastore, image_id: str, info: dict[str, Any]) -> bool:
     """``datastore.update_image_info``, logging (not raising) when the datastore cannot keep it."""
     try:
         datastore.update_image_info(image_id, info)

@@ -22,9 +22,12 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any
 
 import numpy as np
+from monailabel.interfaces.datastore import Datastore, DefaultLabelTag
+from monailabel.interfaces.tasks.scoring import ScoringMethod
+
 from lgemri.dicom import read_dicom_series
 from lgemri.errors import InputError
 from lgemri.images import is_nifti, read_image
@@ -33,8 +36,6 @@ from lgemri.labels import LABEL_NAMES, NUM_CLASSES, as_label, infarct_mask, myoc
 from lgemri.metrics import dice
 from lgemri.seg import read_seg
 from lgemri.volume import Volume, read_nifti
-from monailabel.interfaces.datastore import Datastore, DefaultLabelTag
-from monailabel.interfaces.tasks.scoring import ScoringMethod
 
 from .common import current_models, final_label_uri, request_setting, setting, store_info
 
@@ -67,7 +68,7 @@ def read_label(label_path: str | os.PathLike, image_path: str | os.PathLike, ima
     raise InputError(f"{path}: expected a NIfTI label, or a DICOM SEG of a DICOM series")
 
 
-def label_dice(pred: np.ndarray, truth: np.ndarray) -> Dict[str, Any]:
+def label_dice(pred: np.ndarray, truth: np.ndarray) -> dict[str, Any]:
     """Per-class (exclusive) and EMIDEC (nested) Dice, ``None`` where both labels lack the structure."""
 
     def score(p: np.ndarray, t: np.ndarray) -> float | None:
@@ -106,10 +107,10 @@ class Dice(ScoringMethod):
         self.models_dir = models_dir
         self.max_images = setting({}, "max_images", max_images, minimum=1)
 
-    def info(self) -> Dict[str, Any]:
+    def info(self) -> dict[str, Any]:
         return {**super().info(), "key": KEY, "max_images": self.max_images}
 
-    def _score(self, datastore: Datastore, image_id: str, label_path: str, models: Models) -> Dict[str, Any]:
+    def _score(self, datastore: Datastore, image_id: str, label_path: str, models: Models) -> dict[str, Any]:
         tick = time.perf_counter()
         image_path = datastore.get_image_uri(image_id)
         image = read_image(image_path)
@@ -121,7 +122,7 @@ class Dice(ScoringMethod):
             record["warnings"] = result.warnings
         return record
 
-    def __call__(self, request, datastore: Datastore) -> Dict[str, Any]:
+    def __call__(self, request, datastore: Datastore) -> dict[str, Any]:
         tick = time.perf_counter()
         max_images = request_setting(request, "max_images", self.max_images, minimum=1, where="dice scoring")
         models, signature = current_models(self.models_dir)

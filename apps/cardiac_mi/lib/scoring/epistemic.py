@@ -19,14 +19,16 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import Any, Dict, Mapping
+from collections.abc import Mapping
+from typing import Any
+
+from monailabel.interfaces.datastore import Datastore
+from monailabel.interfaces.tasks.scoring import ScoringMethod
 
 from lgemri.errors import InputError
 from lgemri.images import read_image
 from lgemri.inference import Models
 from lgemri.uncertainty import DEFAULT_PASSES, mc_dropout
-from monailabel.interfaces.datastore import Datastore
-from monailabel.interfaces.tasks.scoring import ScoringMethod
 
 from .common import current_models, request_setting, setting, store_info
 
@@ -37,7 +39,9 @@ ERROR_RETRY_S = 3600
 DEFAULT_MAX_IMAGES = 20
 
 
-def is_current(record: Mapping[str, Any] | None, signature: str, passes: int, seed: int, now: float | None = None) -> bool:
+def is_current(
+    record: Mapping[str, Any] | None, signature: str, passes: int, seed: int, now: float | None = None
+) -> bool:
     """True when ``record`` was made by these checkpoints with these settings (errors: for an hour)."""
     if not isinstance(record, Mapping) or record.get("model") != signature:
         return False
@@ -46,7 +50,9 @@ def is_current(record: Mapping[str, Any] | None, signature: str, passes: int, se
     return "score" in record and record.get("passes") == passes and record.get("seed") == seed
 
 
-def score_image(datastore: Datastore, image_id: str, models: Models, signature: str, passes: int, seed: int) -> Dict[str, Any]:
+def score_image(
+    datastore: Datastore, image_id: str, models: Models, signature: str, passes: int, seed: int
+) -> dict[str, Any]:
     """Run Monte-Carlo dropout on one study, store the record in its image info and return it."""
     tick = time.perf_counter()
     try:
@@ -54,14 +60,19 @@ def score_image(datastore: Datastore, image_id: str, models: Models, signature: 
         result = mc_dropout(image, models, passes=passes, seed=seed)
     except InputError as exc:
         logger.warning("epistemic: %s: %s", image_id, exc)
-        record: Dict[str, Any] = {"error": str(exc), "model": signature, "ts": int(time.time())}
+        record: dict[str, Any] = {"error": str(exc), "model": signature, "ts": int(time.time())}
     except Exception as exc:  # a fetch or conversion failure must not stop the other studies
         logger.exception("epistemic: %s: scoring failed", image_id)
         record = {"error": f"{type(exc).__name__}: {exc}", "model": signature, "ts": int(time.time())}
     else:
         summary = result.summary()
         summary.pop("timings_s", None)
-        record = {**summary, "model": signature, "ts": int(time.time()), "seconds": round(time.perf_counter() - tick, 3)}
+        record = {
+            **summary,
+            "model": signature,
+            "ts": int(time.time()),
+            "seconds": round(time.perf_counter() - tick, 3),
+        }
         logger.info("epistemic: %s: score %s in %.2f s", image_id, record["score"], record["seconds"])
     store_info(datastore, image_id, {KEY: record})
     return record
@@ -77,24 +88,34 @@ class Epistemic(ScoringMethod):
         seed: Seed of the dropout masks.
     """
 
-    def __init__(self, models_dir: str | os.PathLike, passes: int = DEFAULT_PASSES, max_images: int = DEFAULT_MAX_IMAGES, seed: int = 0):
-        super().__init__("Epistemic uncertainty (Monte-Carlo dropout mutual information over the LV) of unlabelled studies")
+    def __init__(
+        self,
+        models_dir: str | os.PathLike,
+        passes: int = DEFAULT_PASSES,
+        max_images: int = DEFAULT_MAX_IMAGES,
+        seed: int = 0,
+    ):
+        super().__init__(
+            "Epistemic uncertainty (Monte-Carlo dropout mutual information over the LV) of unlabelled studies"
+        )
         self.models_dir = models_dir
         self.passes = setting({}, "passes", passes, minimum=2)
         self.max_images = setting({}, "max_images", max_images, minimum=1)
         self.seed = setting({}, "seed", seed)
 
-    def info(self) -> Dict[str, Any]:
+    def info(self) -> dict[str, Any]:
         return {**super().info(), "key": KEY, "passes": self.passes, "max_images": self.max_images}
 
-    def __call__(self, request, datastore: Datastore) -> Dict[str, Any]:
+    def __call__(self, request, datastore: Datastore) -> dict[str, Any]:
         tick = time.perf_counter()
         passes = request_setting(request, "passes", self.passes, minimum=2, where="epistemic scoring")
         max_images = request_setting(request, "max_images", self.max_images, minimum=1, where="epistemic scoring")
         models, signature = current_models(self.models_dir)
         images = sorted(datastore.get_unlabeled_images())
         now = time.time()
-        stale = [i for i in images if not is_current(datastore.get_image_info(i).get(KEY), signature, passes, self.seed, now)]
+        stale = [
+            i for i in images if not is_current(datastore.get_image_info(i).get(KEY), signature, passes, self.seed, now)
+        ]
         todo = stale[:max_images]
         errors = {}
         for image_id in todo:

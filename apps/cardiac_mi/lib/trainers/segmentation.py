@@ -43,13 +43,15 @@ import os
 import re
 import shutil
 import uuid
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Dict, Mapping, Optional
+from typing import Any
 
-from lgemri.errors import InputError
-from cardiac_mi.retrain import RetrainConfig, read_stats, retrain
 from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.train import TrainTask
+
+from cardiac_mi.retrain import RetrainConfig, read_stats, retrain
+from lgemri.errors import InputError
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +72,7 @@ def _int(key: str, value: Any) -> int:
     return int(number)
 
 
-def _optional_int(key: str, value: Any) -> Optional[int]:
+def _optional_int(key: str, value: Any) -> int | None:
     """0, "" or None mean "not set"."""
     if value is None or value == "":
         return None
@@ -93,12 +95,12 @@ def _text(key: str, value: Any) -> str:
     return value.strip()
 
 
-def _optional_text(key: str, value: Any) -> Optional[str]:
+def _optional_text(key: str, value: Any) -> str | None:
     return None if value is None or value == "" else _text(key, value)
 
 
 # request/conf key -> (RetrainConfig field, parser)
-OPTIONS: Dict[str, tuple[str, Callable[[str, Any], Any]]] = {
+OPTIONS: dict[str, tuple[str, Callable[[str, Any], Any]]] = {
     "synthetic_ratio": ("synthetic_ratio", _float),
     "synthetic_slices": ("synthetic_slices", _optional_int),
     "synthetic_mode": ("synthetic_mode", _text),
@@ -114,7 +116,7 @@ OPTIONS: Dict[str, tuple[str, Callable[[str, Any], Any]]] = {
 }
 
 
-def environment_options() -> Dict[str, Any]:
+def environment_options() -> dict[str, Any]:
     """The trainer options of ``$CARDIAC_MI_TRAIN_OPTIONS`` (a JSON object; {} when unset).
 
     Raises:
@@ -131,15 +133,16 @@ def environment_options() -> Dict[str, Any]:
         raise InputError(f"${OPTIONS_ENV}: expected a JSON object of trainer options, got {text[:200]!r}")
     unknown = sorted(set(options) - set(OPTIONS))
     if unknown:
-        raise InputError(f"${OPTIONS_ENV}: {', '.join(unknown)}: no such trainer option "
-                         f"(options: {', '.join(OPTIONS)})")
+        raise InputError(
+            f"${OPTIONS_ENV}: {', '.join(unknown)}: no such trainer option (options: {', '.join(OPTIONS)})"
+        )
     return options
 
 
-def retrain_config(*layers: Optional[Mapping[str, Any]]) -> RetrainConfig:
+def retrain_config(*layers: Mapping[str, Any] | None) -> RetrainConfig:
     """A checked :class:`RetrainConfig` from option layers, later layers winning (unknown keys,
     such as MONAI Label's own ``model`` or ``gpus``, are ignored)."""
-    values: Dict[str, Any] = {}
+    values: dict[str, Any] = {}
     for layer in layers:
         for key, value in (layer or {}).items():
             if key in OPTIONS:
@@ -165,7 +168,7 @@ class Segmentation(TrainTask):
     def __init__(
         self,
         model_dir: str,
-        conf: Optional[Mapping[str, str]] = None,
+        conf: Mapping[str, str] | None = None,
         description: str = "Fine-tune the segmentation model on the final labels mixed with GAN-synthesized slices",
     ):
         super().__init__(description)
@@ -181,7 +184,7 @@ class Segmentation(TrainTask):
         self.conf = {**{k: v for k, v in conf.items() if k in OPTIONS}, **environment_options()}
         self.defaults = retrain_config(self.conf)  # bad --conf values fail at start, not at the first /train
 
-    def config(self) -> Dict[str, Any]:
+    def config(self) -> dict[str, Any]:
         values = dataclasses.asdict(self.defaults)
         shown = {key: values[field] for key, (field, _) in OPTIONS.items()}
         for key in ("synthetic_slices", "max_steps_per_epoch"):
@@ -189,16 +192,16 @@ class Segmentation(TrainTask):
         shown["gan_checkpoint"] = shown["gan_checkpoint"] or ""
         return shown
 
-    def info(self) -> Dict[str, Any]:
+    def info(self) -> dict[str, Any]:
         info = super().info()
         info["auto_retrain_after"] = self.auto_retrain_after
         return info
 
-    def stats(self) -> Dict[str, Any]:
+    def stats(self) -> dict[str, Any]:
         return read_stats(self.model_dir)
 
     def _new_run_dir(self) -> Path:
-        stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
+        stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%d-%H%M%S")
         run_dir = self.train_dir / f"{stamp}-{uuid.uuid4().hex[:6]}"
         run_dir.mkdir(parents=True)
         return run_dir
