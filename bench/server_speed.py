@@ -27,8 +27,9 @@ from pathlib import Path
 import requests
 from requests_toolbelt.multipart.decoder import MultipartDecoder
 
+from cardiac_mi.commands.serve import register
 from cardiac_mi.orthanc import free_port
-from cardiac_mi.serve import register, serve
+from cardiac_mi.serve import serve
 from cardiac_mi.store import DicomStore, upload
 from lgemri.dicom import read_dicom_series
 from lgemri.phantom import write_phantom

@@ -10,13 +10,12 @@ writes, each atomically, into the output folder::
     metrics.json    {"metadata", "mean", "cases"}, written last
 
 Both folders may be flat (``<case_id>.nii.gz`` or ``.nii``) or in the EMIDEC layout
-(``<case_id>/Contours/<case_id>.nii.gz``); the two may differ. :func:`register` adds the
-``evaluate`` sub-command to a command line.
+(``<case_id>/Contours/<case_id>.nii.gz``); the two may differ.
+``cardiac-mi evaluate`` (:mod:`cardiac_mi.commands.evaluate`) runs it.
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import datetime
 import io
@@ -35,7 +34,7 @@ from .labels import LABEL_NAMES, as_label
 from .metrics import CLASS_METRICS, EMIDEC_METRICS, class_metrics, emidec_metrics
 from .volume import Volume, read_nifti
 
-__all__ = ["evaluate", "find_labels", "register", "CSV_FIELDS", "BOUNDARY_TOLERANCE_MM"]
+__all__ = ["evaluate", "find_labels", "LAYOUTS", "CSV_FIELDS", "BOUNDARY_TOLERANCE_MM"]
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +44,7 @@ NIFTI_SUFFIXES = (".nii.gz", ".nii")
 CLASS_FIELDS = tuple(f"class_{name}_{metric}" for name in LABEL_NAMES.values() for metric in CLASS_METRICS)
 #: Columns of ``metrics.csv``: the case id, the EMIDEC metrics, then ``class_<name>_<metric>``.
 CSV_FIELDS = ("case_id", *EMIDEC_METRICS, *CLASS_FIELDS)
-_LAYOUTS = "<case_id>.nii.gz files or <case_id>/Contours/<case_id>.nii.gz folders"
+LAYOUTS = "<case_id>.nii.gz files or <case_id>/Contours/<case_id>.nii.gz folders"
 _BOXPLOT_DICE = (
     ("cavity", "class_lv_cavity_dice"),
     ("myocardium", "dice_myocardium"),
@@ -215,10 +214,10 @@ def evaluate(pred_dir: str | os.PathLike, truth_dir: str | os.PathLike, out_dir:
     pred_dir, truth_dir, out_dir = Path(pred_dir), Path(truth_dir), Path(out_dir)
     predictions = find_labels(pred_dir, "prediction")
     if not predictions:
-        raise InputError(f"{pred_dir}: no predictions found (expected {_LAYOUTS})")
+        raise InputError(f"{pred_dir}: no predictions found (expected {LAYOUTS})")
     truths = find_labels(truth_dir, "truth")
     if not truths:
-        raise InputError(f"{truth_dir}: no truth labels found (expected {_LAYOUTS})")
+        raise InputError(f"{truth_dir}: no truth labels found (expected {LAYOUTS})")
     missing = [case_id for case_id in predictions if case_id not in truths]
     if missing:
         shown = ", ".join(missing[:20]) + (f" and {len(missing) - 20} more" if len(missing) > 20 else "")
@@ -291,50 +290,3 @@ def evaluate(pred_dir: str | os.PathLike, truth_dir: str | os.PathLike, out_dir:
     write_text(out_dir / "metrics.json", json.dumps(summary, indent=2, allow_nan=False) + "\n")
     logger.info("evaluated %d case(s); wrote %s", len(rows), out_dir / "metrics.json")
     return summary
-
-
-def _cmd_evaluate(args: argparse.Namespace) -> None:
-    summary = evaluate(args.pred, args.truth, args.out)
-    mean = summary["mean"]["emidec"]
-
-    def show(key: str, unit: str = "", digits: int = 3) -> str:
-        value = mean[key]
-        return "n/a" if value is None else f"{value:.{digits}f}{unit}"
-
-    logger.info(
-        "mean over %d case(s): Dice myocardium %s, infarct %s, no-reflow %s; Hausdorff myocardium %s",
-        summary["metadata"]["n_cases"],
-        show("dice_myocardium"),
-        show("dice_infarct"),
-        show("dice_no_reflow"),
-        show("hausdorff_myocardium_mm", " mm", 2),
-    )
-    logger.info(
-        "mean volume differences: myocardium %s, infarct %s, no-reflow %s; ratio differences: infarct %s, no-reflow %s",
-        show("volume_diff_myocardium_mm3", " mm^3", 1),
-        show("volume_diff_infarct_mm3", " mm^3", 1),
-        show("volume_diff_no_reflow_mm3", " mm^3", 1),
-        show("ratio_diff_infarct_pct", " %", 2),
-        show("ratio_diff_no_reflow_pct", " %", 2),
-    )
-    logger.info("wrote %s, %s and %s", *(Path(args.out) / n for n in ("metrics.csv", "metrics.json", "boxplots.png")))
-
-
-def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add the ``evaluate`` sub-command to ``subparsers`` (from ``parser.add_subparsers()``).
-
-    ``evaluate --pred DIR --truth DIR --out DIR`` runs :func:`evaluate` and logs the mean
-    figures; ``args.func(args)`` raises :class:`InputError` for bad input.
-
-    Returns:
-        The sub-command's parser.
-    """
-    help_text = "score predicted EMIDEC labels against the truth (EMIDEC metrics, per-class metrics, box plots)"
-    parser = subparsers.add_parser("evaluate", help=help_text, description=help_text)
-    parser.add_argument("--pred", required=True, type=Path, help=f"folder of predicted labels ({_LAYOUTS})")
-    parser.add_argument("--truth", required=True, type=Path, help="folder of reference labels (same layouts)")
-    parser.add_argument(
-        "--out", required=True, type=Path, help="output folder for metrics.csv, metrics.json, boxplots.png"
-    )
-    parser.set_defaults(func=_cmd_evaluate)
-    return parser

@@ -4,8 +4,8 @@ Modules, in data-flow order: :mod:`~simulator.rings` (synthetic LV myocardium),
 :mod:`~simulator.hybrid` (real recipients), :mod:`~simulator.wall` (wall coordinates and
 measurements), :mod:`~simulator.infarct` (region growing), :mod:`~simulator.fusion`
 (cross-subject transfer), :mod:`~simulator.writer` (files and manifest), :mod:`~simulator.api`
-(``simulate``), :mod:`~simulator.report` (realism report), :mod:`~simulator.cli`
-(``cardiac-mi simulate``).
+(``simulate``), :mod:`~simulator.report` (realism report); the command line is
+:mod:`cardiac_mi.commands.simulate` (``cardiac-mi simulate``).
 """
 
 from .api import MODES, Shard, SimulationConfig, SimulationResult, make_case, parse_shard, prepare_pool, simulate

@@ -70,7 +70,7 @@ def artifacts(tmp_path_factory) -> Path:
 
 
 def serve_options(state: Path, port: int, orthanc_port: int) -> argparse.Namespace:
-    from cardiac_mi.serve import register
+    from cardiac_mi.commands.serve import register
 
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers())

@@ -14,8 +14,9 @@ import pytest
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
+    from cardiac_mi.commands.serve import register
     from cardiac_mi.orthanc import free_port
-    from cardiac_mi.serve import register, serve
+    from cardiac_mi.serve import serve
     from lgemri.inference import default_models_dir
 
     state = tmp_path_factory.mktemp("state")

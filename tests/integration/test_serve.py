@@ -155,7 +155,7 @@ def test_restart_keeps_marker_and_stop_leaves_nothing(served, state):
 
 SCRIPT = """
 import argparse, logging, sys
-from cardiac_mi.serve import register
+from cardiac_mi.commands.serve import register
 logging.basicConfig(level=logging.INFO)
 parser = argparse.ArgumentParser()
 register(parser.add_subparsers())

@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cardiac_mi.commands.evaluate import register
 from lgemri.errors import InputError
-from lgemri.evaluation import CSV_FIELDS, evaluate, find_labels, register
+from lgemri.evaluation import CSV_FIELDS, evaluate, find_labels
 from lgemri.metrics import EMIDEC_METRICS
 from lgemri.volume import Volume, write_nifti
 
@@ -246,7 +247,7 @@ def test_register_evaluate_subcommand(tmp_path, truth_dir, caplog):
     out = tmp_path / "out"
     args = make_parser().parse_args(["evaluate", "--pred", str(pred), "--truth", str(truth_dir), "--out", str(out)])
     assert args.command == "evaluate" and args.pred == pred and args.out == out
-    with caplog.at_level(logging.INFO, logger="lgemri.evaluation"):
+    with caplog.at_level(logging.INFO, logger="cardiac_mi"):
         args.func(args)
     text = caplog.text
     assert "mean over 3 case(s): Dice myocardium 0.889" in text

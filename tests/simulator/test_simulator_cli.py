@@ -1,4 +1,4 @@
-"""The ``simulate`` sub-command (simulator.cli.register on a fresh parser) and the realism report."""
+"""The ``simulate`` sub-command (cardiac_mi.commands.simulate.register on a fresh parser) and the realism report."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from cardiac_mi.commands.simulate import register
 from lgemri.errors import InputError
-from simulator.cli import register
 
 SAMPLE = Path(__file__).resolve().parents[2] / "sample-data"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

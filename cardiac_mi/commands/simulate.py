@@ -58,7 +58,7 @@ def _territories(text: str | None) -> tuple[str, ...]:
 
 def config_from_args(args: argparse.Namespace):
     """The :class:`~simulator.api.SimulationConfig` of parsed ``simulate`` arguments (validated)."""
-    from .api import SimulationConfig, parse_shard
+    from simulator.api import SimulationConfig, parse_shard
 
     if args.n is None:
         raise InputError("--n (number of cases) is required")
@@ -93,14 +93,14 @@ def run(args: argparse.Namespace) -> None:
     """The ``simulate`` sub-command: generate masks, or write the realism report (``--report``)."""
     progress = not getattr(args, "quiet", False)
     if args.report is not None:
-        from .report import realism_report
+        from simulator.report import realism_report
 
         path = realism_report(args.report, args.out, args.reference)
         logger.info("wrote the realism report %s", path)
         return
     if args.reference:
         raise InputError("--reference goes with --report")
-    from .api import simulate
+    from simulator.api import simulate
 
     config = config_from_args(args)
     result = simulate(config, args.out, progress=progress)
@@ -117,7 +117,7 @@ def run(args: argparse.Namespace) -> None:
 
 def register(subparsers) -> argparse.ArgumentParser:
     """Add the ``simulate`` sub-command to ``cardiac-mi``'s sub-parsers; returns its parser."""
-    from .api import MODES
+    from simulator.api import MODES
 
     help_text = "simulate infarct label masks (synthetic, hybrid, fusion; AHA-17 guided) or report their realism"
     p = subparsers.add_parser(
