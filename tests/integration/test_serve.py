@@ -16,8 +16,9 @@ import pytest
 pytest.importorskip("monailabel")
 requests = pytest.importorskip("requests")
 
+from cardiac_mi.commands.serve import register  # noqa: E402
 from cardiac_mi.orthanc import OrthancError, find_orthanc_binary, free_port  # noqa: E402
-from cardiac_mi.serve import SAMPLE_DICOM, SAMPLES_MARKER, register, serve  # noqa: E402
+from cardiac_mi.serve import SAMPLE_DICOM, SAMPLES_MARKER, serve  # noqa: E402
 from lgemri.errors import InputError  # noqa: E402
 
 try:
