@@ -33,6 +33,7 @@ import collections
 import contextlib
 import logging
 import os
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -40,7 +41,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lgemri.atomic import atomic_path
 from lgemri.errors import InputError
 
 __all__ = ["Outbox", "Delivery", "Flushed", "Entry", "RETRY_DELAYS_S", "REASON_SUFFIX"]
@@ -51,6 +51,15 @@ RETRY_DELAYS_S = (2.0, 5.0, 10.0, 20.0, 30.0)  # between tries while the archive
 REASON_SUFFIX = ".reason.txt"
 PENDING, REFUSED, SENT = "pending", "refused", "sent"
 _RECENT = 200  # sent (and refused) outcomes remembered in memory for the listing
+
+
+def _read_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()  # read once at import: os.umask is process-wide
 
 
 @dataclass
@@ -244,15 +253,23 @@ class Outbox:
         for attempt in range(3):
             try:
                 private_dir(path.parent)
-                with atomic_path(path) as tmp:
-                    write(tmp)
-                    _fsync_file(tmp)
-                _fsync_dir(path.parent)
-                return
+                # a short temporary name (DICOM UIDs make long names, and writers may add their own)
+                fd, name = tempfile.mkstemp(prefix=".tmp-", suffix=path.suffix, dir=path.parent)
+                break
             except FileNotFoundError:
                 # a flush removed the (empty) sub-folder between mkdir and write: make it again
                 if attempt == 2:
                     raise
+        os.close(fd)
+        tmp = Path(name)
+        try:
+            write(tmp)
+            _fsync_file(tmp)
+            os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; what a plain open() would make
+            os.replace(tmp, path)
+            _fsync_dir(path.parent)
+        finally:
+            tmp.unlink(missing_ok=True)
 
     # ------------------------------------------------------------------------------ listing
 

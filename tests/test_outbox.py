@@ -60,7 +60,7 @@ def test_put_is_durable_and_private(tmp_path, monkeypatch):
     assert path == tmp_path / "spool" / "incoming" / "1.2.3" / "4.5.6.dcm"
     assert path.read_bytes() == b"DICM data"
     # the file's content (under its temporary name, before the rename) and the folder it was renamed in
-    assert any(Path(name).name.startswith(".4.5.6.dcm.") for name in synced)
+    assert any(Path(name).name.startswith(".tmp-") for name in synced)
     assert str(path.parent) in synced
     for folder in (tmp_path / "spool", tmp_path / "spool" / "incoming", path.parent):
         assert stat.S_IMODE(folder.stat().st_mode) == 0o700  # patient data: ours only
