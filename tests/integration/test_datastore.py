@@ -177,7 +177,7 @@ def test_label_is_kept_and_retried_while_orthanc_is_down(orthanc, phantom_dir, t
         orthanc.start()
     deadline = time.monotonic() + 30
     while list(store.outbox.glob("*.dcm")) and time.monotonic() < deadline:
-        store._retry_wake.set()
+        store.seg_outbox.start_retry(now=True)
         time.sleep(0.2)
     assert not list(store.outbox.glob("*.dcm"))
     assert store.get_label_info(uid, "final")["pending_upload"] is False  # sent: it waits no more
