@@ -1,6 +1,9 @@
 """The segmentation cascade: localization -> LV-centred ROI -> ResAtt-U-Net -> label on the input grid.
 
-One code path for ``cardiac-mi infer`` and the MONAI Label infer tasks:
+One code path, :class:`Cascade` (built once from the loaded networks, then called on each study),
+for ``cardiac-mi infer`` (:func:`infer_file`), the MONAI Label infer tasks, the scoring methods
+and Monte-Carlo dropout (:func:`lgemri.uncertainty.mc_dropout`); :func:`segment_volume` is one
+study through a cascade made for it. The steps of :meth:`Cascade.predict`:
 
 1. the image is resampled in-plane to 1 x 1 mm (cubic; slices stay as acquired);
 2. the localization network finds the LV on every slice at 3 mm; the study's LV centre is the
@@ -34,12 +37,22 @@ from .geometry import crop_roi, lv_centre, resample_inplane
 from .labels import INFARCT, LABEL_NAMES, MYOCARDIUM, NO_REFLOW, NUM_CLASSES, infarct_mask, myocardium_mask
 from .nets.checkpoint import load_checkpoint
 from .nets.preprocess import LOC_FACTOR, ROI_SIZE, localization_input, localization_to_slice, normalize
-from .postprocess import clean_cavity, enforce_anatomy, remove_small_infarcts
+from .postprocess import clean_cavity, enforce_anatomy, largest_component, remove_small_infarcts
 from .qc import Finding, quality_checks
 from .uncertainty import Uncertainty, check_passes, estimate
 from .volume import Volume
 
-__all__ = ["Models", "InferenceResult", "default_models_dir", "load_models", "segment_volume", "localize"]
+__all__ = [
+    "Models",
+    "Cascade",
+    "RoiPass",
+    "InferenceResult",
+    "default_models_dir",
+    "load_models",
+    "segment_volume",
+    "infer_file",
+    "recentred",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -141,59 +154,6 @@ class InferenceResult:
         }
 
 
-@torch.no_grad()
-def _predict(net: torch.nn.Module, batch: np.ndarray, device: torch.device) -> np.ndarray:
-    """Softmax probabilities (N, C, H, W) for inputs (N, C_in, H, W)."""
-    logits = net(torch.from_numpy(np.ascontiguousarray(batch)).to(device))
-    return torch.softmax(logits.float(), dim=1).cpu().numpy()
-
-
-def _predict_models(net: torch.nn.Module, batch: np.ndarray, models: Models) -> np.ndarray:
-    """:func:`_predict`, averaged over the four in-plane mirror images when ``models.flip_tta``.
-
-    Networks trained with mirroring (:class:`lgemri.training.data.Augmentation`) see each of
-    them as a plausible study; averaging their probabilities is test-time augmentation.
-    """
-    if not models.flip_tta:
-        return _predict(net, batch, models.device)
-    flips = ((), (-1,), (-2,), (-2, -1))
-    stacked = np.concatenate([np.flip(batch, axis) if axis else batch for axis in flips])
-    probs = _predict(net, stacked, models.device).reshape((len(flips),) + (len(batch), -1) + batch.shape[2:])
-    return np.mean([np.flip(p, axis) if axis else p for p, axis in zip(probs, flips)], axis=0)
-
-
-def _largest_component(mask: np.ndarray) -> np.ndarray:
-    lab, n = ndimage.label(mask)
-    if n <= 1:
-        return mask
-    sizes = ndimage.sum(mask, lab, range(1, n + 1))
-    return lab == (1 + int(np.argmax(sizes)))
-
-
-def localize(slices_1mm: np.ndarray, models: Models) -> tuple[tuple[float, float] | None, np.ndarray]:
-    """The study's LV centre in 1 mm (i, j) indices and the coarse LV mask per slice (1 mm grid).
-
-    Returns ``(None, mask)`` when no slice shows an LV.
-    """
-    inputs, offsets = zip(*(localization_input(slices_1mm[:, :, k]) for k in range(slices_1mm.shape[2])))
-    probs = _predict_models(models.localizer, np.stack(inputs)[:, None], models)
-    lv_mask = np.zeros(slices_1mm.shape, dtype=bool)
-    centres, areas = [], []
-    for k, offset in enumerate(offsets):
-        coarse = _largest_component(probs[k, 1] > 0.5)
-        if not coarse.any():
-            continue
-        centres.append(localization_to_slice(np.argwhere(coarse).mean(axis=0), offset))
-        areas.append(int(coarse.sum()))
-        lv_mask[:, :, k] = _coarse_to_slice(coarse, offset, slices_1mm.shape[:2])
-    if not centres:
-        return None, lv_mask
-    areas_arr = np.asarray(areas)
-    voting = areas_arr >= MIN_LV_FRACTION * areas_arr.max()
-    centre = np.median(np.asarray(centres)[voting], axis=0)
-    return (float(centre[0]), float(centre[1])), lv_mask
-
-
 def _coarse_to_slice(coarse: np.ndarray, offset: tuple[int, int], shape: tuple[int, int]) -> np.ndarray:
     """Nearest-neighbour upsampling of a localization-grid mask onto the 1 mm slice."""
     ii = np.arange(shape[0]) // LOC_FACTOR + offset[0]
@@ -205,40 +165,11 @@ def _coarse_to_slice(coarse: np.ndarray, offset: tuple[int, int], shape: tuple[i
     return out
 
 
-def _segment_rois(rois: np.ndarray, models: Models) -> tuple[np.ndarray, np.ndarray]:
-    """Class probabilities (K, 5, 128, 128) for normalised ROI crops (K, 128, 128), and the network inputs."""
-    inputs = rois[:, None]
-    if models.two_stage:
-        cavity = _predict_models(models.cavity, inputs, models)[:, 1] > 0.5
-        cleaned = np.stack([clean_cavity(c) for c in cavity]).astype(np.float32)
-        inputs = np.concatenate([inputs, cleaned[:, None]], axis=1)
-    return _predict_models(models.segmenter, inputs, models), inputs
-
-
-@dataclasses.dataclass
-class _RoiPass:
-    """One segmentation pass over the ROI: probabilities on the 1 mm grid and what the network saw."""
-
-    full: np.ndarray  # (5, I, J, K) on the 1 mm grid
-    box: tuple  # (i0, j0, i1, j1) on the 1 mm grid
-    inputs: np.ndarray  # (K, C_in, 128, 128) network inputs
-    probs: np.ndarray  # (K, 5, 128, 128) on the crops
-    valid: np.ndarray  # (128, 128): crop pixels inside the image
-
-
-def _segment_at(slices_1mm: np.ndarray, centre: tuple[float, float], models: Models) -> _RoiPass:
-    """Class probabilities on the 1 mm grid from the ROI around ``centre``, the box and the crops."""
-    crops, boxes = zip(*(crop_roi(slices_1mm[:, :, k], centre, ROI_SIZE, fill=0) for k in range(slices_1mm.shape[2])))
-    probs, inputs = _segment_rois(np.stack([normalize(c) for c in crops]), models)
-    i0, j0, i1, j1 = boxes[0]
-    full = np.zeros((NUM_CLASSES,) + slices_1mm.shape, dtype=np.float32)
-    full[0] = 1.0
-    si, sj = slice(max(i0, 0), min(i1, slices_1mm.shape[0])), slice(max(j0, 0), min(j1, slices_1mm.shape[1]))
-    ci, cj = slice(si.start - i0, si.stop - i0), slice(sj.start - j0, sj.stop - j0)
-    full[:, si, sj, :] = probs[:, :, ci, cj].transpose(1, 2, 3, 0)
-    valid = np.zeros((ROI_SIZE, ROI_SIZE), dtype=bool)
-    valid[ci, cj] = True
-    return _RoiPass(full, boxes[0], inputs, probs, valid)
+def _box_slices(box: tuple, shape: tuple) -> tuple[slice, slice, slice, slice]:
+    """The part of the ROI box (i0, j0, i1, j1) inside a 1 mm grid of ``shape``: (grid i, grid j, crop i, crop j)."""
+    i0, j0, i1, j1 = box
+    si, sj = slice(max(i0, 0), min(i1, shape[0])), slice(max(j0, 0), min(j1, shape[1]))
+    return si, sj, slice(si.start - i0, si.stop - i0), slice(sj.start - j0, sj.stop - j0)
 
 
 def _mc_passes(mc_passes: int | None) -> int:
@@ -282,6 +213,14 @@ def _to_input_grid(
     return out
 
 
+def _roi_to_input(values_roi: np.ndarray, box: tuple, grid: Volume, image: Volume) -> np.ndarray:
+    """A per-crop array (K, 128, 128) pasted into the 1 mm grid and interpolated onto ``image``'s grid (0 outside)."""
+    out = np.zeros(grid.shape, dtype=np.float32)
+    si, sj, ci, cj = _box_slices(box, grid.shape)
+    out[si, sj, :] = values_roi[:, ci, cj].transpose(1, 2, 0)
+    return _to_input_grid(out, grid, image, 1, 0.0, box)
+
+
 def _check_image(image: Volume) -> list[str]:
     array = image.array
     if not np.issubdtype(array.dtype, np.number):
@@ -310,6 +249,272 @@ def recentred(probabilities: np.ndarray, centre) -> tuple[float, float] | None:
     return None
 
 
+def _roi_summary(grid: Volume, centre, located, box) -> dict:
+    """The JSON's ``roi``: centres and box in 1 mm voxels and in RAS mm (on the middle slice)."""
+    i0, j0, i1, j1 = box
+    mid = grid.shape[2] // 2
+    corners = [(i0, j0), (i1, j0), (i1, j1), (i0, j1)]
+
+    def to_ras(i, j):
+        return [round(float(v), 3) for v in (grid.affine @ np.array([i, j, mid, 1.0]))[:3]]
+
+    return {
+        "centre_voxel_1mm": [round(centre[0], 2), round(centre[1], 2)],
+        "localization_centre_voxel_1mm": [round(located[0], 2), round(located[1], 2)],
+        "centre_ras_mm": to_ras(*centre),
+        "box_voxel_1mm": [int(i0), int(j0), int(i1), int(j1)],
+        "box_corners_ras_mm": [to_ras(i - 0.5, j - 0.5) for i, j in corners],
+        "size_mm": ROI_SIZE,
+    }
+
+
+@dataclasses.dataclass
+class RoiPass:
+    """One segmentation pass over the ROI: probabilities on the 1 mm grid and what the network saw."""
+
+    full: np.ndarray  # (5, I, J, K) on the 1 mm grid
+    box: tuple  # (i0, j0, i1, j1) on the 1 mm grid
+    inputs: np.ndarray  # (K, C_in, 128, 128) network inputs
+    probs: np.ndarray  # (K, 5, 128, 128) on the crops
+    valid: np.ndarray  # (128, 128): crop pixels inside the image
+
+
+class Cascade:
+    """The cascade on one device, built once from the loaded networks and their settings.
+
+    Like nnU-Net's ``nnUNetPredictor``: construct it once (:meth:`load` from a models folder, or
+    from loaded :class:`Models`), then call it on each study (``cascade(image)``, the same as
+    :meth:`predict`). Its steps are methods: :meth:`localize` (LV centre and coarse mask),
+    :meth:`crop_rois`, :meth:`segment` (the crops through the segmentation network),
+    :meth:`segment_at` (those three on one ROI), :meth:`paste_back` (the label on the input grid,
+    post-processed) and :meth:`estimate_uncertainty` (Monte-Carlo dropout on the final crops).
+    It holds no state that changes, so threads may share one.
+
+    Args:
+        models: The loaded networks.
+        min_infarct_ml: Infarct components smaller than this become healthy myocardium
+            (:func:`lgemri.postprocess.remove_small_infarcts`; 0 keeps them). None: the
+            segmentation checkpoint's ``min_infarct_ml``, else :data:`MIN_INFARCT_ML`.
+        infarct_min_probability: Infarct and no-reflow voxels whose summed probability of the two
+            is below this become healthy myocardium. None: the checkpoint's
+            ``infarct_min_probability``, else plain argmax.
+        mc_passes: Monte-Carlo dropout passes for the model's uncertainty; 0: none. None:
+            ``$CARDIAC_MI_MC_PASSES`` (read on every call), else :data:`MC_PASSES`.
+        mc_seed: Seed of the dropout masks (the same seed, the same figure; the label never
+            depends on it).
+        mc_members: The ensemble members that run the passes (indices; None: all; a plain
+            network is member 0).
+    """
+
+    def __init__(
+        self,
+        models: Models,
+        *,
+        min_infarct_ml: float | None = None,
+        infarct_min_probability: float | None = None,
+        mc_passes: int | None = None,
+        mc_seed: int = 0,
+        mc_members: tuple[int, ...] | None = MC_MEMBERS,
+    ):
+        if mc_passes is not None:
+            check_passes(mc_passes, allow_zero=True)
+        self.models = models
+        if min_infarct_ml is None:
+            min_infarct_ml = float(models.meta.get("segmentation", {}).get("min_infarct_ml", MIN_INFARCT_ML))
+        self.min_infarct_ml = min_infarct_ml
+        self.infarct_min_probability = (
+            models.infarct_min_probability if infarct_min_probability is None else infarct_min_probability
+        )
+        self.mc_passes, self.mc_seed, self.mc_members = mc_passes, mc_seed, mc_members
+
+    @classmethod
+    def load(cls, models_dir: str | os.PathLike | None = None, device: str = "cpu", **settings) -> Cascade:
+        """The cascade of a models folder (:func:`load_models`); ``settings`` as for the constructor."""
+        return cls(load_models(models_dir, device=device), **settings)
+
+    @property
+    def device(self) -> torch.device:
+        return self.models.device
+
+    @property
+    def two_stage(self) -> bool:
+        return self.models.two_stage
+
+    @torch.no_grad()
+    def _forward(self, net: torch.nn.Module, batch: np.ndarray) -> np.ndarray:
+        logits = net(torch.from_numpy(np.ascontiguousarray(batch)).to(self.device))
+        return torch.softmax(logits.float(), dim=1).cpu().numpy()
+
+    def probabilities(self, net: torch.nn.Module, batch: np.ndarray) -> np.ndarray:
+        """Softmax probabilities (N, C, H, W) of ``net`` for inputs (N, C_in, H, W).
+
+        Averaged over the four in-plane mirror images when the checkpoint asks for it
+        (``flip_tta``): networks trained with mirroring (:class:`lgemri.training.data.Augmentation`)
+        see each of them as a plausible study, so averaging is test-time augmentation.
+        """
+        if not self.models.flip_tta:
+            return self._forward(net, batch)
+        flips = ((), (-1,), (-2,), (-2, -1))
+        stacked = np.concatenate([np.flip(batch, axis) if axis else batch for axis in flips])
+        probs = self._forward(net, stacked).reshape((len(flips),) + (len(batch), -1) + batch.shape[2:])
+        return np.mean([np.flip(p, axis) if axis else p for p, axis in zip(probs, flips)], axis=0)
+
+    def localize(self, slices_1mm: np.ndarray) -> tuple[tuple[float, float] | None, np.ndarray]:
+        """The study's LV centre in 1 mm (i, j) indices and the coarse LV mask per slice (1 mm grid).
+
+        Returns ``(None, mask)`` when no slice shows an LV.
+        """
+        inputs, offsets = zip(*(localization_input(slices_1mm[:, :, k]) for k in range(slices_1mm.shape[2])))
+        probs = self.probabilities(self.models.localizer, np.stack(inputs)[:, None])
+        lv_mask = np.zeros(slices_1mm.shape, dtype=bool)
+        centres, areas = [], []
+        for k, offset in enumerate(offsets):
+            coarse = largest_component(probs[k, 1] > 0.5, connectivity=1)
+            if not coarse.any():
+                continue
+            centres.append(localization_to_slice(np.argwhere(coarse).mean(axis=0), offset))
+            areas.append(int(coarse.sum()))
+            lv_mask[:, :, k] = _coarse_to_slice(coarse, offset, slices_1mm.shape[:2])
+        if not centres:
+            return None, lv_mask
+        areas_arr = np.asarray(areas)
+        voting = areas_arr >= MIN_LV_FRACTION * areas_arr.max()
+        centre = np.median(np.asarray(centres)[voting], axis=0)
+        return (float(centre[0]), float(centre[1])), lv_mask
+
+    def crop_rois(self, slices_1mm: np.ndarray, centre: tuple[float, float]) -> tuple[np.ndarray, tuple]:
+        """The normalised ROI crops (K, 128, 128) around ``centre`` and their box (i0, j0, i1, j1) on the 1 mm grid."""
+        crops, boxes = zip(
+            *(crop_roi(slices_1mm[:, :, k], centre, ROI_SIZE, fill=0) for k in range(slices_1mm.shape[2]))
+        )
+        return np.stack([normalize(c) for c in crops]), boxes[0]
+
+    def segment(self, rois: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Class probabilities (K, 5, 128, 128) for normalised ROI crops (K, 128, 128), and the network inputs.
+
+        Two-stage models add the cleaned cavity of the first stage as a second channel.
+        """
+        inputs = rois[:, None]
+        if self.two_stage:
+            cavity = self.probabilities(self.models.cavity, inputs)[:, 1] > 0.5
+            cleaned = np.stack([clean_cavity(c) for c in cavity]).astype(np.float32)
+            inputs = np.concatenate([inputs, cleaned[:, None]], axis=1)
+        return self.probabilities(self.models.segmenter, inputs), inputs
+
+    def segment_at(self, slices_1mm: np.ndarray, centre: tuple[float, float]) -> RoiPass:
+        """The ROI around ``centre`` cropped and segmented; its probabilities pasted into the 1 mm grid."""
+        rois, box = self.crop_rois(slices_1mm, centre)
+        probs, inputs = self.segment(rois)
+        full = np.zeros((NUM_CLASSES,) + slices_1mm.shape, dtype=np.float32)
+        full[0] = 1.0
+        si, sj, ci, cj = _box_slices(box, slices_1mm.shape)
+        full[:, si, sj, :] = probs[:, :, ci, cj].transpose(1, 2, 3, 0)
+        valid = np.zeros((ROI_SIZE, ROI_SIZE), dtype=bool)
+        valid[ci, cj] = True
+        return RoiPass(full, box, inputs, probs, valid)
+
+    def paste_back(self, roi_pass: RoiPass, grid: Volume, image: Volume) -> np.ndarray:
+        """The label on ``image``'s grid from the probabilities of ``roi_pass`` on the 1 mm ``grid``.
+
+        Probabilities are interpolated linearly, turned into a label (with the minimum infarct
+        probability), made anatomically consistent and cleared of infarct specks.
+        """
+        full, box = roi_pass.full, roi_pass.box
+        on_input = np.stack([_to_input_grid(full[c], grid, image, 1, float(c == 0), box) for c in range(NUM_CLASSES)])
+        label = np.argmax(on_input, axis=0).astype(np.uint8)
+        if self.infarct_min_probability is not None:
+            weak = (label >= INFARCT) & (on_input[INFARCT] + on_input[NO_REFLOW] < float(self.infarct_min_probability))
+            label[weak] = MYOCARDIUM
+        label = enforce_anatomy(label)
+        voxel_ml = abs(float(np.linalg.det(image.affine[:3, :3]))) / 1000.0
+        return remove_small_infarcts(label, voxel_ml, self.min_infarct_ml)
+
+    def estimate_uncertainty(self, roi_pass: RoiPass, passes: int, full_map: bool = False) -> Uncertainty:
+        """Monte-Carlo dropout on the crops ``roi_pass`` segmented (:func:`lgemri.uncertainty.estimate`)."""
+        return estimate(
+            self.models.segmenter,
+            roi_pass.inputs,
+            roi_pass.probs,
+            roi_pass.valid,
+            passes,
+            self.mc_seed,
+            self.device,
+            self.mc_members,
+            full_map,
+        )
+
+    def predict(self, image: Volume, uncertainty_map: bool = False) -> InferenceResult:
+        """Run the cascade on a short-axis LGE volume; the label is on ``image``'s own grid.
+
+        The model's uncertainty (``mc_passes`` passes) gives ``result.uncertainty`` and, above
+        :data:`lgemri.qc.UNCERTAINTY_LIMIT`, the ``uncertain`` finding. ``uncertainty_map`` also
+        pastes the per-voxel MI back onto the input grid (``result.uncertainty.map``).
+        """
+        mc_passes = _mc_passes(self.mc_passes)
+        timings: dict[str, float] = {}
+        start = tick = time.perf_counter()
+
+        def lap(name: str) -> None:
+            nonlocal tick
+            now = time.perf_counter()
+            timings[name] = now - tick
+            tick = now
+
+        warnings = _check_image(image)
+        grid = resample_inplane(Volume(image.array.astype(np.float32), image.affine), 1.0, order=3)
+        lap("resample")
+        empty = Volume(np.zeros(image.shape, dtype=np.uint8), image.affine)
+        if float(image.array.max()) == float(image.array.min()):
+            warnings.append("the image is constant: nothing to segment")
+            timings["total"] = time.perf_counter() - start
+            return InferenceResult(empty, empty, {}, timings, warnings, quality_checks(empty))
+
+        centre, lv_1mm = self.localize(grid.array)
+        lap("localization")
+        if centre is None:
+            warnings.append("no LV found by the localization network: empty label")
+            timings["total"] = time.perf_counter() - start
+            return InferenceResult(empty, empty, {}, timings, warnings, quality_checks(empty))
+
+        located = centre
+        roi_pass = self.segment_at(grid.array, centre)
+        refined = recentred(roi_pass.full, centre)
+        if refined is not None:
+            centre = refined
+            roi_pass = self.segment_at(grid.array, centre)
+        lap("segmentation")
+
+        uncertainty = None
+        if mc_passes:
+            uncertainty = self.estimate_uncertainty(roi_pass, mc_passes, uncertainty_map)
+            warnings += uncertainty.warnings
+            lap("uncertainty")
+
+        label = self.paste_back(roi_pass, grid, image)
+        lv = _to_input_grid(lv_1mm.astype(np.float32), grid, image, order=0, fill=0.0) > 0.5
+        if uncertainty_map and uncertainty is not None and uncertainty.mi_roi is not None:
+            uncertainty.map = Volume(_roi_to_input(uncertainty.mi_roi, roi_pass.box, grid, image), image.affine)
+        lap("paste_back")
+
+        if not (label > 0).any():
+            warnings.append("the segmentation found no LV inside the ROI: empty label")
+        findings = quality_checks(Volume(label, image.affine), None if uncertainty is None else uncertainty.score)
+        warnings += [f"doubtful result: {f.message}" for f in findings if f.code != "no_lv"]
+        roi = _roi_summary(grid, centre, located, roi_pass.box)
+        timings["total"] = time.perf_counter() - start
+        return InferenceResult(
+            Volume(label, image.affine),
+            Volume(lv.astype(np.uint8), image.affine),
+            roi,
+            timings,
+            warnings,
+            findings,
+            uncertainty,
+        )
+
+    __call__ = predict
+
+
 def segment_volume(
     image: Volume,
     models: Models,
@@ -320,131 +525,28 @@ def segment_volume(
     uncertainty_map: bool = False,
     mc_members: tuple[int, ...] | None = MC_MEMBERS,
 ) -> InferenceResult:
-    """Run the cascade on a short-axis LGE volume; the label is on ``image``'s own grid.
+    """One study through a :class:`Cascade` of ``models`` made for it (keep a Cascade for many studies).
 
-    Voxels labelled infarct or no-reflow whose summed probability of the two is below
-    ``infarct_min_probability`` become healthy myocardium (None: the segmentation checkpoint's
-    ``infarct_min_probability``, or plain argmax). Infarct components smaller than
-    ``min_infarct_ml`` are then relabelled healthy myocardium too
-    (:func:`lgemri.postprocess.remove_small_infarcts`; 0 keeps them; None: the checkpoint's
-    ``min_infarct_ml``, else :data:`MIN_INFARCT_ML`).
-
-    The model's uncertainty: ``mc_passes`` Monte-Carlo dropout passes of the ensemble members
-    ``mc_members`` (indices; None: all; a plain network is member 0), seeded by ``mc_seed`` (the same seed, the same figure; the label itself never depends on them), give
-    ``result.uncertainty`` and, above :data:`lgemri.qc.UNCERTAINTY_LIMIT`, the ``uncertain``
-    finding. None: ``$CARDIAC_MI_MC_PASSES``, else :data:`MC_PASSES`; 0: no passes (no
-    uncertainty, no such finding). ``uncertainty_map`` also pastes the per-voxel MI back onto the
-    input grid (``result.uncertainty.map``).
+    The settings are the :class:`Cascade`'s; ``uncertainty_map`` is :meth:`Cascade.predict`'s.
     """
-    mc_passes = _mc_passes(mc_passes)
-    if min_infarct_ml is None:
-        min_infarct_ml = float(models.meta.get("segmentation", {}).get("min_infarct_ml", MIN_INFARCT_ML))
-    if infarct_min_probability is None:
-        infarct_min_probability = models.infarct_min_probability
-    timings: dict[str, float] = {}
-    start = tick = time.perf_counter()
-
-    def lap(name: str) -> None:
-        nonlocal tick
-        now = time.perf_counter()
-        timings[name] = now - tick
-        tick = now
-
-    warnings = _check_image(image)
-    grid = resample_inplane(Volume(image.array.astype(np.float32), image.affine), 1.0, order=3)
-    lap("resample")
-    empty = Volume(np.zeros(image.shape, dtype=np.uint8), image.affine)
-    if float(image.array.max()) == float(image.array.min()):
-        warnings.append("the image is constant: nothing to segment")
-        timings["total"] = time.perf_counter() - start
-        return InferenceResult(empty, empty, {}, timings, warnings, quality_checks(empty))
-
-    centre, lv_1mm = localize(grid.array, models)
-    lap("localization")
-    if centre is None:
-        warnings.append("no LV found by the localization network: empty label")
-        timings["total"] = time.perf_counter() - start
-        return InferenceResult(empty, empty, {}, timings, warnings, quality_checks(empty))
-
-    located = centre
-    roi_pass = _segment_at(grid.array, centre, models)
-    refined = recentred(roi_pass.full, centre)
-    if refined is not None:
-        centre = refined
-        roi_pass = _segment_at(grid.array, centre, models)
-    full, box = roi_pass.full, roi_pass.box
-    lap("segmentation")
-
-    uncertainty = None
-    if mc_passes:
-        uncertainty = estimate(
-            models.segmenter,
-            roi_pass.inputs,
-            roi_pass.probs,
-            roi_pass.valid,
-            mc_passes,
-            mc_seed,
-            models.device,
-            mc_members,
-            uncertainty_map,
-        )
-        warnings += uncertainty.warnings
-        lap("uncertainty")
-
-    on_input = np.stack([_to_input_grid(full[c], grid, image, 1, float(c == 0), box) for c in range(NUM_CLASSES)])
-    label = np.argmax(on_input, axis=0).astype(np.uint8)
-    if infarct_min_probability is not None:
-        weak = (label >= INFARCT) & (on_input[INFARCT] + on_input[NO_REFLOW] < float(infarct_min_probability))
-        label[weak] = MYOCARDIUM
-    label = enforce_anatomy(label)
-    label = remove_small_infarcts(label, abs(float(np.linalg.det(image.affine[:3, :3]))) / 1000.0, min_infarct_ml)
-    lv = _to_input_grid(lv_1mm.astype(np.float32), grid, image, order=0, fill=0.0) > 0.5
-    if uncertainty_map and uncertainty is not None and uncertainty.mi_roi is not None:
-        uncertainty.map = Volume(_roi_to_input(uncertainty.mi_roi, box, grid, image), image.affine)
-    lap("paste_back")
-
-    if not (label > 0).any():
-        warnings.append("the segmentation found no LV inside the ROI: empty label")
-    findings = quality_checks(Volume(label, image.affine), None if uncertainty is None else uncertainty.score)
-    warnings += [f"doubtful result: {f.message}" for f in findings if f.code != "no_lv"]
-    i0, j0, i1, j1 = box
-    mid = grid.shape[2] // 2
-    corners = [(i0, j0), (i1, j0), (i1, j1), (i0, j1)]
-    to_ras = lambda i, j: [round(float(v), 3) for v in (grid.affine @ np.array([i, j, mid, 1.0]))[:3]]  # noqa: E731
-    roi = {
-        "centre_voxel_1mm": [round(centre[0], 2), round(centre[1], 2)],
-        "localization_centre_voxel_1mm": [round(located[0], 2), round(located[1], 2)],
-        "centre_ras_mm": to_ras(*centre),
-        "box_voxel_1mm": [int(i0), int(j0), int(i1), int(j1)],
-        "box_corners_ras_mm": [to_ras(i - 0.5, j - 0.5) for i, j in corners],
-        "size_mm": ROI_SIZE,
-    }
-    timings["total"] = time.perf_counter() - start
-    return InferenceResult(
-        Volume(label, image.affine),
-        Volume(lv.astype(np.uint8), image.affine),
-        roi,
-        timings,
-        warnings,
-        findings,
-        uncertainty,
+    cascade = Cascade(
+        models,
+        min_infarct_ml=min_infarct_ml,
+        infarct_min_probability=infarct_min_probability,
+        mc_passes=mc_passes,
+        mc_seed=mc_seed,
+        mc_members=mc_members,
     )
-
-
-def _roi_to_input(values_roi: np.ndarray, box: tuple, grid: Volume, image: Volume) -> np.ndarray:
-    """A per-crop array (K, 128, 128) pasted into the 1 mm grid and interpolated onto ``image``'s grid (0 outside)."""
-    i0, j0, i1, j1 = box
-    out = np.zeros(grid.shape, dtype=np.float32)
-    si, sj = slice(max(i0, 0), min(i1, grid.shape[0])), slice(max(j0, 0), min(j1, grid.shape[1]))
-    ci, cj = slice(si.start - i0, si.stop - i0), slice(sj.start - j0, sj.stop - j0)
-    out[si, sj, :] = values_roi[:, ci, cj].transpose(1, 2, 0)
-    return _to_input_grid(out, grid, image, 1, 0.0, box)
+    return cascade.predict(image, uncertainty_map=uncertainty_map)
 
 
 def infer_file(
-    path: str | os.PathLike, out_dir: str | os.PathLike, models: Models, series_uid: str | None = None
+    path: str | os.PathLike, out_dir: str | os.PathLike, cascade: Cascade | Models, series_uid: str | None = None
 ) -> tuple[Path, Path]:
-    """Segment a NIfTI file or DICOM series folder; write ``<name>.nii.gz`` and ``<name>.json``."""
+    """Segment a NIfTI file or DICOM series folder; write ``<name>.nii.gz`` and ``<name>.json``.
+
+    ``cascade``: the :class:`Cascade` to run (loaded :class:`Models` get one with their settings).
+    """
     import json
 
     from .atomic import write_text
@@ -456,7 +558,9 @@ def infer_file(
     tick = time.perf_counter()
     image = read_image(path, series_uid)
     read_s = time.perf_counter() - tick
-    result = segment_volume(image, models)
+    if isinstance(cascade, Models):
+        cascade = Cascade(cascade)
+    result = cascade(image)
     name = path.name[: -len(".nii.gz")] if path.name.endswith(".nii.gz") else path.stem if path.is_file() else path.name
     out = Path(out_dir)
     tick = time.perf_counter()
@@ -472,7 +576,7 @@ def infer_file(
         **summary["timings_s"],
         "write": round(time.perf_counter() - tick, 4),
     }
-    summary["models"] = {"folder": models.meta.get("folder"), "two_stage": models.two_stage}
+    summary["models"] = {"folder": cascade.models.meta.get("folder"), "two_stage": cascade.two_stage}
     json_path = out / f"{name}.json"
     write_text(json_path, json.dumps(summary, indent=1) + "\n")
     for warning in result.warnings:

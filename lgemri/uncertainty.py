@@ -11,7 +11,7 @@ probabilities ``p_t`` and their mean ``p̄``, each pixel gets
   ``MI = H[p̄] - E_t H[p_t]`` (the epistemic part: where the passes disagree; Houlsby et al.
   2011, "BALD"). Entropies are in nats; MI lies in ``[0, ln 5]`` for the five EMIDEC classes.
 
-There is one code path: :func:`lgemri.inference.segment_volume` calls :func:`estimate` on the very
+There is one code path: :class:`lgemri.inference.Cascade` calls :func:`estimate` on the very
 network inputs it segmented (the final ROI crops), so ``cardiac-mi infer``, the server's infer
 tasks, the viewer and the ``epistemic`` active-learning score (:func:`mc_dropout`, a thin wrapper
 over the cascade) all see the same figure. How :func:`estimate` runs:
@@ -145,7 +145,7 @@ class Uncertainty:
         mi_roi: Per-pixel MI ``(K, H, W)`` on the ROI crops (0 where no pass ran), or None (made with ``full_map``).
         seconds: Time of the passes and the figures.
         warnings: What the caller should know (no dropout, no region).
-        map: The MI on the input grid (set by ``segment_volume(..., uncertainty_map=True)``).
+        map: The MI on the input grid (set by ``Cascade.predict(..., uncertainty_map=True)``).
     """
 
     score: float | None
@@ -416,7 +416,7 @@ class UncertaintyResult:
     """What Monte-Carlo dropout found on one study.
 
     Attributes:
-        label: The cascade's label on the input grid (the label of ``segment_volume``).
+        label: The cascade's label on the input grid (the label of :meth:`lgemri.inference.Cascade.predict`).
         mutual_information: Per-voxel epistemic uncertainty (MI, nats) on the input grid; 0
             outside the ROI and on slices without predicted LV.
         score: Mean MI over the dilated predicted LV (nats); ``None`` when nothing could be
@@ -447,11 +447,11 @@ class UncertaintyResult:
 def mc_dropout(image: Volume, models: Models, passes: int = DEFAULT_PASSES, seed: int = 0) -> UncertaintyResult:
     """Monte-Carlo dropout on a short-axis LGE study: the cascade's label, per-voxel MI and a study score.
 
-    The cascade of :func:`lgemri.inference.segment_volume` with ``passes`` Monte-Carlo passes and
-    the MI map pasted back onto the input grid.
+    :class:`lgemri.inference.Cascade` with ``passes`` Monte-Carlo passes and the MI map pasted
+    back onto the input grid.
 
     Args:
-        image: The study, as for :func:`lgemri.inference.segment_volume`.
+        image: The study, as for :meth:`lgemri.inference.Cascade.predict`.
         models: The loaded cascade; its networks are only read, never switched to train mode.
         passes: Stochastic forward passes per member (at least 2).
         seed: Seed of the dropout masks; the same seed gives the same result.
@@ -459,10 +459,10 @@ def mc_dropout(image: Volume, models: Models, passes: int = DEFAULT_PASSES, seed
     Raises:
         InputError: Bad ``passes`` or ``seed``, or an image the cascade cannot read.
     """
-    from .inference import segment_volume
+    from .inference import Cascade
 
     passes, seed = check_passes(passes), _check_seed(seed)
-    result = segment_volume(image, models, mc_passes=passes, mc_seed=seed, uncertainty_map=True)
+    result = Cascade(models, mc_passes=passes, mc_seed=seed)(image, uncertainty_map=True)
     u = result.uncertainty
     warnings = [w for w in result.warnings if not w.startswith("doubtful result")]
     details: dict = {"passes": passes, "seed": seed, "region_dilation_mm": REGION_DILATION_MM}

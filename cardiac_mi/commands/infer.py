@@ -15,7 +15,7 @@ logger = logging.getLogger("cardiac_mi")
 def cmd_infer(args: argparse.Namespace) -> None:
     from cardiac_mi.ids import device_problem
     from lgemri.dicom import require_modality
-    from lgemri.inference import infer_file, load_models
+    from lgemri.inference import Cascade, infer_file
 
     # what would fail after the models have loaded (or segment a CT without a word) is refused first
     problem = device_problem(args.device, "--device")
@@ -24,9 +24,9 @@ def cmd_infer(args: argparse.Namespace) -> None:
     for path in args.input:
         if Path(path).is_dir():
             require_modality(path, args.series_uid)
-    models = load_models(args.models, device=args.device)
+    cascade = Cascade.load(args.models, device=args.device)
     for path in args.input:
-        label, summary = infer_file(path, args.out, models, args.series_uid)
+        label, summary = infer_file(path, args.out, cascade, args.series_uid)
         logger.info("wrote %s and %s", label, summary)
 
 

@@ -199,15 +199,15 @@ def test_flip_tta_is_mirror_equivariant_and_changes_an_asymmetric_network():
     ).eval()
     plain = Models(FixedLocalizer(), net, None, {}, torch.device("cpu"))
     tta = Models(FixedLocalizer(), net, None, {}, torch.device("cpu"), flip_tta=True)
-    from lgemri.inference import _predict_models
+    from lgemri.inference import Cascade
 
     batch = np.random.default_rng(1).random((2, 1, 32, 32)).astype(np.float32)
     mirrored = np.ascontiguousarray(batch[..., ::-1])
-    out = _predict_models(net, batch, tta)
+    out = Cascade(tta).probabilities(net, batch)
     assert out.shape == (2, 5, 32, 32)
-    assert np.allclose(_predict_models(net, mirrored, tta), out[..., ::-1], atol=1e-5)
+    assert np.allclose(Cascade(tta).probabilities(net, mirrored), out[..., ::-1], atol=1e-5)
     assert np.allclose(out.sum(axis=1), 1.0, atol=1e-5)
-    assert not np.allclose(_predict_models(net, batch, plain), out, atol=1e-4)
+    assert not np.allclose(Cascade(plain).probabilities(net, batch), out, atol=1e-4)
 
 
 class RingSegmenter(torch.nn.Module):

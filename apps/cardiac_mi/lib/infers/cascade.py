@@ -1,9 +1,10 @@
 """What both infer tasks share: the checkpoints of the cascade, loaded once and reloaded on change.
 
-``lgemri.inference.segment_volume`` runs localization and segmentation together, so both tasks
-use the same :class:`ModelCache` (one per models folder). The cache loads lazily on the first
-request, under a lock, and reloads when a checkpoint's mtime or size changes, so a new
-``segmentation.pt`` is picked up without restarting the server.
+``lgemri.inference.Cascade`` runs localization and segmentation together, so both tasks use the
+same :class:`ModelCache` (one per models folder) and the one cascade it builds from the loaded
+networks. The cache loads lazily on the first request, under a lock, and reloads when a
+checkpoint's mtime or size changes, so a new ``segmentation.pt`` is picked up without restarting
+the server.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 from lgemri.dicom import require_modality
 from lgemri.errors import InputError
 from lgemri.images import read_image
-from lgemri.inference import InferenceResult, Models, load_models, segment_volume
+from lgemri.inference import Cascade, InferenceResult, Models, load_models
 from lgemri.volume import Volume, write_nifti
 
 logger = logging.getLogger(__name__)
@@ -38,6 +39,7 @@ class ModelCache:
         self.loads = 0  # how many times the checkpoints were (re)loaded
         self.signature: tuple | None = None  # (name, mtime_ns, size) of each checkpoint loaded
         self._models: Models | None = None
+        self._cascade: Cascade | None = None
         self._lock = threading.Lock()
 
     def _signature(self) -> tuple:
@@ -60,12 +62,21 @@ class ModelCache:
                     logger.info("%s: checkpoints changed; reloading", self.folder)
                 tick = time.perf_counter()
                 self._models = load_models(self.folder)
+                self._cascade = None
                 self.signature = sig
                 self.loads += 1
                 logger.info(
                     "%s: models loaded in %.2f s (load #%d)", self.folder, time.perf_counter() - tick, self.loads
                 )
             return self._models
+
+    def cascade(self) -> Cascade:
+        """The cascade of the current checkpoints (built once per load, with the checkpoints' settings)."""
+        models = self.get()
+        with self._lock:
+            if self._cascade is None or self._cascade.models is not models:
+                self._cascade = Cascade(models)
+            return self._cascade
 
 
 _caches: dict[Path, ModelCache] = {}
@@ -82,7 +93,7 @@ def model_cache(folder: str | os.PathLike) -> ModelCache:
 
 
 class CascadeInfer(InferTask):
-    """Base of the infer tasks: image path -> ``segment_volume`` -> (label NIfTI, result JSON).
+    """Base of the infer tasks: image path -> the cache's :class:`Cascade` -> (label NIfTI, result JSON).
 
     Subclasses choose which volume is the label (:meth:`label_of`) and what goes in the JSON
     (:meth:`result_json`).
@@ -119,13 +130,13 @@ class CascadeInfer(InferTask):
                 raise HTTPException(status_code=422, detail=f"{self.description}: {exc}") from None
         timings = {}
         tick = time.perf_counter()
-        models = self.cache.get()
+        cascade = self.cache.cascade()
         timings["models"] = time.perf_counter() - tick
         tick = time.perf_counter()
         try:
             image = read_image(path)
             timings["read"] = time.perf_counter() - tick
-            result = segment_volume(image, models)
+            result = cascade(image)
         except InputError as exc:  # names the file and the problem: the client's error, not the server's
             raise HTTPException(status_code=422, detail=f"{self.description}: {exc}") from None
         tick = time.perf_counter()
@@ -135,7 +146,7 @@ class CascadeInfer(InferTask):
         timings["write"] = time.perf_counter() - tick
         data = self.result_json(image, result)
         data["timings_s"] = {**{k: round(v, 4) for k, v in timings.items()}, **data.get("timings_s", {})}
-        data["models"] = {"folder": str(self.cache.folder), "two_stage": models.two_stage, "loads": self.cache.loads}
+        data["models"] = {"folder": str(self.cache.folder), "two_stage": cascade.two_stage, "loads": self.cache.loads}
         for warning in result.warnings:
             logger.warning("%s: %s", path, warning)
         return out, data
