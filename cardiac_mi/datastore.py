@@ -22,9 +22,7 @@ server's ``output=dicom_seg`` path accepts it):
   STOW-RS; it leaves the outbox only once the server has it. While the server is unreachable
   the save still succeeds (the answer says ``stored: false``), a background thread retries
   with back-off, and the pending SEG already counts as the image's label. A SEG the server
-  refuses moves to ``CACHE/outbox/refused/`` with the reason (``<file>.reason.txt``), never deleted.
-  The outbox is :class:`cardiac_mi.outbox.Outbox` (the PACS spool's too): a SEG is fsynced before the
-  save answers.
+  refuses moves to ``CACHE/outbox/refused/`` with the reason, never deleted.
 - **Clear errors.** Problems surface as :class:`DatastoreError` (an HTTP exception): 404 for
   an unknown series, 422 for bad input, 503 when the server cannot be reached.
 - **A hung archive costs one time-out.** Every request to the server has time-outs
@@ -51,31 +49,29 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pydicom
-import requests
 from fastapi import HTTPException
-from monailabel.datastore.dicom import DICOMwebClientX, DICOMWebDatastore
+from monailabel.datastore.dicom import DICOMWebDatastore
 from monailabel.datastore.local import LocalDatastore
 from monailabel.interfaces.datastore import DefaultLabelTag
 from pydicom.dataset import Dataset
 
 from cardiac_mi.ids import tag_problem, uid_problem
 from cardiac_mi.orthanc import describe_error
-from cardiac_mi.outbox import RETRY_DELAYS_S, Delivery, Outbox
 from cardiac_mi.store import (
-    CONNECT_TIMEOUT_S,
     HEARTBEAT_S,
     ArchiveDown,
-    ArchiveSession,
     DicomStore,
+    DicomStoreError,
     StowResult,
+    Summary,
     archive_gate,
     archive_timeout,
 )
+from lgemri.atomic import write_text
 from lgemri.dicom import DicomSeries, read_dicom_series
 from lgemri.errors import InputError
 from lgemri.images import read_image
@@ -83,11 +79,12 @@ from lgemri.labels import as_label
 from lgemri.seg import is_manual_seg, latest_final_seg, read_seg, seg_datetime, write_seg
 from lgemri.volume import Volume, write_nifti
 
-__all__ = ["OrthancDatastore", "DatastoreError", "SeriesRef", "seg_for_series"]
+__all__ = ["OrthancDatastore", "DatastoreError", "seg_for_series"]
 
 logger = logging.getLogger(__name__)
 
 FINAL = DefaultLabelTag.FINAL.value
+_RETRY_DELAYS_S = (2.0, 5.0, 10.0, 20.0, 30.0)  # and at once when the server answers again
 SAVE_TIMEOUT_S = 3.0  # a save's own STOW of its SEG (small); later tries from the outbox wait the full time-out
 STATUS_WAIT_S = 1.0  # the longest status() waits for fresh listings before it answers from the last ones
 _QIDO_FIELDS = [
@@ -126,46 +123,9 @@ def _tag(value: Any, name: str = "tag") -> str:
     return value
 
 
-@dataclass(frozen=True)
-class SeriesRef:
-    """One series as QIDO-RS lists it."""
-
-    study_uid: str
-    series_uid: str
-    modality: str
-    description: str = ""
-    patient_id: str = ""
-    study_date: str = ""
-    instances: int | None = None
-
-    @classmethod
-    def from_json(cls, item: dict[str, Any]) -> SeriesRef:
-        ds = Dataset.from_json(item)
-
-        def text(keyword: str) -> str:
-            value = ds.get(keyword)
-            return str(value) if value not in (None, "") else ""
-
-        count = ds.get("NumberOfSeriesRelatedInstances")
-        return cls(
-            study_uid=text("StudyInstanceUID"),
-            series_uid=text("SeriesInstanceUID"),
-            modality=text("Modality"),
-            description=text("SeriesDescription"),
-            patient_id=text("PatientID"),
-            study_date=text("StudyDate"),
-            instances=int(count) if count not in (None, "") else None,
-        )
-
-    def info(self) -> dict[str, Any]:
-        return {
-            "StudyInstanceUID": self.study_uid,
-            "SeriesInstanceUID": self.series_uid,
-            "Modality": self.modality,
-            "SeriesDescription": self.description,
-            "PatientID": self.patient_id,
-            "StudyDate": self.study_date,
-        }
+def _down(exc: BaseException) -> bool:
+    """Whether the archive's gate refused the request without asking (it did not answer a moment ago)."""
+    return isinstance(exc, ArchiveDown) or bool(getattr(exc, "down", False))
 
 
 def seg_for_series(series_dir: str | os.PathLike, label: str | os.PathLike, label_info: Any = None, **_: Any) -> str:
@@ -214,10 +174,6 @@ class OrthancDatastore(DICOMWebDatastore):
         self._store = DicomStore(self.url, user, password, timeout=timeout)
         # a save's own attempt waits less: the request waits for it, and the outbox retries anyway
         self._quick_store = DicomStore(self.url, user, password, timeout=min(timeout, SAVE_TIMEOUT_S))
-        session = ArchiveSession((min(CONNECT_TIMEOUT_S, timeout), timeout))
-        session.auth = (user, password) if user is not None else None
-        self._client = DICOMwebClientX(url=self.url, session=session)
-        self._client.set_http_retry_params(retry=False)
         self._timeout = timeout
         self._search_filter = dict(search_filter or {"Modality": "MR"})
         self._fetch_by_frame = False
@@ -228,27 +184,17 @@ class OrthancDatastore(DICOMWebDatastore):
         self.outbox.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.cache_dir.chmod(0o700)  # patient images, labels and SEGs: for this server's user only
         self.outbox.chmod(0o700)
-        # one SEG per STOW, in the order saved; tried again with back-off, and at once when the server answers
-        self.seg_outbox = Outbox(
-            self.outbox,
-            self._sender(self._store),
-            refused=self.outbox / "refused",
-            pattern="*.dcm",
-            batch=1,
-            delays=RETRY_DELAYS_S,
-            name=f"SEG outbox of {self.url}",
-            thread_name="seg-outbox",
-            legacy_reasons=(".txt",),  # up to issue 15: refused/<file>.txt
-        )
         self._lock = threading.RLock()  # the listings and the local datastore; never held while the server is asked
         self._image_locks: dict[str, threading.RLock] = {}  # one fetch or conversion per series at a time
         self._refreshing = False
         self._refresher: threading.Thread | None = None
         self._listed = {"series": False, "segs": False}  # a listing succeeded once (refresh() keeps what it got)
-        self._series: dict[str, SeriesRef] = {}
+        self._series: dict[str, Summary] = {}
         self._series_time = -float("inf")
         self._seg_meta: dict[str, Dataset] = {}  # SEG SeriesInstanceUID -> header (immutable)
         self._segs_time = -float("inf")
+        self._retry_thread: threading.Thread | None = None
+        self._retry_wake = threading.Event()
         self.last_saves: dict[str, dict[str, Any]] = {}  # image id -> what the last save did
         self._this_save = threading.local()  # what the calling thread's last save_label did
         self.fetch_timings: dict[str, dict[str, float]] = {}  # image NIfTI -> seconds to fetch, convert
@@ -272,13 +218,13 @@ class OrthancDatastore(DICOMWebDatastore):
     def _error(self, exc: BaseException, doing: str) -> DatastoreError:
         if isinstance(exc, DatastoreError):
             return exc
+        code = exc.status if isinstance(exc, DicomStoreError) else None
+        if code in (401, 403):
+            return DatastoreError(503, f"{doing}: DICOMweb server {self.url} refused our credentials (HTTP {code})")
+        if code is not None:
+            return DatastoreError(502, f"{doing}: DICOMweb server {self.url} answered HTTP {code}")
         if isinstance(exc, InputError):
             return DatastoreError(503, f"{doing}: {exc}")
-        if isinstance(exc, requests.HTTPError) and exc.response is not None:
-            code = exc.response.status_code
-            if code in (401, 403):
-                return DatastoreError(503, f"{doing}: DICOMweb server {self.url} refused our credentials (HTTP {code})")
-            return DatastoreError(502, f"{doing}: DICOMweb server {self.url} answered HTTP {code}")
         return DatastoreError(503, f"{doing}: cannot reach DICOMweb server {self.url} ({describe_error(exc)})")
 
     # ------------------------------------------------------------------------------ listings
@@ -289,7 +235,7 @@ class OrthancDatastore(DICOMWebDatastore):
             self._series_time = -float("inf")
             self._segs_time = -float("inf")
 
-    def _listing(self, force: bool = False, cached_ok: bool = False) -> dict[str, SeriesRef]:
+    def _listing(self, force: bool = False, cached_ok: bool = False) -> dict[str, Summary]:
         """The image series, listed at most every ``list_ttl`` s; the last list while the server is down.
 
         ``cached_ok``: a stale list is returned at once and refreshed in the background (the first
@@ -302,11 +248,11 @@ class OrthancDatastore(DICOMWebDatastore):
                 self._refresh_in_background()
                 return self._series
         try:
-            found = self._client.search_for_series(search_filters=self._search_filter, fields=_QIDO_FIELDS)
-        except Exception as exc:  # requests / dicomweb_client errors: the server is the problem
+            series = self._store.search_series(self._search_filter, _QIDO_FIELDS)
+        except Exception as exc:  # the server is the problem
             with self._lock:
                 if self._listed["series"]:
-                    log = logger.debug if isinstance(exc, ArchiveDown) else logger.warning
+                    log = logger.debug if _down(exc) else logger.warning
                     log(
                         "listing %s failed (%s); using the list from %.0f s ago",
                         self.url,
@@ -315,7 +261,6 @@ class OrthancDatastore(DICOMWebDatastore):
                     )
                     return self._series
             raise self._error(exc, "listing image series") from None
-        series = [SeriesRef.from_json(item) for item in found]
         with self._lock:
             self._series = {s.series_uid: s for s in series if s.series_uid}
             self._series_time = time.monotonic()
@@ -347,18 +292,18 @@ class OrthancDatastore(DICOMWebDatastore):
     def list_images(self) -> list[str]:
         return list(self._listing())
 
-    def _series_ref(self, image_id: str) -> SeriesRef:
+    def _series_ref(self, image_id: str) -> Summary:
         """The listed series ``image_id``; asks the server again before saying it is unknown."""
         ref = self._listing().get(image_id) or self._listing(force=True).get(image_id)
         if ref is not None:
             return ref
         try:
-            found = self._client.search_for_series(search_filters={"SeriesInstanceUID": image_id}, fields=_QIDO_FIELDS)
+            found = self._store.search_series({"SeriesInstanceUID": image_id}, _QIDO_FIELDS)
         except Exception as exc:
             raise self._error(exc, f"looking up series {image_id}") from None
         if not found:
             raise DatastoreError(404, f"series {image_id} is not in {self.url}")
-        other = SeriesRef.from_json(found[0])
+        other = found[0]
         wanted = ", ".join(f"{k}={v}" for k, v in self._search_filter.items())
         raise DatastoreError(
             422,
@@ -378,7 +323,7 @@ class OrthancDatastore(DICOMWebDatastore):
             try:
                 known = self._list_segs(known)
             except Exception as exc:  # the outbox still counts; the server's SEGs come back with it
-                log = logger.debug if isinstance(exc, ArchiveDown) else logger.warning
+                log = logger.debug if _down(exc) else logger.warning
                 log("listing SEGs of %s failed (%s); using the last list and the outbox", self.url, describe_error(exc))
             else:
                 with self._lock:
@@ -403,17 +348,18 @@ class OrthancDatastore(DICOMWebDatastore):
 
         Raises whatever the listing raised, or a connection error met while reading a header (the
         last complete list then stays in use, rather than one with labels missing)."""
-        found = self._client.search_for_series(search_filters={"Modality": "SEG"}, fields=_QIDO_FIELDS)
         listed = {}
-        for item in found:
-            ref = SeriesRef.from_json(item)
+        for ref in self._store.search_series({"Modality": "SEG"}, _QIDO_FIELDS):
             if ref.series_uid in known:
                 listed[ref.series_uid] = known[ref.series_uid]
                 continue
             try:
-                meta = self._client.retrieve_series_metadata(ref.study_uid, ref.series_uid)
-            except (requests.ConnectionError, requests.Timeout):
-                raise
+                meta = self._store.retrieve_series_metadata(ref.study_uid, ref.series_uid)
+            except DicomStoreError as exc:
+                if not exc.reached:
+                    raise
+                logger.warning("SEG series %s: cannot read its metadata (%s); ignored", ref.series_uid, exc)
+                continue
             except Exception as exc:
                 logger.warning(
                     "SEG series %s: cannot read its metadata (%s); ignored", ref.series_uid, describe_error(exc)
@@ -480,13 +426,13 @@ class OrthancDatastore(DICOMWebDatastore):
         with self._lock:
             return self._image_locks.setdefault(image_id, threading.RLock())
 
-    def _download(self, ref: SeriesRef) -> None:
+    def _download(self, ref: Summary) -> None:
         folder = self._series_dir(ref.series_uid)
         if folder.is_dir() and any(folder.iterdir()):
             return
         tick = time.perf_counter()
         try:
-            instances = self._client.retrieve_series(ref.study_uid, ref.series_uid)
+            instances = self._store.retrieve_series(ref.study_uid, ref.series_uid)
         except Exception as exc:
             raise self._error(exc, f"fetching series {ref.series_uid}") from None
         if not instances:
@@ -623,7 +569,7 @@ class OrthancDatastore(DICOMWebDatastore):
 
     def _fetch_seg(self, seg: Dataset, folder: Path) -> Path:
         try:
-            instances = self._client.retrieve_series(str(seg.StudyInstanceUID), str(seg.SeriesInstanceUID))
+            instances = self._store.retrieve_series(str(seg.StudyInstanceUID), str(seg.SeriesInstanceUID))
         except Exception as exc:
             raise self._error(exc, f"fetching SEG {seg.SeriesInstanceUID}") from None
         if not instances:
@@ -717,19 +663,16 @@ class OrthancDatastore(DICOMWebDatastore):
                 422, f"label for series {image_id} is empty: nothing to save (draw or run a model first)"
             )
         user = str(label_info.get("user") or "").strip()
-
-        def write(path: Path) -> None:
+        pending = self.outbox / f"{_dt.datetime.now():%Y%m%dT%H%M%S%f}_{image_id}.dcm"
+        try:
             write_seg(
                 label,
                 series,
-                path,
+                pending,
                 manual=True,
                 content_creator=user or None,
                 series_description="LGE segmentation (corrected)",
             )
-
-        try:
-            pending = self.seg_outbox.put_file(f"{_dt.datetime.now():%Y%m%dT%H%M%S%f}_{image_id}.dcm", write)
         except InputError as exc:
             raise DatastoreError(422, f"label for series {image_id}: {exc}") from None
         header = pydicom.dcmread(pending, stop_before_pixels=True)
@@ -784,43 +727,37 @@ class OrthancDatastore(DICOMWebDatastore):
     # ------------------------------------------------------------------------------ outbox
 
     def _pending(self) -> list[Path]:
-        return self.seg_outbox.pending()
-
-    def _sender(self, store: DicomStore) -> Callable[[list[Path]], Delivery]:
-        """The outbox's send function: STOW-RS to ``store``; a file it neither stores nor refuses is refused
-        as "no answer"; the SEG listing is asked afresh after each try."""
-
-        def send(paths: list[Path]) -> Delivery:
-            result = store.stow(paths)
-            with self._lock:
-                self._segs_time = -float("inf")
-            sent = result.stored + result.skipped
-            reason = "; ".join(str(r) for r in result.refused) or "no answer"
-            for path in sent:
-                logger.info("SEG %s stored in %s", path.name, self.url)
-            return Delivery(sent=sent, refused={p: reason for p in paths if p not in sent}, detail=result)
-
-        return send
+        return sorted(self.outbox.glob("*.dcm"))
 
     def _send(self, path: Path, quick: bool = False) -> tuple[bool, str]:
         """STOW one outbox file; True when the server has it (the file then leaves the outbox).
 
         ``quick``: wait ``SAVE_TIMEOUT_S`` at most for each answer (a save's own attempt)."""
         try:
-            flushed = self.seg_outbox.flush([path], send=self._sender(self._quick_store) if quick else None)
+            result = (self._quick_store if quick else self._store).stow([path])
         except InputError as exc:
             logger.warning("%s not sent: %s", path.name, exc)
             return False, str(exc)
-        if path in flushed.refused:
-            return False, f"refused: {flushed.refused[path]}"
-        return not path.exists(), ""  # sent (by this call, or by another thread meanwhile)
+        if result.stored or result.skipped:
+            path.unlink(missing_ok=True)
+            logger.info("SEG %s stored in %s", path.name, self.url)
+            return True, ""
+        reason = "; ".join(str(r) for r in result.refused) or "no answer"
+        if not path.exists():  # another thread sent it meanwhile
+            return True, ""
+        refused = self.outbox / "refused"
+        refused.mkdir(exist_ok=True, mode=0o700)
+        os.replace(path, refused / path.name)
+        write_text(refused / f"{path.name}.txt", reason + "\n")
+        logger.error("%s refused by %s: %s (kept in %s)", path.name, self.url, reason, refused)
+        return False, f"refused: {reason}"
 
     def flush(self) -> int:
         """Send what waits in the outbox now; returns how many are still pending."""
-        try:
-            self.seg_outbox.flush()
-        except InputError as exc:  # the server is down: the order is kept, the retry thread tries later
-            logger.debug("outbox not sent: %s", exc)
+        for path in self._pending():
+            stored, _ = self._send(path)
+            if not stored and path.exists():
+                break  # the server is down: keep the order, try later
         with self._lock:
             self._segs_time = -float("inf")
         return len(self._pending())
@@ -832,7 +769,29 @@ class OrthancDatastore(DICOMWebDatastore):
             self._start_retry()
 
     def _start_retry(self) -> None:
-        self.seg_outbox.start_retry()
+        with self._lock:
+            if self._retry_thread is not None and self._retry_thread.is_alive():
+                self._retry_wake.set()
+                return
+            self._retry_thread = threading.Thread(target=self._retry_loop, name="seg-outbox", daemon=True)
+            self._retry_thread.start()
+
+    def _retry_loop(self) -> None:
+        attempt = 0
+        while self._pending():
+            delay = _RETRY_DELAYS_S[min(attempt, len(_RETRY_DELAYS_S) - 1)]
+            self._retry_wake.wait(delay)
+            self._retry_wake.clear()
+            left = self.flush()
+            attempt = 0 if left == 0 else attempt + 1
+            if left:
+                logger.warning(
+                    "%d SEG(s) wait for %s (next try in %.0f s)",
+                    left,
+                    self.url,
+                    _RETRY_DELAYS_S[min(attempt, len(_RETRY_DELAYS_S) - 1)],
+                )
+        logger.info("outbox empty: every SEG is in %s", self.url)
 
     # ------------------------------------------------------------------------------ status
 

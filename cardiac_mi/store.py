@@ -1,7 +1,10 @@
-"""Send DICOM files to a DICOMweb server (the embedded Orthanc or any other) and list its studies.
+"""The one DICOMweb client of cardiac_mi: search (QIDO-RS), retrieve (WADO-RS) and store (STOW-RS).
 
-``DicomStore`` speaks STOW-RS and QIDO-RS with plain HTTP (``requests``), so that every file gets its
-own answer::
+``DicomStore`` speaks DICOMweb with plain HTTP (``requests``) to the embedded Orthanc or any other
+server; upload, the datastore, the viewer's save, report storing and the PACS retrieval all use it.
+Searches answer :class:`Summary` (one type for a study or a series match); retrievals answer pydicom
+datasets (WADO-RS series and instances) or DICOM JSON (metadata). A STOW-RS upload gives every file
+its own answer::
 
     store = DicomStore("http://127.0.0.1:8042/dicom-web", "user", "password")
     result = upload(["sample-data/dicom"], store)
@@ -16,7 +19,9 @@ Each file ends in exactly one of three lists of the ``StowResult``:
 - ``refused``: with the reason. Files are checked before they are sent: not DICOM, unreadable, truncated,
   missing UIDs; the server's own refusals (FailedSOPSequence) are reported with their failure reason.
 
-Connection and authentication problems stop the upload with a ``DicomStoreError`` naming the URL.
+Connection and authentication problems stop the upload with a ``DicomStoreError`` naming the URL;
+its ``status`` is the HTTP status the server answered (None when it did not answer: ``reached`` is then
+False, and ``down`` says that the archive's gate refused without asking).
 
 Every request to an archive goes through an :class:`ArchiveSession`: it has time-outs (a connection in
 ``CONNECT_TIMEOUT_S``, an answer in ``$CARDIAC_MI_ARCHIVE_TIMEOUT`` seconds, default 10), and once an
@@ -55,7 +60,8 @@ __all__ = [
     "DicomStoreError",
     "Refused",
     "StowResult",
-    "Study",
+    "Summary",
+    "split_multipart",
     "upload",
     "iter_files",
     "ArchiveDown",
@@ -94,7 +100,19 @@ FAILURE_FAMILIES = {0xA7: "out of resources", 0xA9: "data set does not match SOP
 
 
 class DicomStoreError(InputError):
-    """The DICOMweb server cannot be reached, refuses the credentials or does not speak DICOMweb."""
+    """The DICOMweb server cannot be reached, refuses the credentials or does not speak DICOMweb.
+
+    Attributes:
+        status: the HTTP status of the server's answer, or None when it did not answer.
+        reached: False when the server did not answer (refused, timed out, or its gate is closed).
+        down: the archive's gate refused the request without asking (:class:`ArchiveDown`).
+    """
+
+    def __init__(self, message: str, *, status: int | None = None, reached: bool = True, down: bool = False):
+        super().__init__(message)
+        self.status = status
+        self.reached = reached
+        self.down = down
 
 
 @dataclass(frozen=True)
@@ -140,27 +158,44 @@ class StowResult:
 
 
 @dataclass(frozen=True)
-class Study:
-    """One QIDO-RS study match; ``raw`` is the server's DICOM JSON."""
+class Summary:
+    """One QIDO-RS match, a study or a series (``series_uid`` empty for a study); ``raw`` is its DICOM JSON.
 
-    uid: str
-    patient_id: str
-    patient_name: str
-    date: str
-    description: str
-    modalities: tuple[str, ...]
-    series: int | None
-    instances: int | None
-    raw: dict[str, Any] = field(repr=False, compare=False)
+    ``description`` is the SeriesDescription of a series, the StudyDescription of a study; ``modality``
+    a series' Modality, ``modalities`` a study's ModalitiesInStudy; ``series`` and ``instances`` the
+    counts the server gives (NumberOfStudyRelatedSeries, NumberOf{Study,Series}RelatedInstances).
+    """
+
+    study_uid: str
+    series_uid: str = ""
+    patient_id: str = ""
+    patient_name: str = ""
+    date: str = ""
+    description: str = ""
+    modality: str = ""
+    modalities: tuple[str, ...] = ()
+    series: int | None = None
+    instances: int | None = None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def uid(self) -> str:
+        """The UID of the match's own level: the series' for a series, the study's for a study."""
+        return self.series_uid or self.study_uid
+
+    @property
+    def study_date(self) -> str:
+        return self.date
 
     @classmethod
-    def from_json(cls, item: dict[str, Any]) -> Study:
+    def from_json(cls, item: dict[str, Any]) -> Summary:
         def values(tag: str) -> list[Any]:
-            return list(item.get(tag, {}).get("Value", []))
+            found = item.get(tag)
+            return list(found.get("Value", [])) if isinstance(found, dict) else []
 
         def text(tag: str) -> str:
             found = values(tag)
-            if not found:
+            if not found or found[0] is None:
                 return ""
             value = found[0]
             return str(value.get("Alphabetic", "")) if isinstance(value, dict) else str(value)
@@ -172,17 +207,31 @@ class Study:
             except (TypeError, ValueError):
                 return None
 
+        series_uid = text("0020000E")
         return cls(
-            uid=text("0020000D"),
+            study_uid=text("0020000D"),
+            series_uid=series_uid,
             patient_id=text("00100020"),
             patient_name=text("00100010"),
             date=text("00080020"),
-            description=text("00081030"),
+            description=text("0008103E") if series_uid else text("00081030"),
+            modality=text("00080060"),
             modalities=tuple(str(v) for v in values("00080061")),
             series=number("00201206"),
-            instances=number("00201208"),
+            instances=number("00201209") if series_uid else number("00201208"),
             raw=item,
         )
+
+    def info(self) -> dict[str, Any]:
+        """The series' attributes as the datastore's image info."""
+        return {
+            "StudyInstanceUID": self.study_uid,
+            "SeriesInstanceUID": self.series_uid,
+            "Modality": self.modality,
+            "SeriesDescription": self.description,
+            "PatientID": self.patient_id,
+            "StudyDate": self.date,
+        }
 
 
 @dataclass
@@ -454,6 +503,40 @@ def _inspect(path: Path) -> _Instance | Refused:
         return Refused(path, f"unreadable DICOM file ({type(exc).__name__}: {exc})")
 
 
+def split_multipart(content_type: str, body: bytes) -> list[bytes]:
+    """The parts of a ``multipart/related`` body (RFC 2046), or ``[body]`` for a single ``application/dicom``.
+
+    Raises:
+        InputError: The content type is neither, or the body does not follow its boundary.
+    """
+    media = content_type.split(";")[0].strip().lower()
+    if media == "application/dicom":
+        return [body]
+    if media != "multipart/related":
+        raise InputError(
+            f"expected multipart/related (STOW-RS) or application/dicom, got {media or 'no content type'!r}"
+        )
+    boundary = None
+    for param in content_type.split(";")[1:]:
+        key, _, value = param.strip().partition("=")
+        if key.strip().lower() == "boundary":
+            boundary = value.strip().strip('"')
+    if not boundary:
+        raise InputError("multipart/related without a boundary")
+    delimiter = b"--" + boundary.encode("latin-1")
+    chunks = body.split(delimiter)
+    if len(chunks) < 3 or not chunks[-1].startswith(b"--"):
+        raise InputError("the multipart body does not end with its closing boundary")
+    parts = []
+    for chunk in chunks[1:-1]:
+        chunk = chunk[2:] if chunk.startswith(b"\r\n") else chunk
+        head, separator, content = chunk.partition(b"\r\n\r\n")
+        if not separator:
+            raise InputError("a multipart part has no header/body separator")
+        parts.append(content[:-2] if content.endswith(b"\r\n") else content)
+    return parts
+
+
 def _failure_reason(code: Any) -> str:
     try:
         value = int(code)
@@ -472,12 +555,16 @@ def _first(item: dict[str, Any], tag: str) -> Any:
 
 
 class DicomStore:
-    """A DICOMweb server: STOW-RS uploads and QIDO-RS queries.
+    """A DICOMweb server: QIDO-RS searches, WADO-RS retrievals and STOW-RS uploads.
+
+    Every request goes through an :class:`ArchiveSession` (time-outs, the archive's gate, a GET asked
+    again once on a dropped keep-alive connection); no other retry.
 
     Args:
         url: the DICOMweb root, e.g. ``http://127.0.0.1:8042/dicom-web``.
         user, password: HTTP basic-auth credentials, if the server asks for them.
-        timeout: seconds for one HTTP request.
+        timeout: seconds to wait for an answer (for its first byte, and between bytes).
+        connect_timeout: seconds to wait for a connection (at most ``timeout``).
         batch_files, batch_bytes: the most files and bytes sent in one STOW-RS request.
     """
 
@@ -488,6 +575,7 @@ class DicomStore:
         password: str | None = None,
         *,
         timeout: float = 120.0,
+        connect_timeout: float = CONNECT_TIMEOUT_S,
         batch_files: int = 32,
         batch_bytes: int = 64 << 20,
     ) -> None:
@@ -497,6 +585,7 @@ class DicomStore:
             raise InputError("give both a user and a password for the DICOMweb server, or neither")
         self.url = url.rstrip("/")
         self.timeout = timeout
+        self.connect_timeout = min(connect_timeout, timeout)
         self.batch_files = max(1, batch_files)
         self.batch_bytes = max(1, batch_bytes)
         self.session = ArchiveSession()
@@ -516,22 +605,46 @@ class DicomStore:
     def _request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         url = f"{self.url}{path}"
         try:
-            response = self.session.request(
-                method, url, timeout=(min(CONNECT_TIMEOUT_S, self.timeout), self.timeout), **kwargs
-            )
+            response = self.session.request(method, url, timeout=(self.connect_timeout, self.timeout), **kwargs)
         except requests.Timeout:
-            raise DicomStoreError(f"DICOMweb server at {self.url} did not answer within {self.timeout:g} s") from None
+            raise DicomStoreError(
+                f"DICOMweb server at {self.url} did not answer within {self.timeout:g} s", reached=False
+            ) from None
         except requests.ConnectionError as exc:
-            raise DicomStoreError(f"cannot reach DICOMweb server at {self.url} ({describe_error(exc)})") from None
+            raise DicomStoreError(
+                f"cannot reach DICOMweb server at {self.url} (unreachable: {describe_error(exc)})",
+                reached=False,
+                down=isinstance(exc, ArchiveDown),
+            ) from None
         except requests.RequestException as exc:
-            raise DicomStoreError(f"cannot talk to DICOMweb server at {self.url} ({exc})") from None
-        if response.status_code in (401, 403):
+            raise DicomStoreError(f"cannot talk to DICOMweb server at {self.url} ({exc})", reached=False) from None
+        status = response.status_code
+        if status in (401, 403):
             if self.session.auth:
                 problem = "rejected the given user and password"
             else:
                 problem = "asks for a user and password"
-            raise DicomStoreError(f"DICOMweb server at {self.url} {problem} (HTTP {response.status_code})")
+            raise DicomStoreError(
+                f"DICOMweb server at {self.url} {problem} (HTTP {status}): check the credentials (--user, --password)",
+                status=status,
+            )
         return response
+
+    def _json(self, path: str, params: dict[str, Any] | None = None, what: str = "QIDO-RS") -> list[dict[str, Any]]:
+        """GET ``path`` as DICOM JSON: a list of objects (empty for HTTP 204)."""
+        response = self._request("GET", path, params=params, headers={"Accept": "application/dicom+json"})
+        if response.status_code == 204:
+            return []
+        if response.status_code != 200:
+            detail = response.text[:200].strip()
+            raise DicomStoreError(
+                f"{what} {self.url}{path} answered HTTP {response.status_code}: {detail}", status=response.status_code
+            )
+        try:
+            found = response.json()
+        except ValueError:
+            raise DicomStoreError(f"{what} {self.url}{path} did not answer DICOM JSON", status=200) from None
+        return [item for item in found if isinstance(item, dict)] if isinstance(found, list) else []
 
     def ping(self) -> None:
         """Check that the server answers QIDO-RS; raise ``DicomStoreError`` saying what is wrong otherwise."""
@@ -552,43 +665,91 @@ class DicomStore:
                 " (expected a URL like http://HOST:PORT/dicom-web)"
             )
 
-    def _qido(self, path: str, params: dict[str, Any]) -> list[dict[str, Any]]:
-        response = self._request("GET", path, params=params, headers={"Accept": "application/dicom+json"})
-        if response.status_code == 204:
-            return []
-        if response.status_code != 200:
-            detail = response.text[:200].strip()
-            raise DicomStoreError(f"QIDO-RS {self.url}{path} answered HTTP {response.status_code}: {detail}")
-        try:
-            found = response.json()
-        except ValueError:
-            raise DicomStoreError(f"QIDO-RS {self.url}{path} did not answer DICOM JSON") from None
-        return found if isinstance(found, list) else []
+    # ----------------------------------------------------------------------------------------- QIDO-RS
 
-    def studies(self, modality: str | None = None, **filters: str) -> list[Study]:
+    @staticmethod
+    def _params(filters: dict[str, Any] | None, fields: Iterable[str] | None) -> dict[str, Any]:
+        params: dict[str, Any] = dict(filters or {})
+        if fields:
+            params["includefield"] = list(fields)
+        return params
+
+    def studies(self, modality: str | None = None, **filters: str) -> list[Summary]:
         """The server's studies, optionally those with ``modality`` (ModalitiesInStudy) or other QIDO filters."""
         params: dict[str, Any] = dict(filters)
         if modality:
             params["ModalitiesInStudy"] = modality
-        params["includefield"] = ["StudyDescription"]
-        return [Study.from_json(item) for item in self._qido("/studies", params)]
+        return self.search_studies(params, fields=["StudyDescription"])
+
+    def search_studies(
+        self, filters: dict[str, Any] | None = None, fields: Iterable[str] | None = None
+    ) -> list[Summary]:
+        """QIDO-RS ``/studies`` with ``filters`` (attribute keyword or tag -> value) and ``fields`` to include."""
+        return [Summary.from_json(item) for item in self._json("/studies", self._params(filters, fields))]
+
+    def search_series(
+        self,
+        filters: dict[str, Any] | None = None,
+        fields: Iterable[str] | None = None,
+        *,
+        study_uid: str | None = None,
+    ) -> list[Summary]:
+        """QIDO-RS ``/series`` (or ``/studies/{study_uid}/series``) matching ``filters``."""
+        path = f"/studies/{study_uid}/series" if study_uid else "/series"
+        return [Summary.from_json(item) for item in self._json(path, self._params(filters, fields))]
+
+    def search_instances(
+        self,
+        study_uid: str,
+        series_uid: str | None = None,
+        filters: dict[str, Any] | None = None,
+        fields: Iterable[str] | None = None,
+    ) -> list[dict[str, Any]]:
+        """QIDO-RS instances of a study (or of one of its series), as DICOM JSON."""
+        path = f"/studies/{study_uid}" + (f"/series/{series_uid}" if series_uid else "") + "/instances"
+        return self._json(path, self._params(filters, fields))
 
     def instance_uids(self, study_uid: str) -> set[str]:
         """SOPInstanceUIDs the server holds in study ``study_uid`` (empty when it has no such study)."""
-        path = f"/studies/{study_uid}/instances"
-        headers = {"Accept": "application/dicom+json"}
-        response = self._request("GET", path, params={"includefield": "00080018"}, headers=headers)
-        if response.status_code == 204:
-            return set()
         try:
-            found = response.json() if response.status_code == 200 else []
-        except ValueError:
-            found = []
-        if response.status_code != 200:
-            logger.debug("cannot list study %s (HTTP %d); sending all its files", study_uid, response.status_code)
-        if not isinstance(found, list):
-            found = []
+            found = self.search_instances(study_uid, fields=["00080018"])
+        except DicomStoreError as exc:
+            if exc.status in (None, 401, 403):
+                raise
+            logger.debug("cannot list study %s (HTTP %d); sending all its files", study_uid, exc.status)
+            return set()
         return {str(uid) for uid in (_first(item, "00080018") for item in found) if uid}
+
+    # ----------------------------------------------------------------------------------------- WADO-RS
+
+    def retrieve_series(self, study_uid: str, series_uid: str) -> list[pydicom.Dataset]:
+        """The instances of a series (WADO-RS, in their stored transfer syntax)."""
+        return self._retrieve(f"/studies/{study_uid}/series/{series_uid}")
+
+    def retrieve_instance(self, study_uid: str, series_uid: str, sop_uid: str) -> pydicom.Dataset:
+        """One instance (WADO-RS)."""
+        found = self._retrieve(f"/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}")
+        if len(found) != 1:
+            raise DicomStoreError(f"WADO-RS {self.url}: instance {sop_uid} came as {len(found)} parts", status=200)
+        return found[0]
+
+    def retrieve_series_metadata(self, study_uid: str, series_uid: str) -> list[dict[str, Any]]:
+        """The DICOM JSON metadata of a series' instances (WADO-RS ``.../metadata``, no bulk data)."""
+        return self._json(f"/studies/{study_uid}/series/{series_uid}/metadata", what="WADO-RS")
+
+    def _retrieve(self, path: str) -> list[pydicom.Dataset]:
+        accept = 'multipart/related; type="application/dicom"; transfer-syntax=*'
+        response = self._request("GET", path, headers={"Accept": accept})
+        if response.status_code != 200:
+            detail = response.text[:200].strip()
+            raise DicomStoreError(
+                f"WADO-RS {self.url}{path} answered HTTP {response.status_code}: {detail}", status=response.status_code
+            )
+        try:
+            parts = split_multipart(response.headers.get("Content-Type", ""), response.content)
+            return [pydicom.dcmread(io.BytesIO(part)) for part in parts]
+        except Exception as exc:  # noqa: BLE001 - a damaged answer, whatever pydicom raises for it
+            raise DicomStoreError(f"WADO-RS {self.url}{path}: unreadable answer ({exc})", status=200) from None
 
     # ----------------------------------------------------------------------------------------- STOW-RS
 
@@ -646,6 +807,11 @@ class DicomStore:
             answer = {}
         if not isinstance(answer, dict):
             answer = {}
+        if status == 200 and not response.content.strip():  # all stored; no Store Instances Response says so
+            for item in batch:
+                result.stored.append(item.path)
+                result.studies.add(item.study_uid)
+            return
         stored = {_first(item, "00081155") for item in answer.get("00081199", {}).get("Value", [])}
         failed = {_first(item, "00081155"): item for item in answer.get("00081198", {}).get("Value", [])}
         for item in batch:

@@ -28,13 +28,12 @@ from pathlib import Path
 from typing import Any
 
 import pydicom
-import requests
 from fastapi import HTTPException
 from monailabel.config import settings
 from monailabel.interfaces.utils.app import app_instance
 
 from cardiac_mi.ids import uid_problem
-from cardiac_mi.viewer.proxy import archive_session
+from cardiac_mi.store import DicomStore, DicomStoreError, split_multipart
 from cardiac_mi.viewer.results import measure_final_label, panel_view
 from lgemri.errors import InputError
 from lgemri.seg import SEGMENTATION_STORAGE
@@ -44,41 +43,7 @@ __all__ = ["save_viewer_seg", "split_multipart", "series_in_archive"]
 logger = logging.getLogger(__name__)
 
 FINAL = "final"
-CHECK_TIMEOUT_S = (3.0, 10.0)
-
-
-def split_multipart(content_type: str, body: bytes) -> list[bytes]:
-    """The parts of a ``multipart/related`` body (RFC 2046), or ``[body]`` for a single ``application/dicom``.
-
-    Raises:
-        InputError: The content type is neither, or the body does not follow its boundary.
-    """
-    media = content_type.split(";")[0].strip().lower()
-    if media == "application/dicom":
-        return [body]
-    if media != "multipart/related":
-        raise InputError(
-            f"expected multipart/related (STOW-RS) or application/dicom, got {media or 'no content type'!r}"
-        )
-    boundary = None
-    for param in content_type.split(";")[1:]:
-        key, _, value = param.strip().partition("=")
-        if key.strip().lower() == "boundary":
-            boundary = value.strip().strip('"')
-    if not boundary:
-        raise InputError("multipart/related without a boundary")
-    delimiter = b"--" + boundary.encode("latin-1")
-    chunks = body.split(delimiter)
-    if len(chunks) < 3 or not chunks[-1].startswith(b"--"):
-        raise InputError("the multipart body does not end with its closing boundary")
-    parts = []
-    for chunk in chunks[1:-1]:
-        chunk = chunk[2:] if chunk.startswith(b"\r\n") else chunk
-        head, separator, content = chunk.partition(b"\r\n\r\n")
-        if not separator:
-            raise InputError("a multipart part has no header/body separator")
-        parts.append(content[:-2] if content.endswith(b"\r\n") else content)
-    return parts
+CHECK_TIMEOUT_S = (3.0, 10.0)  # (connect, answer) for the check that the series is still there
 
 
 def series_in_archive(study_uid: str, series_uid: str) -> bool | None:
@@ -94,27 +59,21 @@ def series_in_archive(study_uid: str, series_uid: str) -> bool | None:
     root = settings.MONAI_LABEL_STUDIES.rstrip("/")
     if not root.startswith(("http://", "https://")):
         return None
-    url = f"{root}/studies/{study_uid}/series"
+    user, password = settings.MONAI_LABEL_DICOMWEB_USERNAME, settings.MONAI_LABEL_DICOMWEB_PASSWORD
+    connect, answer = CHECK_TIMEOUT_S
+    store = DicomStore(
+        root, *((user, password) if user and password else (None, None)), timeout=answer, connect_timeout=connect
+    )
     try:
-        answer = archive_session().get(
-            url,
-            params={"SeriesInstanceUID": series_uid},
-            headers={"Accept": "application/dicom+json"},
-            timeout=CHECK_TIMEOUT_S,
-        )
-    except requests.RequestException as exc:
+        found = store.search_series({"SeriesInstanceUID": series_uid}, study_uid=study_uid)
+    except DicomStoreError as exc:
+        if exc.status == 404:
+            return False
         logger.warning("cannot ask %s for series %s: %s", root, series_uid, exc)
         return None
-    if answer.status_code == 204 or answer.status_code == 404:
-        return False
-    if answer.status_code != 200:
-        logger.warning("QIDO %s answered HTTP %d", url, answer.status_code)
-        return None
-    try:
-        found = answer.json()
-    except ValueError:
-        return None
-    return any(series_uid in str(item.get("0020000E", {}).get("Value", [])) for item in found or [])
+    finally:
+        store.session.close()
+    return any(item.series_uid == series_uid for item in found)
 
 
 def _read(parts: list[bytes]) -> pydicom.Dataset:
