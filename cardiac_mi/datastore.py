@@ -22,7 +22,9 @@ server's ``output=dicom_seg`` path accepts it):
   STOW-RS; it leaves the outbox only once the server has it. While the server is unreachable
   the save still succeeds (the answer says ``stored: false``), a background thread retries
   with back-off, and the pending SEG already counts as the image's label. A SEG the server
-  refuses moves to ``CACHE/outbox/refused/`` with the reason, never deleted.
+  refuses moves to ``CACHE/outbox/refused/`` with the reason (``<file>.reason.txt``), never deleted.
+  The outbox is :class:`cardiac_mi.outbox.Outbox` (the PACS spool's too): a SEG is fsynced before the
+  save answers.
 - **Clear errors.** Problems surface as :class:`DatastoreError` (an HTTP exception): 404 for
   an unknown series, 422 for bad input, 503 when the server cannot be reached.
 - **A hung archive costs one time-out.** Every request to the server has time-outs
@@ -61,6 +63,7 @@ from pydicom.dataset import Dataset
 
 from cardiac_mi.ids import tag_problem, uid_problem
 from cardiac_mi.orthanc import describe_error
+from cardiac_mi.outbox import RETRY_DELAYS_S, Delivery, Outbox
 from cardiac_mi.store import (
     HEARTBEAT_S,
     ArchiveDown,
@@ -71,7 +74,6 @@ from cardiac_mi.store import (
     archive_gate,
     archive_timeout,
 )
-from lgemri.atomic import write_text
 from lgemri.dicom import DicomSeries, read_dicom_series
 from lgemri.errors import InputError
 from lgemri.images import read_image
@@ -84,7 +86,6 @@ __all__ = ["OrthancDatastore", "DatastoreError", "seg_for_series"]
 logger = logging.getLogger(__name__)
 
 FINAL = DefaultLabelTag.FINAL.value
-_RETRY_DELAYS_S = (2.0, 5.0, 10.0, 20.0, 30.0)  # and at once when the server answers again
 SAVE_TIMEOUT_S = 3.0  # a save's own STOW of its SEG (small); later tries from the outbox wait the full time-out
 STATUS_WAIT_S = 1.0  # the longest status() waits for fresh listings before it answers from the last ones
 _QIDO_FIELDS = [
@@ -184,6 +185,18 @@ class OrthancDatastore(DICOMWebDatastore):
         self.outbox.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.cache_dir.chmod(0o700)  # patient images, labels and SEGs: for this server's user only
         self.outbox.chmod(0o700)
+        # one SEG per STOW, in the order saved; tried again with back-off, and at once when the server answers
+        self.seg_outbox = Outbox(
+            self.outbox,
+            self._sender(self._store),
+            refused=self.outbox / "refused",
+            pattern="*.dcm",
+            batch=1,
+            delays=RETRY_DELAYS_S,
+            name=f"SEG outbox of {self.url}",
+            thread_name="seg-outbox",
+            legacy_reasons=(".txt",),  # up to issue 15: refused/<file>.txt
+        )
         self._lock = threading.RLock()  # the listings and the local datastore; never held while the server is asked
         self._image_locks: dict[str, threading.RLock] = {}  # one fetch or conversion per series at a time
         self._refreshing = False
@@ -193,8 +206,6 @@ class OrthancDatastore(DICOMWebDatastore):
         self._series_time = -float("inf")
         self._seg_meta: dict[str, Dataset] = {}  # SEG SeriesInstanceUID -> header (immutable)
         self._segs_time = -float("inf")
-        self._retry_thread: threading.Thread | None = None
-        self._retry_wake = threading.Event()
         self.last_saves: dict[str, dict[str, Any]] = {}  # image id -> what the last save did
         self._this_save = threading.local()  # what the calling thread's last save_label did
         self.fetch_timings: dict[str, dict[str, float]] = {}  # image NIfTI -> seconds to fetch, convert
@@ -663,16 +674,19 @@ class OrthancDatastore(DICOMWebDatastore):
                 422, f"label for series {image_id} is empty: nothing to save (draw or run a model first)"
             )
         user = str(label_info.get("user") or "").strip()
-        pending = self.outbox / f"{_dt.datetime.now():%Y%m%dT%H%M%S%f}_{image_id}.dcm"
-        try:
+
+        def write(path: Path) -> None:
             write_seg(
                 label,
                 series,
-                pending,
+                path,
                 manual=True,
                 content_creator=user or None,
                 series_description="LGE segmentation (corrected)",
             )
+
+        try:
+            pending = self.seg_outbox.put_file(f"{_dt.datetime.now():%Y%m%dT%H%M%S%f}_{image_id}.dcm", write)
         except InputError as exc:
             raise DatastoreError(422, f"label for series {image_id}: {exc}") from None
         header = pydicom.dcmread(pending, stop_before_pixels=True)
@@ -727,37 +741,43 @@ class OrthancDatastore(DICOMWebDatastore):
     # ------------------------------------------------------------------------------ outbox
 
     def _pending(self) -> list[Path]:
-        return sorted(self.outbox.glob("*.dcm"))
+        return self.seg_outbox.pending()
+
+    def _sender(self, store: DicomStore) -> Callable[[list[Path]], Delivery]:
+        """The outbox's send function: STOW-RS to ``store``; a file it neither stores nor refuses is refused
+        as "no answer"; the SEG listing is asked afresh after each try."""
+
+        def send(paths: list[Path]) -> Delivery:
+            result = store.stow(paths)
+            with self._lock:
+                self._segs_time = -float("inf")
+            sent = result.stored + result.skipped
+            reason = "; ".join(str(r) for r in result.refused) or "no answer"
+            for path in sent:
+                logger.info("SEG %s stored in %s", path.name, self.url)
+            return Delivery(sent=sent, refused={p: reason for p in paths if p not in sent}, detail=result)
+
+        return send
 
     def _send(self, path: Path, quick: bool = False) -> tuple[bool, str]:
         """STOW one outbox file; True when the server has it (the file then leaves the outbox).
 
         ``quick``: wait ``SAVE_TIMEOUT_S`` at most for each answer (a save's own attempt)."""
         try:
-            result = (self._quick_store if quick else self._store).stow([path])
+            flushed = self.seg_outbox.flush([path], send=self._sender(self._quick_store) if quick else None)
         except InputError as exc:
             logger.warning("%s not sent: %s", path.name, exc)
             return False, str(exc)
-        if result.stored or result.skipped:
-            path.unlink(missing_ok=True)
-            logger.info("SEG %s stored in %s", path.name, self.url)
-            return True, ""
-        reason = "; ".join(str(r) for r in result.refused) or "no answer"
-        if not path.exists():  # another thread sent it meanwhile
-            return True, ""
-        refused = self.outbox / "refused"
-        refused.mkdir(exist_ok=True, mode=0o700)
-        os.replace(path, refused / path.name)
-        write_text(refused / f"{path.name}.txt", reason + "\n")
-        logger.error("%s refused by %s: %s (kept in %s)", path.name, self.url, reason, refused)
-        return False, f"refused: {reason}"
+        if path in flushed.refused:
+            return False, f"refused: {flushed.refused[path]}"
+        return not path.exists(), ""  # sent (by this call, or by another thread meanwhile)
 
     def flush(self) -> int:
         """Send what waits in the outbox now; returns how many are still pending."""
-        for path in self._pending():
-            stored, _ = self._send(path)
-            if not stored and path.exists():
-                break  # the server is down: keep the order, try later
+        try:
+            self.seg_outbox.flush()
+        except InputError as exc:  # the server is down: the order is kept, the retry thread tries later
+            logger.debug("outbox not sent: %s", exc)
         with self._lock:
             self._segs_time = -float("inf")
         return len(self._pending())
@@ -769,29 +789,7 @@ class OrthancDatastore(DICOMWebDatastore):
             self._start_retry()
 
     def _start_retry(self) -> None:
-        with self._lock:
-            if self._retry_thread is not None and self._retry_thread.is_alive():
-                self._retry_wake.set()
-                return
-            self._retry_thread = threading.Thread(target=self._retry_loop, name="seg-outbox", daemon=True)
-            self._retry_thread.start()
-
-    def _retry_loop(self) -> None:
-        attempt = 0
-        while self._pending():
-            delay = _RETRY_DELAYS_S[min(attempt, len(_RETRY_DELAYS_S) - 1)]
-            self._retry_wake.wait(delay)
-            self._retry_wake.clear()
-            left = self.flush()
-            attempt = 0 if left == 0 else attempt + 1
-            if left:
-                logger.warning(
-                    "%d SEG(s) wait for %s (next try in %.0f s)",
-                    left,
-                    self.url,
-                    _RETRY_DELAYS_S[min(attempt, len(_RETRY_DELAYS_S) - 1)],
-                )
-        logger.info("outbox empty: every SEG is in %s", self.url)
+        self.seg_outbox.start_retry()
 
     # ------------------------------------------------------------------------------ status
 
