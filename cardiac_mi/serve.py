@@ -413,7 +413,7 @@ def _start_monailabel(
         "--studies",
         handle.studies_url,
         "--conf",
-        "models",
+        "models_dir",
         str(models),
         "--conf",
         "train_dir",

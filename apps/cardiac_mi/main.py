@@ -1,8 +1,9 @@
 """The cardiac_mi MONAI Label app: LV localization and infarct segmentation on LGE MRI.
 
 Start it with ``monailabel start_server --app apps/cardiac_mi --studies <folder or DICOMweb URL>
---conf models <folder>``; without ``models`` it uses ``$CARDIAC_MI_MODELS`` or the repository's
-``models/``. Tasks: ``localization`` and ``segmentation`` (see ``lib/configs``).
+--conf models_dir <folder>``; without ``models_dir`` it uses ``$CARDIAC_MI_MODELS`` or the repository's
+``models/``. Tasks: ``localization`` and ``segmentation`` (see ``lib/configs``); ``--conf models`` picks
+some of them, as in MONAI Label's sample apps (default all).
 
 Requests are checked before any work starts (:meth:`CardiacMIApp.check_request`): an unknown task,
 strategy or scoring method is a 404, a device this machine lacks a 422; an infer's ``image`` must be an
@@ -32,6 +33,7 @@ from monailabel.tasks.activelearning.first import First
 from monailabel.tasks.activelearning.random import Random
 
 import lgemri
+from cardiac_mi import monailabel_compat as compat
 from cardiac_mi.ids import device_problem, is_local_image_id, is_uid, shown
 from lgemri.dicom import SEGMENTED_MODALITIES
 from lgemri.inference import default_models_dir
@@ -65,17 +67,38 @@ def no_such_image(image: Any) -> HTTPException:
     )
 
 
+def selected_tasks(models: str | None) -> list[str]:
+    """The task configs that ``--conf models`` names (comma-separated, as in MONAI Label's sample apps; default all).
+
+    Raises:
+        ValueError: for a name that is no task, or a folder given there (the models folder is ``models_dir``).
+    """
+    if not models or models.strip() == "all":
+        return list(CONFIGS)
+    names = [name.strip() for name in models.split(",") if name.strip()]
+    for name in names:
+        if name not in CONFIGS:
+            hint = " (the models folder is --conf models_dir <folder>)" if os.sep in name or os.path.isdir(name) else ""
+            raise ValueError(
+                f"--conf models {models}: {name!r} is no task; choose from all, {', '.join(CONFIGS)}{hint}"
+            )
+    return names
+
+
 class CardiacMIApp(MONAILabelApp):
     def __init__(self, app_dir, studies, conf):
         conf = dict(conf or {})
-        self.model_dir = os.path.abspath(conf.get("models") or str(default_models_dir()))
+        self.model_dir = os.path.abspath(conf.get("models_dir") or str(default_models_dir()))
         if not os.path.isdir(self.model_dir):
-            raise ValueError(f"{self.model_dir}: no models folder (set --conf models <folder> or CARDIAC_MI_MODELS)")
+            raise ValueError(
+                f"{self.model_dir}: no models folder (set --conf models_dir <folder> or CARDIAC_MI_MODELS)"
+            )
+        compat.check_version()
 
         self.planner = None
         self.models: dict[str, TaskConfig] = {}
-        for name, config in CONFIGS.items():
-            task = config()
+        for name in selected_tasks(conf.get("models")):
+            task = CONFIGS[name]()
             task.init(name, self.model_dir, conf, self.planner)
             self.models[name] = task
         logger.info("+++ cardiac_mi models folder: %s; tasks: %s", self.model_dir, ", ".join(self.models))
@@ -112,13 +135,9 @@ class CardiacMIApp(MONAILabelApp):
             else {"Modality": "MR"},
             list_ttl=float(self.conf.get("datastore_refresh", 30)),
         )
-        # MONAI Label 0.8.5 has no hook for the ``output=dicom_seg`` writer: its endpoint calls dcmqi with
-        # client-given segment names; ours writes the coded EMIDEC segments of lgemri.seg instead.
-        import monailabel.endpoints.infer as infer_endpoint
-
         from cardiac_mi.datastore import seg_for_series
 
-        infer_endpoint.nifti_to_dicom_seg = seg_for_series
+        compat.use_seg_writer(seg_for_series)  # output=dicom_seg: the coded EMIDEC segments of lgemri.seg
         datastore.on_final_label.append(self._count_final_label)
         logger.info(
             "+++ datastore: %s (cache %s, lists refreshed every %.0f s)", datastore.url, cache, datastore.list_ttl
@@ -256,11 +275,9 @@ class CardiacMIApp(MONAILabelApp):
         On 2 CPU cores the scoring processes started with the server slowed the first clinician's
         request from 1.4 s to 3.5 s; later scoring runs after each training, when the model changed.
         """
-        auto, self._auto_update_scoring = self._auto_update_scoring, False
-        try:
+        auto = compat.auto_scoring(self)
+        with compat.scoring_paused(self):
             super().on_init_complete()
-        finally:
-            self._auto_update_scoring = auto
         if auto and self._scoring_methods:
             delay = float(self.conf.get("scoring_delay", 120))
             timer = threading.Timer(delay, self.async_scoring, args=(None,))
@@ -271,11 +288,8 @@ class CardiacMIApp(MONAILabelApp):
     def next_sample(self, request):
         """MONAI Label's, without rescoring every study after each request: the strategy scores what it needs."""
         self.check_request("strategy", request)
-        auto, self._auto_update_scoring = self._auto_update_scoring, False
-        try:
+        with compat.scoring_paused(self):
             return super().next_sample(request)
-        finally:
-            self._auto_update_scoring = auto
 
     def on_save_label(self, image_id, label_id):
         """What the datastore did with this save (stored in Orthanc, queued, or kept as a non-final tag), in
@@ -284,37 +298,24 @@ class CardiacMIApp(MONAILabelApp):
         outcome = getattr(self.datastore(), "save_outcome", None)
         return outcome(image_id) if outcome is not None else {}
 
-    def init_infers(self) -> dict[str, InferTask]:
-        infers: dict[str, InferTask] = {}
+    def _declared(self, method: str) -> dict[str, Any]:
+        """The tasks each task config's ``method()`` declares, by name, as in MONAI Label's sample apps: None,
+        one task (named after its config) or a dict of named tasks."""
+        found: dict[str, Any] = {}
         for config in self.models.values():
-            task = config.infer()
-            infers.update(task if isinstance(task, dict) else {config.name: task})
-        return infers
+            task = getattr(config, method)()
+            if task is not None:
+                found.update(task if isinstance(task, dict) else {config.name: task})
+        return found
+
+    def init_infers(self) -> dict[str, InferTask]:
+        return self._declared("infer")
 
     def init_trainers(self) -> dict[str, TrainTask]:
-        trainers: dict[str, TrainTask] = {}
-        for config in self.models.values():
-            task = config.trainer()
-            if task is not None:
-                trainers[config.name] = task
-        return trainers
+        return self._declared("trainer")
 
     def init_strategies(self) -> dict[str, Strategy]:
-        from lib.activelearning import Epistemic
+        return {"random": Random(), "first": First(), **self._declared("strategy")}
 
-        # conf: max_candidates (studies scored on the fly per request), mc_passes (Monte-Carlo passes)
-        epistemic = Epistemic(
-            self.model_dir, max_candidates=self.conf.get("max_candidates", 2), passes=self.conf.get("mc_passes", 8)
-        )
-        return {"random": Random(), "first": First(), "epistemic": epistemic}
-
-    def init_scoring_methods(self):
-        """``dice`` and ``epistemic`` (``lib/scoring``), by name."""
-        from lib.scoring import Dice, Epistemic
-
-        # conf: scoring_max_images (studies per scoring run), mc_passes (as for the epistemic strategy)
-        max_images = self.conf.get("scoring_max_images", 20)
-        return {
-            "dice": Dice(self.model_dir, max_images=max_images),
-            "epistemic": Epistemic(self.model_dir, passes=self.conf.get("mc_passes", 8), max_images=max_images),
-        }
+    def init_scoring_methods(self) -> dict[str, Any]:
+        return self._declared("scoring_method")

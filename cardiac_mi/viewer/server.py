@@ -30,6 +30,7 @@ from monailabel.interfaces.tasks.batch_infer import BatchInferImageType
 from monailabel.interfaces.utils.app import app_instance
 from starlette.concurrency import run_in_threadpool
 
+from cardiac_mi import monailabel_compat as compat
 from cardiac_mi.ids import shown
 from cardiac_mi.viewer import OHIF_DIR
 from cardiac_mi.viewer.labels import save_viewer_seg
@@ -347,43 +348,33 @@ async def checked_panel_infer(
     return await INFERENCE.run(run)
 
 
-def _monailabel_proxy(route) -> bool:
-    """Whether ``route`` is MONAI Label's DICOMweb proxy (a route, or its router as FastAPI includes it)."""
-    from monailabel.endpoints import proxy as theirs
-
-    if getattr(route, "original_router", None) is theirs.router:
-        return True
-    return getattr(getattr(route, "endpoint", None), "__module__", "") == theirs.__name__
-
-
 def install(target) -> None:
     """Put the request checks, the viewer's and the proxy's routes in front of MONAI Label's (first match wins),
     remove MONAI Label's own DICOMweb proxy (it forwards any path and method to the archive), and put the
     origin, Host and request checks of :mod:`.security` in front of everything."""
-    before = len(target.router.routes)
-    target.include_router(root_checks)
-    target.include_router(both_checks)
-    target.include_router(both_checks, prefix=PANEL_PREFIX)
-    target.include_router(panel_checks)
-    target.include_router(router)
-    target.include_router(proxy_router)
-    target.include_router(proxy_catch_all)
-    target.include_router(panel_router)
-    target.include_router(training_router)
-    target.include_router(results_router)
-    for module in (activelearning, datastore, train, logs):
-        target.include_router(module.router, prefix=PANEL_PREFIX, include_in_schema=False)
-    added = target.router.routes[before:]
-    del target.router.routes[before:]
-    rest = [r for r in target.router.routes if not _monailabel_proxy(r)]
-    removed = len(target.router.routes) - len(rest)
-    target.router.routes[:] = added + rest
-    if hasattr(target.router, "_mark_routes_changed"):
-        target.router._mark_routes_changed()
+
+    def include() -> None:
+        for routes in (root_checks, both_checks):
+            target.include_router(routes)
+        target.include_router(both_checks, prefix=PANEL_PREFIX)
+        for routes in (
+            panel_checks,
+            router,
+            proxy_router,
+            proxy_catch_all,
+            panel_router,
+            training_router,
+            results_router,
+        ):
+            target.include_router(routes)
+        for module in (activelearning, datastore, train, logs):
+            target.include_router(module.router, prefix=PANEL_PREFIX, include_in_schema=False)
+
+    added, removed = compat.put_routes_first(target, include, drop=compat.is_monailabel_proxy)
     logger.info(
         "cardiac_mi viewer: %d routes in front of MONAI Label's (/ohif/, /proxy/dicom/, /viewer/); "
         "MONAI Label's %d proxy routes removed",
-        len(added),
+        added,
         removed,
     )
     secure(target)

@@ -34,7 +34,7 @@ def _make_app(studies: Path, models: Path, **conf):
 
     cls = get_class_of_subclass_from_file("main", str(APP_DIR / "main.py"), "MONAILabelApp")
     return cls(
-        app_dir=str(APP_DIR), studies=str(studies), conf={"models": str(models), "mc_passes": str(PASSES), **conf}
+        app_dir=str(APP_DIR), studies=str(studies), conf={"models_dir": str(models), "mc_passes": str(PASSES), **conf}
     )
 
 

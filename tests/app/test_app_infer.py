@@ -32,7 +32,7 @@ def _make_app(studies: Path, models: Path):
 
     cls = get_class_of_subclass_from_file("main", str(APP_DIR / "main.py"), "MONAILabelApp")
     assert cls is not None and cls.__name__ == "CardiacMIApp"
-    return cls(app_dir=str(APP_DIR), studies=str(studies), conf={"models": str(models)})
+    return cls(app_dir=str(APP_DIR), studies=str(studies), conf={"models_dir": str(models)})
 
 
 @pytest.fixture(scope="module")

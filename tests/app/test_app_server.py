@@ -51,7 +51,7 @@ def server(tmp_path_factory):
         "--studies",
         str(studies),
         "--conf",
-        "models",
+        "models_dir",
         str(MODELS),
         "--conf",
         "scoring_delay",

@@ -46,7 +46,7 @@ def _make_app(root: Path, phantom_dir: Path, labelled=CASES, **conf):
     app = cls(
         app_dir=str(APP_DIR),
         studies=str(studies),
-        conf={"models": str(models), "train_dir": str(root / "runs"), **CONF, **conf},
+        conf={"models_dir": str(models), "train_dir": str(root / "runs"), **CONF, **conf},
     )
     # after training MONAI Label asks its own HTTP server to re-run the scoring methods; in process there is none
     app._auto_update_scoring = False

@@ -36,3 +36,22 @@ class Segmentation(TaskConfig):
         from lib.trainers import Segmentation as SegmentationTrainer
 
         return SegmentationTrainer(self.model_dir, conf=self.conf)
+
+    def strategy(self) -> dict[str, Any]:
+        """``epistemic``: the study the model is least sure about (conf ``max_candidates``, ``mc_passes``)."""
+        from lib.activelearning import Epistemic
+
+        passes = self.conf.get("mc_passes", 8)
+        return {
+            "epistemic": Epistemic(self.model_dir, max_candidates=self.conf.get("max_candidates", 2), passes=passes)
+        }
+
+    def scoring_method(self) -> dict[str, Any]:
+        """``dice`` and ``epistemic`` (``lib/scoring``; conf ``scoring_max_images``, ``mc_passes``)."""
+        from lib.scoring import Dice, Epistemic
+
+        max_images = self.conf.get("scoring_max_images", 20)
+        return {
+            "dice": Dice(self.model_dir, max_images=max_images),
+            "epistemic": Epistemic(self.model_dir, passes=self.conf.get("mc_passes", 8), max_images=max_images),
+        }
