@@ -19,20 +19,6 @@ __all__ = ["main", "build_parser"]
 logger = logging.getLogger("cardiac_mi")
 
 
-def embedded_store() -> tuple[str, str | None, str | None]:
-    """The DICOMweb root and credentials of the embedded Orthanc of the default state folder."""
-    from cardiac_mi.orthanc import default_state_dir, running_orthanc
-
-    state = default_state_dir()
-    server = running_orthanc(state)
-    if server is None:
-        raise InputError(
-            f"no embedded Orthanc runs for state folder {state}: start it with `cardiac-mi serve` or give --store URL"
-        )
-    user, password = server.auth or (None, None)
-    return server.dicomweb_url, user, password
-
-
 # The modules whose register(subparsers) adds the sub-commands, in the order of the help.
 COMMANDS = (
     "cardiac_mi.commands.data",
@@ -42,9 +28,10 @@ COMMANDS = (
     "cardiac_mi.commands.simulate",
     "cardiac_mi.commands.serve",
     "cardiac_mi.commands.users",
-    "cardiac_mi.upload",
+    "cardiac_mi.commands.upload",
     "cardiac_mi.pacs",
     "gan.cli",
+    "cardiac_mi.commands.report",
 )
 
 
@@ -58,9 +45,6 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in COMMANDS:
         importlib.import_module(module).register(sub)
-    from lgemri.report.cli import register as register_report
-
-    register_report(sub, default_store=embedded_store)
     return parser
 
 

@@ -10,7 +10,8 @@ and writes into one folder:
     report-pdf.dcm   DICOM Encapsulated PDF in the image's study
     report-sr.dcm    DICOM Comprehensive 3D SR (TID 1500 measurement report)
 
-and, when asked, stores the DICOM objects to a DICOMweb server (STOW-RS, :mod:`.store`).
+and, when given a ``store``, hands it the DICOM files. This library sends nothing itself:
+:func:`cardiac_mi.report.make_report` stores them in a DICOMweb server (STOW-RS).
 """
 
 from __future__ import annotations

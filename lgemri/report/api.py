@@ -1,4 +1,8 @@
-"""``make_report``: quantify one study and write its report files (and store them, if asked)."""
+"""``make_report``: quantify one study and write its report files (and hand them to a store, if given).
+
+This library sends nothing: storing the DICOM objects is the ``store`` callable's job
+(:func:`cardiac_mi.report.make_report` gives one that speaks DICOMweb).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import datetime
 import json
 import logging
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -20,7 +25,7 @@ from .dicom_report import StudyInfo, encapsulated_pdf, measurement_sr, write_dic
 from .document import DISCLAIMER, pdf_bytes, write_html
 from .schema import SCHEMA_ID, SCHEMA_VERSION, validate
 
-__all__ = ["make_report", "build_report", "FILE_NAMES"]
+__all__ = ["make_report", "build_report", "FILE_NAMES", "ReportStore"]
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +38,11 @@ FILE_NAMES = {
     "dicom": "report-pdf.dcm",
     "sr": "report-sr.dcm",
 }
+
+
+#: Stores the report's DICOM files (Encapsulated PDF, SR) and returns ``(server URL, stored SOPInstanceUIDs)``;
+#: raises :class:`InputError` when they are not stored.
+ReportStore = Callable[[Sequence[Path]], tuple[str, list[str]]]
 
 
 def _read_study(image_path: Path, series_uid: str | None):
@@ -81,9 +91,7 @@ def make_report(
     label_path: str | os.PathLike,
     out_dir: str | os.PathLike,
     *,
-    store_url: str | None = None,
-    username: str | None = None,
-    password: str | None = None,
+    store: ReportStore | None = None,
     viability_threshold: float = 50.0,
     rv_insertion_deg: float | None = None,
     base_first: bool = True,
@@ -93,16 +101,15 @@ def make_report(
 
     Writes (names in :data:`FILE_NAMES`) the bullseye PNG, the HTML and PDF pages, the DICOM
     Encapsulated PDF and the DICOM measurement SR, all in the image's study (a new study when the
-    image is NIfTI), and last ``report.json``. With ``store_url`` the two DICOM objects are then
-    stored by STOW-RS; a failed store still leaves the files (and ``report.json`` says nothing
-    was stored) before the error is raised.
+    image is NIfTI), and last ``report.json``. With ``store`` the two DICOM files are then handed
+    to it (``report.json`` records where they went); a failed store still leaves the files (and
+    ``report.json`` says nothing was stored) before the error is raised.
 
     Args:
         image_path: the LGE image, a NIfTI file or a folder with one DICOM series.
         label_path: its EMIDEC label on the same grid (NIfTI file or DICOM series folder).
         out_dir: the output folder (created when missing).
-        store_url: DICOMweb root to store the DICOM report to, e.g. ``http://localhost:8042/dicom-web``.
-        username, password: basic-auth credentials for ``store_url``.
+        store: stores the DICOM report files (see :data:`ReportStore`); None stores nothing.
         viability_threshold: transmurality (%) above which a segment is called non-viable.
         rv_insertion_deg: anterior RV insertion angle (default: patient axes, 120 degrees).
         base_first: False when slice 0 is the apex.
@@ -144,11 +151,9 @@ def make_report(
     }
 
     error = None
-    if store_url:
-        from .store import store_dicom
-
+    if store is not None:
         try:
-            uids = store_dicom([pdf_ds, sr_ds], store_url, username=username, password=password)
+            store_url, uids = store([paths["dicom"], paths["sr"]])
         except InputError as exc:
             error = exc
             report["stored"] = None

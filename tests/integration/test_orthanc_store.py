@@ -19,6 +19,7 @@ import pytest
 import requests
 
 from cardiac_mi import orthanc as orthanc_module
+from cardiac_mi.commands.upload import register
 from cardiac_mi.orthanc import (
     AE_TITLE,
     EmbeddedOrthanc,
@@ -31,7 +32,6 @@ from cardiac_mi.orthanc import (
     wait_for_http,
 )
 from cardiac_mi.store import DicomStore, DicomStoreError, upload
-from cardiac_mi.upload import register
 from lgemri.errors import InputError
 
 SAMPLE = Path(__file__).resolve().parents[2] / "sample-data" / "dicom"

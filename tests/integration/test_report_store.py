@@ -9,10 +9,10 @@ import requests
 
 from cardiac_mi.cli import main
 from cardiac_mi.orthanc import EmbeddedOrthanc, find_orthanc_binary
+from cardiac_mi.report import make_report
 from cardiac_mi.store import DicomStore, upload
 from lgemri.dicom import read_dicom_series
 from lgemri.errors import InputError
-from lgemri.report import make_report
 
 SAMPLE = Path(__file__).resolve().parents[2] / "sample-data"
 CASE = "Case_P001"

@@ -15,14 +15,14 @@ import numpy as np
 import pydicom
 import pytest
 
+from cardiac_mi.commands.report import register
+from cardiac_mi.report import make_report, store_dicom
 from lgemri.dicom import read_dicom_series
 from lgemri.errors import InputError
-from lgemri.report.api import FILE_NAMES, make_report
+from lgemri.report.api import FILE_NAMES
 from lgemri.report.bullseye import SEGMENT_GEOMETRY, bullseye_png
-from lgemri.report.cli import register
 from lgemri.report.dicom_report import ENCAPSULATED_PDF_STORAGE
 from lgemri.report.schema import SCHEMA, SCHEMA_VERSION, schema_errors, validate
-from lgemri.report.store import store_dicom
 from lgemri.volume import Volume, write_nifti
 
 SAMPLE = Path(__file__).resolve().parents[2] / "sample-data"

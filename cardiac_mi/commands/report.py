@@ -1,22 +1,23 @@
-"""The ``report`` sub-command: ``cardiac-mi report --image PATH --label PATH --out DIR``."""
+"""``cardiac-mi report --image PATH --label PATH --out DIR [--store [URL]]``: the clinical infarct report.
+
+The report is :func:`lgemri.report.make_report` (offline); with ``--store`` its DICOM PDF and SR are then
+stored by :func:`cardiac_mi.report.make_report` in the store the flags of
+:func:`cardiac_mi.commands.options.add_store_options` name.
+"""
 
 from __future__ import annotations
 
 import argparse
 import functools
 import logging
-import os
-from collections.abc import Callable
 from pathlib import Path
 
-from ..errors import InputError
+from cardiac_mi.commands.options import DefaultStore, add_store_options, store_requested, store_settings
+from lgemri.errors import InputError
 
-__all__ = ["register", "DefaultStore"]
+__all__ = ["register", "cmd_report"]
 
 logger = logging.getLogger(__name__)
-
-#: Returns the configured DICOMweb server as ``(url, user, password)``.
-DefaultStore = Callable[[], tuple[str, str | None, str | None]]
 
 
 def _percent(text: str) -> float:
@@ -29,20 +30,10 @@ def _percent(text: str) -> float:
     return value
 
 
-def _cmd_report(args: argparse.Namespace, default_store: DefaultStore | None = None) -> None:
-    from .api import make_report
-    from .store import PASSWORD_ENV, URL_ENV, USER_ENV
+def cmd_report(args: argparse.Namespace, default_store: DefaultStore | None = None) -> None:
+    from cardiac_mi.report import make_report
 
-    store_url, username, password = args.store, None, None
-    if store_url == "":  # --store without a URL: the configured server
-        if os.environ.get(URL_ENV):
-            store_url = os.environ[URL_ENV]
-        elif default_store is not None:
-            store_url, username, password = default_store()
-        else:
-            raise InputError(f"--store without a URL needs ${URL_ENV} (e.g. http://localhost:8042/dicom-web)")
-    username = args.user if args.user is not None else os.environ.get(USER_ENV, username)
-    password = args.password if args.password is not None else os.environ.get(PASSWORD_ENV, password)
+    store_url, username, password = store_settings(args, default_store) if store_requested(args) else (None, None, None)
     if not args.image.exists():
         raise InputError(f"{args.image}: no such file or folder")
     if not args.label.exists():
@@ -70,14 +61,13 @@ def register(
 ) -> argparse.ArgumentParser:
     """Add the ``report`` sub-command to ``subparsers`` (from ``parser.add_subparsers()``).
 
-    ``args.func(args)`` runs :func:`lgemri.report.make_report` and raises :class:`InputError`
-    for bad input.
+    ``args.func(args)`` writes the report and raises :class:`InputError` for bad input.
 
     Args:
         subparsers: where to add the sub-command.
-        default_store: called when ``--store`` comes without a URL and ``$CARDIAC_MI_DICOMWEB_URL``
-            is unset; returns the configured server's ``(dicomweb_url, user, password)`` (e.g. the
-            embedded Orthanc) or raises :class:`InputError` saying why there is none.
+        default_store: called when ``--store`` comes without a URL and the environment names none;
+            returns ``(dicomweb_url, user, password)`` or raises :class:`InputError` saying why there is
+            none. Default: the embedded Orthanc of ``--state``.
 
     Returns:
         The sub-command's parser.
@@ -89,16 +79,7 @@ def register(
         "--label", required=True, type=Path, help="EMIDEC label on the image grid (NIfTI file or folder)"
     )
     parser.add_argument("--out", required=True, type=Path, help="output folder")
-    parser.add_argument(
-        "--store",
-        nargs="?",
-        const="",
-        metavar="URL",
-        help="STOW-RS the DICOM report to this DICOMweb root (e.g. http://localhost:8042/dicom-web); "
-        "without a URL, $CARDIAC_MI_DICOMWEB_URL or the configured server",
-    )
-    parser.add_argument("--user", help="basic-auth user for --store (default $CARDIAC_MI_DICOMWEB_USER)")
-    parser.add_argument("--password", help="basic-auth password for --store (default $CARDIAC_MI_DICOMWEB_PASSWORD)")
+    add_store_options(parser, what="store the DICOM report (STOW-RS) in", only_if_given=True)
     parser.add_argument(
         "--viability-threshold",
         type=_percent,
@@ -114,5 +95,5 @@ def register(
     )
     parser.add_argument("--apex-first", action="store_true", help="slice 0 is the apex (default: slice 0 is the base)")
     parser.add_argument("--series-uid", help="series to read when the DICOM folder holds several")
-    parser.set_defaults(func=functools.partial(_cmd_report, default_store=default_store))
+    parser.set_defaults(func=functools.partial(cmd_report, default_store=default_store))
     return parser
