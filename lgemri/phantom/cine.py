@@ -31,15 +31,25 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
 from ..volume import Volume
-from .anatomy import Tissue, sample_anatomy
-from .mr import Contrast, sample_contrast, smooth_field
-from .study import SUB_SLICES, PhantomCase, _Renderer, _truth, sample_geometry, write_case
+from .anatomy import Tissue
+from .cases import PhantomCase, case_truth, draw_subject, write_cases, write_series
+from .mr import Contrast, smooth_field
+from .render import SUB_SLICES, Renderer, render_stack, sample_geometry
 
-__all__ = ["CineContrast", "sample_cine_contrast", "cine_signal_table", "make_cine_case", "write_cine_phantom"]
+__all__ = [
+    "CineContrast",
+    "sample_cine_contrast",
+    "cine_signal_table",
+    "make_cine_case",
+    "write_cine_case",
+    "write_cine_phantom",
+    "HEADER",
+]
 
 logger = logging.getLogger(__name__)
+
+HEADER = {"generator": "cardiac_mi cine phantom", "contrast": "cine"}  # phantom.json's header
 
 # native (pre-contrast) T1, T2 in ms and proton density per tissue; (1.5 T, 3 T) T1 values
 _NATIVE = {
@@ -103,7 +113,7 @@ def cine_signal_table(cine: CineContrast) -> np.ndarray:
     return table
 
 
-class _CineRenderer(_Renderer):
+class CineRenderer(Renderer):
     """The LGE renderer with the bSSFP table and no scar texture."""
 
     def __init__(self, rng, anatomy, contrast: Contrast, geometry, cine: CineContrast) -> None:
@@ -134,24 +144,12 @@ def make_cine_case(number: int, seed: int, territory: str | None = None) -> Phan
     Its label and geometry are those of ``make_case(number, seed, territory)``; ``truth`` is
     that case's ground truth plus ``"contrast": "cine"`` and the cine parameters.
     """
-    if number < 1:
-        raise InputError(f"case numbers start at 1, got {number}")
-    pathological = number % 3 != 0
-    case_id = f"Case_{'P' if pathological else 'N'}{number:03d}"
-    rng = np.random.default_rng([seed, number])  # the LGE case's draws, in its order
-    try:
-        anatomy = sample_anatomy(rng, pathological, territory)
-    except ValueError as exc:
-        raise InputError(str(exc)) from exc
-    contrast = sample_contrast(rng)
+    case_id, rng, anatomy, contrast = draw_subject(number, seed, territory)  # the LGE case's draws, in its order
     geometry = sample_geometry(rng, anatomy)
     cine = sample_cine_contrast(np.random.default_rng([seed, number, 0xC1E]), contrast.field_strength)
-    renderer = _CineRenderer(rng, anatomy, contrast, geometry, cine)
-    images, labels = zip(*(renderer.render_slice(k) for k in range(geometry.slices)))
-    image = np.stack(images, axis=-1).transpose(1, 0, 2)
-    label = np.stack(labels, axis=-1).transpose(1, 0, 2)
+    image, label = render_stack(CineRenderer(rng, anatomy, contrast, geometry, cine), geometry)
     affine = geometry.affine()
-    truth = _truth(case_id, number, seed, anatomy, contrast, geometry, label)
+    truth = case_truth(case_id, number, seed, anatomy, contrast, geometry, label)
     truth.update(
         {
             "contrast": "cine",
@@ -162,9 +160,10 @@ def make_cine_case(number: int, seed: int, territory: str | None = None) -> Phan
     return PhantomCase(case_id, image_volume, Volume(np.ascontiguousarray(label), affine), truth)
 
 
-def _write_cine_case(case: PhantomCase, out: Path, formats: tuple[str, ...]) -> None:
+def write_cine_case(case: PhantomCase, out: Path, formats: tuple[str, ...]) -> None:
+    """Write one cine case: EMIDEC layout and a cine bSSFP DICOM series (:func:`lgemri.phantom.cases.write_series`)."""
     t = case.truth
-    write_case(
+    write_series(
         case,
         out,
         formats,
@@ -198,6 +197,14 @@ def write_cine_phantom(
     Raises:
         InputError: ``cases < 1`` or an unknown format.
     """
-    from .study import write_phantom
-
-    return write_phantom(out_dir, cases, seed, progress, formats, contrast="cine")
+    return write_cases(
+        out_dir,
+        cases,
+        seed,
+        make_cine_case,
+        write_cine_case,
+        HEADER,
+        progress=progress,
+        description="cine phantom",
+        formats=formats,
+    )

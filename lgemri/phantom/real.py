@@ -101,8 +101,9 @@ from ..errors import InputError
 from ..labels import CAVITY
 from ..volume import Volume
 from .anatomy import Anatomy, Tissue
+from .cases import PhantomCase, case_truth, draw_subject
 from .mr import coil_sensitivity
-from .study import heart_window
+from .render import Geometry, enclose_no_reflow, heart_window, patient_frame
 
 __all__ = [
     "STYLES",
@@ -527,8 +528,6 @@ def sample_appearance(rng: np.random.Generator, pixel_mm: float) -> Appearance:
 
 def sample_real_geometry(rng: np.random.Generator, anatomy: Anatomy):
     """A stack with a real study's field of view, matrix and slice thickness (module docstring)."""
-    from .study import Geometry, patient_frame
-
     fov = rng.uniform(280.0, 400.0) if rng.random() < 0.7 else rng.uniform(150.0, 280.0)
     pixel = round(float(rng.uniform(max(0.7, fov / 384.0), min(2.0, fov / 128.0))), 4)
     lo = math.ceil(150.0 / pixel)
@@ -896,9 +895,7 @@ class _RealRenderer:
         value = cplx.real if look.psir else np.abs(cplx)
         label = np.zeros(self.xy[0].shape, dtype=np.uint8)
         self.anatomy.paint_heart(np.zeros_like(label), label, *self.xy, z)
-        from .study import _enclose_no_reflow
-
-        _enclose_no_reflow(label)
+        enclose_no_reflow(label)
         return value, label
 
 
@@ -987,12 +984,10 @@ def make_real_case(number: int, seed: int, territory: str | None = None, *, keep
     slice's centre plane on the stored grid, indexed (i, j, k) like the image. Keeping them draws
     nothing, so the case is the same either way.
     """
-    from .study import PhantomCase, _start, _truth
-
-    case_id, rng, anatomy, contrast = _start(number, seed, territory)
+    case_id, rng, anatomy, contrast = draw_subject(number, seed, territory)
     image, label, geometry, extra, look, tissue = render_real_case(rng, anatomy, keep_tissue=keep_tissue)
     affine = geometry.affine()
-    truth = _truth(case_id, number, seed, anatomy, contrast, geometry, label)
+    truth = case_truth(case_id, number, seed, anatomy, contrast, geometry, label)
     truth["snr_blood"] = round(look.snr, 2)
     truth.update(extra)
     case = PhantomCase(case_id, Volume(np.ascontiguousarray(image), affine), Volume(label, affine), truth)

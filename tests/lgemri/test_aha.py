@@ -8,7 +8,7 @@ import pytest
 from lgemri import aha
 from lgemri.errors import InputError
 from lgemri.labels import CAVITY, INFARCT, MYOCARDIUM
-from lgemri.phantom.study import infarct_segments
+from lgemri.phantom.cases import infarct_segments
 
 RV = 120.0  # anterior RV insertion point, degrees counter-clockwise from image right
 

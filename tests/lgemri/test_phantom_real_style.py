@@ -14,8 +14,8 @@ from cardiac_mi.cli import build_parser
 from lgemri.errors import InputError
 from lgemri.labels import CAVITY, INFARCT, MYOCARDIUM, NO_REFLOW
 from lgemri.phantom import make_case, write_phantom
+from lgemri.phantom.cases import draw_subject
 from lgemri.phantom.real import RealTissue, make_real_case, sample_real_geometry
-from lgemri.phantom.study import _start
 
 SEED = 31  # cases 1-5: 8- and 12-bit, PSIR-like and magnitude, no-reflow, padded strips; ~8 s in all
 CASES = 5
@@ -164,7 +164,7 @@ def test_geometry_is_within_the_documented_ranges():
     """FOV 150-400 mm, pixels 0.7-2.0 mm, thickness 5-23 mm, over many draws (sampling only)."""
     thick = []
     for number in range(1, 121):
-        _, rng, anatomy, _ = _start(number, 7, None)
+        _, rng, anatomy, _ = draw_subject(number, 7, None)
         g = sample_real_geometry(rng, anatomy)
         assert 0.7 <= g.pixel_mm <= 2.0
         for n in (g.rows, g.cols):
