@@ -23,14 +23,14 @@ logger = logging.getLogger("cardiac_mi")
 COMMANDS = (
     "cardiac_mi.commands.data",
     "cardiac_mi.commands.infer",
-    "lgemri.training.cli",
+    "cardiac_mi.commands.train",
     "cardiac_mi.commands.evaluate",
     "cardiac_mi.commands.simulate",
     "cardiac_mi.commands.serve",
     "cardiac_mi.commands.users",
     "cardiac_mi.commands.upload",
     "cardiac_mi.pacs",
-    "gan.cli",
+    "cardiac_mi.commands.gan",
     "cardiac_mi.commands.report",
 )
 

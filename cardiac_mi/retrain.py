@@ -347,7 +347,7 @@ def sampling_weights(real_slices: int, synthetic_slices: int, ratio: float) -> t
 
 
 def training_sources(real: str | os.PathLike, synthetic: str | os.PathLike | None, ratio: float) -> list:
-    """The :class:`~lgemri.training.loop.TrainConfig` ``data`` of a real and a synthetic prepared
+    """The :class:`~lgemri.training.config.TrainConfig` ``data`` of a real and a synthetic prepared
     folder mixed at ``ratio`` (weights from their ``train`` slice counts); the real folder alone
     when ``ratio`` is 0 or ``synthetic`` is None."""
     from lgemri.training.data import read_items
@@ -1146,8 +1146,10 @@ def _retrain(pairs, models_dir: Path, run_dir: Path, config: RetrainConfig, prog
 
 def _steps(train_dir: Path) -> int | None:
     """Optimizer steps of a training run, from its ``history.json``."""
+    from lgemri.training.run_folder import RunFolder
+
     try:
-        history = json.loads((train_dir / "history.json").read_text(encoding="utf-8"))
+        history = json.loads(RunFolder(train_dir).history.read_text(encoding="utf-8"))
         return int(sum(epoch["steps"] for epoch in history["epochs"]))
     except (OSError, ValueError, KeyError, TypeError):
         return None

@@ -1,4 +1,4 @@
-"""Tests for the ``cardiac-mi gan`` sub-commands (gan.cli) and the LGE encoder's training."""
+"""Tests for the ``cardiac-mi gan`` sub-commands (cardiac_mi.commands.gan) and the LGE encoder's training."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-import gan.cli as cli
+import cardiac_mi.commands.gan as cli
 from gan.base_model import available_models
 from gan.cyclegan_model import CYCLE_WEIGHTINGS
 from gan.metrics.features import EXTRACTORS, load_extractor, train_encoder

@@ -1,4 +1,4 @@
-"""Tests for lgemri.training: datasets, the training loop for the three tasks, resume, the command."""
+"""Tests for lgemri.training: datasets, the training engine for the three tasks, resume, the command."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from cardiac_mi.commands.train import register
 from lgemri.emidec import prepare_dataset
 from lgemri.errors import InputError
 from lgemri.nets.checkpoint import load_checkpoint
@@ -18,7 +19,6 @@ from lgemri.nets.preprocess import LOC_SIZE, ROI_SIZE
 from lgemri.phantom import write_phantom
 from lgemri.postprocess import clean_cavity
 from lgemri.training import TrainConfig, train
-from lgemri.training.cli import register
 from lgemri.training.data import EpochSampler, LocalizationDataset, RoiDataset, read_items
 
 SEED = 5  # three cases: Case_N003 and Case_P001 train, Case_P002 (no-reflow) val, no test split
@@ -288,9 +288,8 @@ def test_cli_choices_match_the_library_and_import_light():
     import sys
 
     from lgemri import losses
-    from lgemri.training import cli, loop
+    from lgemri.training import config
 
-    assert cli.LR_SCHEDULES == loop.LR_SCHEDULES and cli.LOSSES == loop.LOSSES and cli.DEVICES == loop.DEVICES
-    assert cli.WEIGHT_SCHEMES == losses.WEIGHT_SCHEMES
-    code = "import sys, lgemri.training.cli; sys.exit('torch' in sys.modules or 'monai' in sys.modules)"
+    assert config.WEIGHT_SCHEMES == losses.WEIGHT_SCHEMES
+    code = "import sys, cardiac_mi.commands.train; sys.exit('torch' in sys.modules or 'monai' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parents[2]).returncode == 0

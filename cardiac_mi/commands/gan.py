@@ -3,7 +3,8 @@
 ``cardiac_mi.cli`` calls :func:`register` with its sub-parsers. Bad input raises
 :class:`~lgemri.errors.InputError`, which the main command prints as one line. Building the
 parser imports neither torch nor MONAI (the model choices come from the file names
-``gan/<name>_model.py``).
+``gan/<name>_model.py``). ``gan train`` shares its run flags with ``train``
+(:func:`lgemri.training.options.add_common_arguments`).
 
 Examples::
 
@@ -22,22 +23,24 @@ import logging
 import math
 from pathlib import Path
 
+import gan
 from lgemri.errors import InputError
-from lgemri.training.cli import _source
+from lgemri.training.config import DEVICES
+from lgemri.training.options import add_common_arguments, common_config, source
 
 __all__ = ["register", "options_from_args", "config_from_args", "MODEL_CHOICES"]
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("cardiac_mi")
 
 # repeated from their modules so that building the parser stays light (tests check they agree)
 MODEL_CHOICES = tuple(
     sorted(
-        p.name.removesuffix("_model.py") for p in Path(__file__).parent.glob("*_model.py") if p.name != "base_model.py"
+        p.name.removesuffix("_model.py")
+        for p in Path(gan.__file__).parent.glob("*_model.py")
+        if p.name != "base_model.py"
     )
 )
 LR_SCHEDULES = ("linear", "cosine", "constant")
-WEIGHT_SCHEMES = ("inverse_sqrt", "inverse", "median", "none")
-DEVICES = ("auto", "cpu", "cuda")
 NORMS = ("batch", "instance", "none")
 GAN_MODES = ("vanilla", "lsgan")
 OUTPUTS = ("tanh", "sigmoid")
@@ -72,13 +75,13 @@ _OPTION_ARGS = {
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add ``gan`` with its sub-commands to ``subparsers``; returns the ``gan`` parser."""
     help_text = "train GANs (Pix2Pix mask -> LGE, CycleGAN cine -> LGE), synthesise images, score them"
-    gan = subparsers.add_parser("gan", help=help_text, description=help_text)
-    sub = gan.add_subparsers(dest="gan_command", required=True, metavar="GAN_COMMAND")
+    parser = subparsers.add_parser("gan", help=help_text, description=help_text)
+    sub = parser.add_subparsers(dest="gan_command", required=True, metavar="GAN_COMMAND")
     _add_train(sub)
     _add_metrics(sub)
     _add_synthesize(sub)
     _add_encoder(sub)
-    return gan
+    return parser
 
 
 def _add_train(sub) -> None:
@@ -87,32 +90,26 @@ def _add_train(sub) -> None:
     p.set_defaults(func=cmd_train)
     arg = p.add_argument
     arg("--model", required=True, choices=MODEL_CHOICES, help="which model to train")
-    arg(
-        "--data",
-        required=True,
-        nargs="+",
-        type=_source,
-        metavar="DIR",
-        help="prepared folder(s)/datalist(s) of mask + LGE ROI pairs (CycleGAN: domain B); DIR=WEIGHT to weight",
+    add_common_arguments(
+        p,
+        data_help="prepared folder(s)/datalist(s) of mask + LGE ROI pairs (CycleGAN: domain B); DIR=WEIGHT to weight",
+        out_help="run folder",
+        epochs=100,
+        batch_size=8,
+        lr_schedules=LR_SCHEDULES,
+        lr_schedule="linear",
+        lr_schedule_help="linear: constant for half the epochs, then linearly to 0 (default)",
+        augment=False,
+        augment_help="random rotation/zoom/shift of mask and image together",
+        class_weights_help="class-weight scheme of the weighted L1, as the segmentation loss's (default inverse_sqrt)",
     )
     arg(
         "--data-a",
         nargs="+",
-        type=_source,
+        type=source,
         metavar="DIR",
         help="CycleGAN domain A: cine ROI images with masks (a prepared cine phantom)",
     )
-    arg("--out", required=True, type=Path, help="run folder")
-    arg("--epochs", type=int, default=100, help="number of epochs (default 100)")
-    arg("--batch-size", type=int, default=8, help="slices per batch, per GPU (default 8)")
-    arg(
-        "--lr-schedule",
-        choices=LR_SCHEDULES,
-        default="linear",
-        help="linear: constant for half the epochs, then linearly to 0 (default)",
-    )
-    arg("--seed", type=int, default=0, help="seed (default 0)")
-    arg("--resume", action="store_true", help="continue the run in --out from its last.pt")
     g = p.add_argument_group("model options (default: the model's own; Pix2Pix: the paper's final model)")
     opt = g.add_argument
     opt("--lr", type=float, help="Adam learning rate (default 2e-4)")
@@ -139,23 +136,10 @@ def _add_train(sub) -> None:
         const=False,
         help="cyclegan: do not feed the mask to the networks",
     )
-    arg(
-        "--class-weights",
-        dest="class_weighting",
-        choices=WEIGHT_SCHEMES,
-        default="inverse_sqrt",
-        help="class-weight scheme of the weighted L1, as the segmentation loss's (default inverse_sqrt)",
-    )
-    arg("--augment", action="store_true", help="random rotation/zoom/shift of mask and image together")
-    arg("--max-steps", type=int, dest="max_steps_per_epoch", help="at most N batches per epoch")
     arg("--train-limit", type=int, help="use only N training slices (spread over the split)")
     arg("--val-limit", type=int, default=64, help="validate on at most N slices (default 64)")
     arg("--sample-every", type=int, default=5, help="sample grid every N epochs (default 5)")
     arg("--samples", type=int, default=4, dest="num_samples", help="slices per sample grid (default 4)")
-    arg("--device", choices=DEVICES, default="auto", help="default auto: CUDA when available")
-    arg("--workers", type=int, default=0, dest="num_workers", help="data loader processes (default 0)")
-    arg("--no-amp", dest="amp", action="store_false", help="no mixed precision on CUDA")
-    arg("--stop-after", type=int, help="end after this many epochs (of --epochs), resumable")
     arg("--max-minutes", type=float, help="end after the epoch that passes this many minutes, resumable")
 
 
@@ -219,7 +203,7 @@ def _add_encoder(sub) -> None:
     p = sub.add_parser("encoder", help=help_text, description=help_text)
     p.set_defaults(func=cmd_encoder)
     arg = p.add_argument
-    arg("--data", required=True, nargs="+", type=_source, metavar="DIR", help="prepared LGE folder(s)")
+    arg("--data", required=True, nargs="+", type=source, metavar="DIR", help="prepared LGE folder(s)")
     arg("--out", required=True, type=Path, help="encoder file to write (e.g. gan/weights/lge_encoder.pt)")
     arg("--epochs", type=int, default=6, help="epochs (default 6)")
     arg("--batch-size", type=int, default=32, help="batch size (default 32)")
@@ -227,7 +211,7 @@ def _add_encoder(sub) -> None:
     arg("--seed", type=int, default=0, help="seed (default 0)")
     arg("--device", choices=DEVICES, default="auto", help="default auto")
     arg("--max-steps", type=int, dest="max_steps_per_epoch", help="at most N batches per epoch")
-    arg("--no-augment", dest="augment", action="store_false", help="no geometric augmentation")
+    arg("--augment", action=argparse.BooleanOptionalAction, default=True, help="geometric augmentation")
 
 
 # --------------------------------------------------------------------------------------------
@@ -241,37 +225,23 @@ def options_from_args(args: argparse.Namespace) -> dict:
 
 def config_from_args(args: argparse.Namespace):
     """The :class:`~gan.train.GanTrainConfig` of parsed ``gan train`` arguments."""
-    from .train import GanTrainConfig
+    from gan.train import GanTrainConfig
 
     return GanTrainConfig(
+        **common_config(args),
         model=args.model,
-        data=list(args.data),
         data_a=list(args.data_a) if args.data_a else None,
-        out=str(args.out),
         options=options_from_args(args),
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr_schedule=args.lr_schedule,
-        seed=args.seed,
-        resume=args.resume,
-        class_weighting=args.class_weighting,
-        augment=args.augment,
-        max_steps_per_epoch=args.max_steps_per_epoch,
         train_limit=args.train_limit,
         val_limit=args.val_limit,
         sample_every=args.sample_every,
         num_samples=args.num_samples,
-        device=args.device,
-        num_workers=args.num_workers,
-        amp=args.amp,
-        stop_after=args.stop_after,
         max_minutes=args.max_minutes,
-        progress=not getattr(args, "quiet", False),
     )
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from .train import train_gan
+    from gan.train import train_gan
 
     summary = train_gan(config_from_args(args))
     score = summary["best_score"]
@@ -297,7 +267,7 @@ def _json_safe(value):
 
 
 def cmd_metrics(args: argparse.Namespace) -> None:
-    from .metrics import compute_metrics
+    from gan.metrics import compute_metrics
 
     if args.limit is not None and args.limit < 2:
         raise InputError(f"--limit must be at least 2 (FID needs two images), got {args.limit}")
@@ -324,7 +294,7 @@ def cmd_metrics(args: argparse.Namespace) -> None:
 
 
 def cmd_synthesize(args: argparse.Namespace) -> None:
-    from .synthesize import synthesize
+    from gan.synthesize import synthesize
 
     result = synthesize(
         args.masks,
@@ -351,7 +321,7 @@ def cmd_synthesize(args: argparse.Namespace) -> None:
 
 
 def cmd_encoder(args: argparse.Namespace) -> None:
-    from .metrics.features import train_encoder
+    from gan.metrics.features import train_encoder
 
     result = train_encoder(
         list(args.data),
