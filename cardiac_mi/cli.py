@@ -29,7 +29,7 @@ COMMANDS = (
     "cardiac_mi.commands.serve",
     "cardiac_mi.commands.users",
     "cardiac_mi.commands.upload",
-    "cardiac_mi.pacs",
+    "cardiac_mi.commands.pacs",
     "cardiac_mi.commands.gan",
     "cardiac_mi.commands.report",
 )

@@ -43,7 +43,7 @@ from typing import Any
 
 from lgemri.errors import InputError
 
-__all__ = ["Outbox", "Delivery", "Flushed", "Entry", "RETRY_DELAYS_S", "REASON_SUFFIX"]
+__all__ = ["Outbox", "Delivery", "Sender", "Flushed", "Entry", "RETRY_DELAYS_S", "REASON_SUFFIX"]
 
 logger = logging.getLogger(__name__)
 
@@ -432,16 +432,19 @@ class Outbox:
 
     # ------------------------------------------------------------------------------ retry thread
 
-    def start_retry(self, *, now: bool = False, send: Sender | None = None) -> None:
+    def start_retry(
+        self, *, now: bool = False, send: Sender | None = None, delays: Sequence[float] | None = None
+    ) -> None:
         """Keep trying in a background thread while files are pending, waiting ``delays`` between tries.
 
         The thread ends once nothing is pending. When it runs already, it tries again at once; otherwise its
-        first try is after the first delay, or at once with ``now``. ``send`` (default: the outbox's own) is
-        the function that thread sends with.
+        first try is after the first delay, or at once with ``now``. ``send`` and ``delays`` (default: the
+        outbox's own) are what that thread sends with and waits.
         """
         send = send or self.send
         if send is None:
             raise ValueError(f"{self.name}: no send function to retry with")
+        delays = tuple(float(d) for d in delays) if delays else self.delays
         with self._cond:
             if self._thread is not None:
                 self._wake.set()
@@ -449,7 +452,9 @@ class Outbox:
             self._stopping.clear()
             if now:
                 self._wake.set()
-            self._thread = threading.Thread(target=self._retry_loop, args=(send,), name=self.thread_name, daemon=True)
+            self._thread = threading.Thread(
+                target=self._retry_loop, args=(send, delays), name=self.thread_name, daemon=True
+            )
             self._thread.start()
 
     @property
@@ -467,11 +472,11 @@ class Outbox:
         if thread is not None and thread is not threading.current_thread():
             thread.join()
 
-    def _retry_loop(self, send: Sender) -> None:
+    def _retry_loop(self, send: Sender, delays: tuple[float, ...]) -> None:
         attempt = 0
         try:
             while True:
-                self._wake.wait(self.delays[min(attempt, len(self.delays) - 1)])
+                self._wake.wait(delays[min(attempt, len(delays) - 1)])
                 self._wake.clear()
                 if self._stopping.is_set():
                     return
@@ -495,7 +500,7 @@ class Outbox:
                         "%s: %d file(s) wait (next try in %.0f s)%s",
                         self.name,
                         left,
-                        self.delays[min(attempt, len(self.delays) - 1)],
+                        delays[min(attempt, len(delays) - 1)],
                         f": {error}" if error is not None else "",
                     )
         finally:

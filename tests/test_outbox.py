@@ -252,3 +252,15 @@ def test_a_module_level_default_delay_list(tmp_path):
         Outbox(tmp_path, batch=0)
     with pytest.raises(ValueError, match="no send function"):
         Outbox(tmp_path).flush()
+
+
+def test_retry_with_the_callers_send_function_and_delays(tmp_path):
+    """As the PACS listener uses it: the spool's outbox has no send function of its own."""
+    archive = Archive()
+    archive.down = True
+    box = Outbox(tmp_path, pattern="*.dcm")
+    box.put("1.dcm", b"a")
+    box.start_retry(now=True, send=archive, delays=(0.01,))
+    assert wait_for(lambda: len(archive.calls) >= 3)
+    archive.down = False
+    assert wait_for(lambda: not box.pending() and not box.retrying)
