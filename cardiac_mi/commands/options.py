@@ -33,6 +33,7 @@ __all__ = [
     "store_settings",
     "store_from_args",
     "store_requested",
+    "store_url",
     "embedded_store",
     "DefaultStore",
     "STORE_ENV",
@@ -48,6 +49,14 @@ PASSWORD_ENV = "CARDIAC_MI_DICOMWEB_PASSWORD"
 
 #: Returns the store used when no URL is given, as ``(dicomweb_url, user, password)``.
 DefaultStore = Callable[[], tuple[str, str | None, str | None]]
+
+
+class _StoreUrl(argparse.Action):
+    """Sets ``store``, and ``studies`` for the readers of its older name."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        namespace.store = values
+        namespace.studies = values or os.environ.get(STORE_ENV) or None
 
 
 def add_store_options(
@@ -68,10 +77,13 @@ def add_store_options(
         nargs="?",
         const="",
         metavar="URL",
+        action=_StoreUrl,
         help=f"{start}, e.g. http://pacs:8042/dicom-web ({when}: ${STORE_ENV}, else ${URL_ENV}, "
         "else the embedded Orthanc of --state)",
     )
-    parser.add_argument("--studies", dest="store", metavar="URL", help=argparse.SUPPRESS)
+    parser.add_argument("--studies", dest="store", metavar="URL", action=_StoreUrl, help=argparse.SUPPRESS)
+    # ``args.studies``, as the pacs commands read it before this flag set (until they read store_url(args))
+    parser.set_defaults(studies=os.environ.get(STORE_ENV) or None)
     parser.add_argument(
         "--user", help=f"basic-auth user (default: ${USER_ENV} with a URL, else the embedded Orthanc's credentials)"
     )
@@ -84,6 +96,11 @@ def add_store_options(
 def store_requested(args: argparse.Namespace) -> bool:
     """Whether ``--store`` (or ``--studies``) was given, with or without a URL."""
     return getattr(args, "store", None) is not None
+
+
+def store_url(args: argparse.Namespace) -> str | None:
+    """The store's URL as the flags or the environment name it; None for the embedded Orthanc (no URL)."""
+    return getattr(args, "store", None) or os.environ.get(STORE_ENV) or os.environ.get(URL_ENV) or None
 
 
 def embedded_store(state: str | os.PathLike | None = None) -> tuple[str, str | None, str | None]:
@@ -118,7 +135,7 @@ def store_settings(args: argparse.Namespace, default: DefaultStore | None = None
         InputError: half-given credentials, or no URL and the default store is not there.
     """
     password = args.password if args.password is not None else os.environ.get(PASSWORD_ENV)
-    url = args.store or os.environ.get(STORE_ENV) or os.environ.get(URL_ENV)
+    url = store_url(args)
     if url:
         user = args.user if args.user is not None else os.environ.get(USER_ENV) or None
         if (user is None) != (password is None):
