@@ -399,7 +399,7 @@ class ArchiveSession(requests.Session):
     """A ``requests.Session`` for an archive: default time-outs, and its :class:`ArchiveGate` in front.
 
     Args:
-        timeout: ``(connect, answer)`` seconds for requests that give none (dicomweb_client never does);
+        timeout: ``(connect, answer)`` seconds for requests that give none;
             default ``(CONNECT_TIMEOUT_S, archive_timeout())``.
     """
 
