@@ -321,7 +321,7 @@ def cmd_synthesize(args: argparse.Namespace) -> None:
 
 
 def cmd_encoder(args: argparse.Namespace) -> None:
-    from gan.metrics.features import train_encoder
+    from gan.metrics.lge_encoder import train_encoder
 
     result = train_encoder(
         list(args.data),

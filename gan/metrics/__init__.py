@@ -150,7 +150,8 @@ def compute_metrics(
         by 5 pixels, when ``roi/labels`` holds them), ``extractor`` and ``lpips_extractor`` (the
         names of the networks behind the numbers), set sizes and paths.
     """
-    from .features import extract, load_extractor
+    from .extractor import extract
+    from .features import load_extractor
     from .fid import fid_kid
     from .inception_score import inception_score
     from .lpips import lpips

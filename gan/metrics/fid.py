@@ -14,7 +14,7 @@ maximum mean discrepancy with the cubic polynomial kernel ``k(x, y) = (x.y / d +
 over random subsets; unbiased, so it can be slightly negative and is about 0 for sets from the
 same distribution.
 
-The features come from a :class:`gan.metrics.features.FeatureExtractor` (``pooled``); every
+The features come from a :class:`gan.metrics.extractor.FeatureExtractor` (``pooled``); every
 result names the extractor, since values from different extractors do not compare.
 """
 

@@ -19,7 +19,7 @@ import torch
 
 from lgemri.errors import InputError
 
-from .features import FeatureExtractor
+from .extractor import FeatureExtractor
 
 __all__ = ["lpips_distance", "lpips"]
 

@@ -11,7 +11,8 @@ import torch
 import cardiac_mi.commands.gan as cli
 from gan.base_model import available_models
 from gan.cyclegan_model import CYCLE_WEIGHTINGS
-from gan.metrics.features import EXTRACTORS, load_extractor, train_encoder
+from gan.metrics.features import EXTRACTORS, load_extractor
+from gan.metrics.lge_encoder import train_encoder
 from gan.networks import GAN_MODES, NORMS, OUTPUTS
 from gan.pix2pix_model import D_INPUTS
 from gan.train import LR_SCHEDULES

@@ -11,18 +11,13 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from gan.base_model import create_model, load_model
 from gan.metrics import compute_metrics, load_image_set
-from gan.metrics.features import (
-    AlexNet,
-    FeatureExtractor,
-    InceptionV3,
-    LgeEncoder,
-    encoder_extractor,
-    extract,
-    load_extractor,
-    save_encoder,
-)
+from gan.metrics.alexnet import AlexNet
+from gan.metrics.extractor import FeatureExtractor, extract
+from gan.metrics.features import load_extractor
 from gan.metrics.fid import fid_from_features, fid_kid, frechet_distance, gaussian_stats, kid_from_features
 from gan.metrics.inception_score import inception_score
+from gan.metrics.inception_v3 import InceptionV3
+from gan.metrics.lge_encoder import LgeEncoder, encoder_extractor, save_encoder
 from gan.metrics.lpips import lpips, lpips_distance
 from gan.metrics.psnr_ssim import lv_region, psnr, psnr_ssim, ssim
 from lgemri.errors import InputError
