@@ -51,14 +51,6 @@ PASSWORD_ENV = "CARDIAC_MI_DICOMWEB_PASSWORD"
 DefaultStore = Callable[[], tuple[str, str | None, str | None]]
 
 
-class _StoreUrl(argparse.Action):
-    """Sets ``store``, and ``studies`` for the readers of its older name."""
-
-    def __call__(self, parser, namespace, values, option_string=None):
-        namespace.store = values
-        namespace.studies = values or os.environ.get(STORE_ENV) or None
-
-
 def add_store_options(
     parser: argparse.ArgumentParser | argparse._ArgumentGroup, *, what: str = "", only_if_given: bool = False
 ) -> None:
@@ -77,13 +69,10 @@ def add_store_options(
         nargs="?",
         const="",
         metavar="URL",
-        action=_StoreUrl,
         help=f"{start}, e.g. http://pacs:8042/dicom-web ({when}: ${STORE_ENV}, else ${URL_ENV}, "
         "else the embedded Orthanc of --state)",
     )
-    parser.add_argument("--studies", dest="store", metavar="URL", action=_StoreUrl, help=argparse.SUPPRESS)
-    # ``args.studies``, as the pacs commands read it before this flag set (until they read store_url(args))
-    parser.set_defaults(studies=os.environ.get(STORE_ENV) or None)
+    parser.add_argument("--studies", dest="store", metavar="URL", help=argparse.SUPPRESS)
     parser.add_argument(
         "--user", help=f"basic-auth user (default: ${USER_ENV} with a URL, else the embedded Orthanc's credentials)"
     )
