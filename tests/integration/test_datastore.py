@@ -250,3 +250,18 @@ def test_new_study_and_new_seg_show_after_the_list_ttl(orthanc, phantom_dir, tmp
     time.sleep(1.1)
     assert uid in store.get_labeled_images()
     np.testing.assert_array_equal(read_nifti(store.get_label_uri(uid, "final")).array, truth)
+
+
+def test_an_outbox_of_an_earlier_version_is_migrated_on_opening(tmp_path):
+    """Up to issue 15 a refused SEG's reason was ``refused/<file>.txt``; it is ``<file>.reason.txt`` now
+    (:mod:`cardiac_mi.outbox`, the PACS spool's layout), renamed when the datastore opens its cache."""
+    refused = tmp_path / "outbox" / "refused"
+    refused.mkdir(parents=True)
+    name = "20250101T120000000000_1.2.826.0.1.3680043.8.498.1.dcm"
+    (refused / name).write_bytes(b"SEG")
+    (refused / f"{name}.txt").write_text("refused: no answer\n")
+    store = OrthancDatastore("http://127.0.0.1:9/dicom-web", cache_dir=tmp_path, heartbeat=None)
+    assert [(entry.name, entry.reason) for entry in store.seg_outbox.refused()] == [(name, "refused: no answer")]
+    assert (refused / f"{name}.reason.txt").read_text() == "refused: no answer\n"
+    assert not (refused / f"{name}.txt").exists() and (refused / name).read_bytes() == b"SEG"
+    assert store.seg_outbox.pending() == [] and not store.seg_outbox.retrying
