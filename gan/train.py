@@ -296,16 +296,17 @@ class GanTrainer(Trainer):
     def start(self) -> None:
         config = self.config
         self.data_description = {"train": self.train_ds.describe(), "val": self.val_ds.describe()}
-        self.run_extra = {
-            "config": config.plain(),
-            "model": config.model,
+        val_ds = self.val_ds
+        indices = np.linspace(0, len(val_ds) - 1, min(config.num_samples, len(val_ds))).round().astype(int)
+        self.sample_batch = torch.utils.data.default_collate([val_ds[int(i)] for i in indices])
+
+    def checkpoint_extra(self) -> dict:
+        return {
+            "model": self.config.model,
             "class_weighting": self.weighting,
             "data": self.data_description,
             "input": {"size": 128, "image_range": [-1, 1], "preprocess": "gan.data.to_gan_range"},
         }
-        val_ds = self.val_ds
-        indices = np.linspace(0, len(val_ds) - 1, min(config.num_samples, len(val_ds))).round().astype(int)
-        self.sample_batch = torch.utils.data.default_collate([val_ds[int(i)] for i in indices])
 
     def describe(self) -> dict:
         cls = self.cls

@@ -229,7 +229,9 @@ class Trainer:
       optimizers and schedulers (the LR factor is :attr:`lr_lambda`);
     - with ``resume``, :meth:`load_state` reads ``last.pt``; then :meth:`start` (e.g. score an
       initial model, wrap the network for DDP);
-    - :meth:`describe` and :attr:`run_extra` go into ``config.json`` and the checkpoints;
+    - :meth:`describe` goes into ``config.json``; ``{"config": ..., **checkpoint_extra()}``
+      (:attr:`run_extra`) into both checkpoints, with the epoch, metrics and score (``best.pt``)
+      or the best epoch (``last.pt``);
     - per epoch: :meth:`train_mode`, :meth:`train_step` per batch (its losses, named by
       :attr:`loss_keys`, are averaged over the epoch and all ranks), :meth:`step_schedule`; on
       rank 0 :meth:`validate`, :meth:`score` (``score_mode``: ``max`` or ``min``),
@@ -252,7 +254,7 @@ class Trainer:
         self.start_epoch = 0
         self.history: list[dict] = []
         self.best: dict[str, Any] = {"score": None, "epoch": None, "metrics": None}
-        self.run_extra: dict = {}
+        self.run_extra: dict = {}  # {"config": ..., **checkpoint_extra()}, set when the run starts
 
     # ---------------------------------------------------------------------------------------
     # hooks
@@ -284,6 +286,10 @@ class Trainer:
 
     def describe(self) -> dict:
         """``config.json``'s entries after ``config`` (network, parameters, data, ...)."""
+        return {}
+
+    def checkpoint_extra(self) -> dict:
+        """What ``best.pt`` and ``last.pt`` record after ``config`` (classes, data, input, ...)."""
         return {}
 
     def train_mode(self) -> None:
@@ -401,6 +407,7 @@ class Trainer:
         if config.resume:
             self._resume()
         self.start()
+        self.run_extra = {"config": config.plain(), **self.checkpoint_extra()}
         if self.main:
             self._write_config()
 

@@ -265,14 +265,15 @@ class SegmentationTrainer(Trainer):
         if self.world > 1:
             ddp_args = {"device_ids": [self.device.index]} if self.device.type == "cuda" else {}
             self.model = torch.nn.parallel.DistributedDataParallel(self.model, **ddp_args)
-        plain = config.plain()
         self.data_description = {
-            "sources": plain["data"],
+            "sources": config.plain()["data"],
             "train": self.train_ds.describe(),
             "val": self.val_ds.describe(),
         }
-        self.run_extra = {
-            "config": plain,
+
+    def checkpoint_extra(self) -> dict:
+        config = self.config
+        return {
             "task": config.task,
             "two_stage": bool(config.two_stage),
             "classes": self.names,

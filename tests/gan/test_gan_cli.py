@@ -145,3 +145,29 @@ def test_encoder_command_trains_a_usable_extractor(tmp_path, lge_dir, capsys):
     printed = json.loads(capsys.readouterr().out)
     assert printed["psnr"] == "inf" and printed["extractor"] == ext.name
     assert json.loads((tmp_path / "m.json").read_text())["paired"] == 4
+
+
+def test_train_flags_are_the_shared_ones_with_the_configs_defaults():
+    import dataclasses
+
+    from gan.train import GanTrainConfig
+
+    args = _parser().parse_args(["gan", "train", "--model", "pix2pix", "--data", "a", "--out", "r"])
+    config = cli.config_from_args(args)
+    for field in dataclasses.fields(GanTrainConfig):
+        if field.name not in ("data", "out", "model", "progress"):
+            assert getattr(config, field.name) == getattr(GanTrainConfig(model="x", data=[], out=""), field.name)
+    assert config.augment is False
+    for flag, value in (("--augment", True), ("--no-augment", False)):
+        args = _parser().parse_args(["gan", "train", "--model", "pix2pix", "--data", "a", "--out", "r", flag])
+        assert args.augment is value
+    assert _parser().parse_args(["gan", "encoder", "--data", "a", "--out", "e.pt", "--no-augment"]).augment is False
+
+
+def test_parsing_stays_light():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = "import sys, cardiac_mi.commands.gan; sys.exit('torch' in sys.modules or 'monai' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parents[2]).returncode == 0

@@ -283,6 +283,13 @@ def test_cli_errors(tmp_path):
         args.func(args)
 
 
+def test_cli_augment_takes_both_spellings_and_the_configs_default():
+    base = ["train", "--task", "cavity", "--data", "d", "--out", "o"]
+    assert _parser().parse_args(base).augment is TrainConfig(task="cavity", data=["d"], out="o").augment is True
+    assert _parser().parse_args([*base, "--no-augment"]).augment is False
+    assert _parser().parse_args([*base, "--augment"]).augment is True
+
+
 def test_cli_choices_match_the_library_and_import_light():
     import subprocess
     import sys
