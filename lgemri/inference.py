@@ -60,10 +60,9 @@ MIN_LV_FRACTION = 0.3  # slices whose LV area is below this fraction of the larg
 REFINE_MM = 1.5  # re-centre the ROI on the segmented LV when it lies further than this
 MIN_INFARCT_ML = 1.0  # infarct specks below this volume are noise (experiments/min_infarct_tuning.py)
 MC_PASSES = 3  # Monte-Carlo dropout passes for the uncertainty check (docs/quality.md); 0: none
-MC_MEMBERS = (
-    0,
-)  # the ensemble members that run them: the first, the shipped narrow network (dropout 0.1, a third of the cost)
-MC_PASSES_ENV = "CARDIAC_MI_MC_PASSES"  # overrides MC_PASSES for segment_volume's callers (infer, the server)
+# the ensemble members that run them: the first, the shipped narrow network (dropout 0.1, a third of the cost)
+MC_MEMBERS = (0,)
+MC_PASSES_ENV = "CARDIAC_MI_MC_PASSES"  # overrides MC_PASSES for a Cascade without mc_passes (infer, the server)
 
 
 def default_models_dir() -> Path:

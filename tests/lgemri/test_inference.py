@@ -12,7 +12,7 @@ import torch
 from cardiac_mi.cli import main
 from lgemri.errors import InputError
 from lgemri.geometry import resample_inplane
-from lgemri.inference import Models, _to_input_grid, infer_file, load_models, segment_volume
+from lgemri.inference import Cascade, Models, _to_input_grid, infer_file, load_models, recentred, segment_volume
 from lgemri.nets import build_network
 from lgemri.nets.checkpoint import save_checkpoint
 from lgemri.volume import Volume, read_nifti
@@ -199,8 +199,6 @@ def test_flip_tta_is_mirror_equivariant_and_changes_an_asymmetric_network():
     ).eval()
     plain = Models(FixedLocalizer(), net, None, {}, torch.device("cpu"))
     tta = Models(FixedLocalizer(), net, None, {}, torch.device("cpu"), flip_tta=True)
-    from lgemri.inference import Cascade
-
     batch = np.random.default_rng(1).random((2, 1, 32, 32)).astype(np.float32)
     mirrored = np.ascontiguousarray(batch[..., ::-1])
     out = Cascade(tta).probabilities(net, batch)
@@ -236,3 +234,20 @@ def test_infarct_needs_the_minimum_probability(sample_image, models):
     sure = segment_volume(sample_image, located, 0.0, infarct_min_probability=0.6).label.array
     assert not np.isin(sure, (3, 4)).any()
     assert (sure[np.isin(argmax, (3, 4))] == 2).all()  # it becomes healthy myocardium
+
+
+def test_one_cascade_serves_many_studies_and_its_steps_compose(sample_image, models):
+    located = with_localizer(models, FixedLocalizer())
+    cascade = Cascade(located, mc_passes=0)
+    first, again = cascade(sample_image), cascade.predict(sample_image)
+    assert np.array_equal(first.label.array, again.label.array) and first.roi == again.roi
+    assert np.array_equal(first.label.array, segment_volume(sample_image, located, mc_passes=0).label.array)
+    grid = resample_inplane(Volume(sample_image.array.astype(np.float32), sample_image.affine), 1.0, order=3)
+    centre, _ = cascade.localize(grid.array)
+    assert [round(c, 2) for c in centre] == first.roi["localization_centre_voxel_1mm"]
+    roi_pass = cascade.segment_at(grid.array, centre)
+    refined = recentred(roi_pass.full, centre)
+    if refined is not None:
+        roi_pass = cascade.segment_at(grid.array, refined)
+    assert list(roi_pass.box) == first.roi["box_voxel_1mm"]
+    assert np.array_equal(cascade.paste_back(roi_pass, grid, sample_image), first.label.array)
