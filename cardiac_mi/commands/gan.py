@@ -27,6 +27,7 @@ import gan
 from lgemri.errors import InputError
 from lgemri.training.config import DEVICES
 from lgemri.training.options import add_common_arguments, common_config, source
+from lgemri.training.run_folder import BEST, CURVES, HISTORY, LAST, SAMPLES
 
 __all__ = ["register", "options_from_args", "config_from_args", "MODEL_CHOICES"]
 
@@ -85,7 +86,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def _add_train(sub) -> None:
-    help_text = "train a GAN model; writes best.pt, last.pt, history.json, curves.png, samples/*.png"
+    help_text = f"train a GAN model; writes {BEST}, {LAST}, {HISTORY}, {CURVES}, {SAMPLES}/*.png"
     p = sub.add_parser("train", help=help_text, description=help_text)
     p.set_defaults(func=cmd_train)
     arg = p.add_argument
@@ -211,7 +212,12 @@ def _add_encoder(sub) -> None:
     arg("--seed", type=int, default=0, help="seed (default 0)")
     arg("--device", choices=DEVICES, default="auto", help="default auto")
     arg("--max-steps", type=int, dest="max_steps_per_epoch", help="at most N batches per epoch")
-    arg("--augment", action=argparse.BooleanOptionalAction, default=True, help="geometric augmentation")
+    arg(
+        "--augment",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="geometric augmentation (default: %(default)s)",
+    )
 
 
 # --------------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from lgemri.errors import InputError
 from lgemri.nets import NETWORKS, TASKS
 from lgemri.training.config import LOSSES, TrainConfig
 from lgemri.training.options import add_common_arguments, common_config
+from lgemri.training.run_folder import BEST, CONFIG, CURVES, HISTORY, LAST
 
 __all__ = ["register", "cmd_train", "config_from_args"]
 
@@ -48,7 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     add_common_arguments(
         p,
         data_help="prepared folder(s) or datalist .json file(s); DIR=WEIGHT sets a sampling weight",
-        out_help="run folder (best.pt, last.pt, history.json, curves.png, config.json)",
+        out_help=f"run folder ({BEST}, {LAST}, {HISTORY}, {CURVES}, {CONFIG})",
         epochs=_DEFAULTS["epochs"],
         batch_size=_DEFAULTS["batch_size"],
         lr_schedules=TrainConfig.lr_schedules,

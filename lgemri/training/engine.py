@@ -321,9 +321,11 @@ class Trainer:
         return finite(score)
 
     def save_best(self, path: Path, extra: dict) -> None:
+        """Write the model checkpoint (what inference loads) with ``extra``."""
         raise NotImplementedError
 
     def save_last(self, path: Path, epoch: int, history: list[dict], extra: dict) -> None:
+        """Write the training state (what :meth:`load_state` reads back) after ``epoch``."""
         raise NotImplementedError
 
     def history_record(self) -> dict:
@@ -331,12 +333,14 @@ class Trainer:
         raise NotImplementedError
 
     def curve_panels(self) -> Sequence[Panel]:
+        """The plots of ``curves.png`` (:func:`plot_curves`)."""
         raise NotImplementedError
 
     def after_epoch(self, epoch: int, metrics: dict, last: bool) -> None:
         """Rank 0, after the epoch's files are written (``last``: the invocation's last epoch)."""
 
     def epoch_message(self, metrics: dict) -> str:
+        """The epoch's figures for the log line."""
         raise NotImplementedError
 
     def out_of_time(self, elapsed_s: float) -> bool:
@@ -344,6 +348,7 @@ class Trainer:
         return False
 
     def summary_extra(self) -> dict:
+        """Entries the task adds to the summary :meth:`train` returns."""
         return {}
 
     # ---------------------------------------------------------------------------------------

@@ -66,7 +66,7 @@ def add_common_arguments(
         "--augment",
         action=argparse.BooleanOptionalAction,
         default=augment,
-        help=augment_help,  # argparse adds "(default: ...)"
+        help=f"{augment_help} (default: %(default)s)",
     )
     arg("--max-steps", type=int, dest="max_steps_per_epoch", help="at most N batches per epoch (quick runs)")
     arg("--stop-after", type=int, help="end after this many epochs (of --epochs), resumable with --resume")
