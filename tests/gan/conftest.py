@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from gan_testdata import write_prepared
+
+from tests.helpers.gan import write_prepared
 
 
 @pytest.fixture(scope="session")

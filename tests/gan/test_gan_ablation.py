@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from gan_testdata import TINY, write_prepared
 
 from gan.base_model import create_model
 from lgemri.errors import InputError
 from lgemri.training.data import RoiDataset, read_items
+from tests.helpers.gan import TINY, write_prepared
 
 ROOT = Path(__file__).resolve().parents[2]
 _spec = importlib.util.spec_from_file_location("gan_ablation", ROOT / "experiments" / "gan_ablation.py")

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import scipy.linalg
 import torch
-from gan_testdata import TINY
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from gan.base_model import create_model, load_model
@@ -21,6 +20,7 @@ from gan.metrics.lge_encoder import LgeEncoder, encoder_extractor, save_encoder
 from gan.metrics.lpips import lpips, lpips_distance
 from gan.metrics.psnr_ssim import lv_region, psnr, psnr_ssim, ssim
 from lgemri.errors import InputError
+from tests.helpers.gan import TINY
 
 
 def _images(n: int, seed: int) -> np.ndarray:

@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from gan_testdata import TINY
 
 from gan.base_model import BaseModel, available_models, create_model, find_model, load_model
 from gan.cyclegan_model import CycleGANModel
@@ -18,6 +17,7 @@ from gan.pix2pix_model import Pix2PixModel
 from gan.train import GanTrainConfig, train_gan
 from lgemri.errors import InputError
 from lgemri.losses import class_frequencies, class_weights
+from tests.helpers.gan import TINY
 
 WEIGHTS = (0.3, 0.6, 0.7, 1.4, 2.0)
 

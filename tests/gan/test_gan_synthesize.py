@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from gan_testdata import TINY
 
 from gan.base_model import create_model
 from gan.data import MaskFolder, check_mask
@@ -18,6 +17,7 @@ from gan.synthesize import synthesize
 from lgemri.errors import InputError
 from lgemri.training.data import RoiDataset, read_items
 from simulator import SimulationConfig, simulate
+from tests.helpers.gan import TINY
 
 
 @pytest.fixture(scope="module")
