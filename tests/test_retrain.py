@@ -4,14 +4,12 @@ fine-tuning from the published checkpoint (the shipped model, few steps)."""
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from cardiac_mi import retrain as active
 from cardiac_mi.retrain import (
@@ -27,40 +25,22 @@ from cardiac_mi.retrain import (
 )
 from lgemri.emidec import prepare_dataset
 from lgemri.errors import InputError
-from lgemri.nets import build_network
-from lgemri.nets.checkpoint import load_checkpoint, save_checkpoint
+from lgemri.nets.checkpoint import load_checkpoint
 from lgemri.training import TrainConfig, train
 from lgemri.training.data import EpochSampler, RoiDataset, read_items
 from lgemri.volume import Volume, read_nifti, write_nifti
+from tests.helpers.retrain import CASES, TINY
+from tests.helpers.retrain import phantom_pairs as _pairs
+from tests.helpers.retrain import sha256 as _sha
+from tests.helpers.retrain import tiny_checkpoint as _tiny_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "models"
-CASES = ("Case_P001", "Case_P002", "Case_N003")
-TINY = {
-    "spatial_dims": 2,
-    "in_channels": 1,
-    "out_channels": 5,
-    "dropout": 0.0,
-    "channels": (4, 8, 8),
-    "strides": (2, 2),
-}
-
-
-def _pairs(phantom_dir: Path, cases=CASES) -> list[dict]:
-    emidec = phantom_dir / "emidec"
-    return [
-        {"image": str(emidec / c / "Images" / f"{c}.nii.gz"), "label": str(emidec / c / "Contours" / f"{c}.nii.gz")}
-        for c in cases
-    ]
 
 
 def _manifest(folder: Path) -> list[dict]:
     with (folder / "manifest.csv").open(newline="") as fh:
         return list(csv.DictReader(fh))
-
-
-def _sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 @pytest.fixture(scope="module")
@@ -192,13 +172,6 @@ def test_synthesized_slices_are_a_seeded_weighted_source(prepared, tmp_path):
 
 # --------------------------------------------------------------------------------------------
 # publishing
-
-
-def _tiny_checkpoint(path: Path, seed: int) -> Path:
-    torch.manual_seed(seed)
-    return save_checkpoint(
-        path, build_network("resatt_unet", **TINY), task="segmentation", network={"name": "resatt_unet", "kwargs": TINY}
-    )
 
 
 @pytest.fixture

@@ -4,14 +4,12 @@ retraining and the status the viewer reads."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 pytest.importorskip("monailabel")
 
@@ -31,21 +29,13 @@ from cardiac_mi.retrain import (  # noqa: E402
 )
 from cardiac_mi.viewer.training import training_status  # noqa: E402
 from lgemri.errors import InputError  # noqa: E402
-from lgemri.nets import build_network  # noqa: E402
-from lgemri.nets.checkpoint import save_checkpoint  # noqa: E402
 from lgemri.volume import read_nifti, write_nifti  # noqa: E402
+from tests.helpers.retrain import CASES, phantom_pairs  # noqa: E402
+from tests.helpers.retrain import sha256 as _sha  # noqa: E402
+from tests.helpers.retrain import tiny_checkpoint as _tiny_checkpoint  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = ROOT / "models"
-CASES = ("Case_P001", "Case_P002", "Case_N003")
-TINY = {
-    "spatial_dims": 2,
-    "in_channels": 1,
-    "out_channels": 5,
-    "dropout": 0.0,
-    "channels": (4, 8, 8),
-    "strides": (2, 2),
-}
 STATUS_KEYS = {"annotated", "training", "candidate", "served", "min_validation_cases"}
 TRAINING_KEYS = {
     "state",
@@ -78,27 +68,9 @@ CANDIDATE_KEYS = {
 }
 
 
-def _sha(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-def _tiny_checkpoint(path: Path, seed: int) -> Path:
-    torch.manual_seed(seed)
-    return save_checkpoint(
-        path, build_network("resatt_unet", **TINY), task="segmentation", network={"name": "resatt_unet", "kwargs": TINY}
-    )
-
-
 def _pairs(phantom_dir: Path, cases=CASES) -> list[dict]:
-    emidec = phantom_dir / "emidec"
-    return [
-        {
-            "image": str(emidec / c / "Images" / f"{c}.nii.gz"),
-            "label": str(emidec / c / "Contours" / f"{c}.nii.gz"),
-            "image_id": c,
-        }
-        for c in cases
-    ]
+    """Training pairs with their image ids, as the datastore gives them."""
+    return phantom_pairs(phantom_dir, cases, image_ids=True)
 
 
 def _no_temporaries(folder: Path) -> bool:
