@@ -1,4 +1,13 @@
-"""Shared fixtures: phantom studies are generated once per test session (each takes ~0.5-2 s)."""
+"""Shared fixtures, and the markers of every test.
+
+Phantom studies are generated once per test session (each takes ~0.5-2 s).
+
+Markers (declared in pyproject.toml, which runs pytest with ``--strict-markers``) come from what a test needs,
+never from a decorator: ``integration`` for tests/integration and for tests that use a real server (the
+fixtures in ``REAL_SERVER_FIXTURES``), ``browser`` for tests that drive Chromium, ``slow`` for the tests
+named in ``SLOW``. Without Orthanc, the tests that need it (tests/integration, ``NEEDS_ORTHANC_FIXTURES``)
+skip. The inner loop leaves the three out: ``pytest -m "not integration and not browser and not slow"``.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +21,55 @@ from lgemri.phantom import PhantomCase, make_case, write_phantom
 PHANTOM_SEED = 11
 PHANTOM_CASES = 9  # three normal (3, 6, 9), six pathological
 PHANTOM_DIR_CASES = 3  # Case_P001, Case_P002, Case_N003 on disk
+
+TESTS = Path(__file__).resolve().parent
+ORTHANC_MISSING = "Orthanc is not installed (apt-get install orthanc orthanc-dicomweb)"
+INTEGRATION_FOLDERS = {"integration"}  # tests/integration: Orthanc and ``cardiac-mi serve``
+# a real MONAI Label server (tests/app/conftest.py) or ``cardiac-mi serve`` (tests/integration/conftest.py,
+# tests/browser/conftest.py)
+REAL_SERVER_FIXTURES = {"server", "start_served"}
+NEEDS_ORTHANC_FIXTURES = {"start_served"}  # serve with its embedded Orthanc (outside tests/integration)
+BROWSER_FIXTURES = {"browser"}  # Chromium (tests/browser/conftest.py; ``page`` uses it)
+# Tests over ~10 s on 2 cores (``pytest --durations=0``): file under tests/ -> test functions (all parameters).
+SLOW: dict[str, tuple[str, ...]] = {}
+
+
+def _orthanc_missing() -> bool:
+    from cardiac_mi.orthanc import OrthancError, find_orthanc_binary
+
+    try:
+        find_orthanc_binary()
+    except OrthancError:
+        return True
+    return False
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Mark every test by what it needs (see the module's docstring); skip what needs a missing Orthanc."""
+    orthanc_missing = None
+    for item in items:
+        path = Path(item.path).resolve()
+        if not path.is_relative_to(TESTS):
+            continue
+        relative = path.relative_to(TESTS)
+        fixtures = set(getattr(item, "fixturenames", ()))
+        in_integration = relative.parts[0] in INTEGRATION_FOLDERS
+        if in_integration or fixtures & REAL_SERVER_FIXTURES:
+            item.add_marker(pytest.mark.integration)
+        if fixtures & BROWSER_FIXTURES:
+            item.add_marker(pytest.mark.browser)
+        slow = SLOW.get(relative.as_posix(), ())
+        if slow:
+            unknown = [name for name in slow if not hasattr(getattr(item, "module", None), name)]
+            if unknown:
+                raise pytest.UsageError(f"tests/conftest.py SLOW names {unknown}, not in tests/{relative.as_posix()}")
+            if getattr(item, "originalname", item.name) in slow:
+                item.add_marker(pytest.mark.slow)
+        if in_integration or fixtures & NEEDS_ORTHANC_FIXTURES:
+            if orthanc_missing is None:
+                orthanc_missing = _orthanc_missing()
+            if orthanc_missing:
+                item.add_marker(pytest.mark.skip(reason=ORTHANC_MISSING))
 
 
 @pytest.fixture(scope="session")

@@ -21,13 +21,12 @@ import pytest
 pytest.importorskip("monailabel")
 requests = pytest.importorskip("requests")
 
-from test_security import multipart, new_study_instance  # noqa: E402
-from test_serve import _options  # noqa: E402  (skips the module, like test_serve, without Orthanc)
-
 from cardiac_mi.serve import APP_DIR, SAMPLE_DICOM, serve  # noqa: E402
 from lgemri.dicom import read_dicom_series  # noqa: E402
 from lgemri.emidec import load_case  # noqa: E402
 from lgemri.volume import Volume, write_nifti  # noqa: E402
+from tests.helpers.serve import serve_options as _options  # noqa: E402
+from tests.helpers.uploads import multipart, new_study_instance  # noqa: E402
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 CASE = "Case_P001"

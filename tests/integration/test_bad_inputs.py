@@ -1,7 +1,7 @@
 """The bad inputs of issue 16 (points 7, 8 and 10) against a real ``cardiac-mi serve``: each answers a clear 4xx.
 
-One serve start (free ports, a temporary state folder, the four sample studies; ``_options`` of
-test_serve.py, as test_security.py does) serves the module. Every refusal is JSON with a ``detail`` that
+One serve start (free ports, a temporary state folder, the four sample studies; ``serve_options`` of
+tests/helpers/serve.py, as test_security.py does) serves the module. Every refusal is JSON with a ``detail`` that
 names the problem and holds no traceback, and nothing was started, written or segmented behind it.
 
 7. ``image=`` is a SeriesInstanceUID of the datastore, never a server path, and the answer for a path is
@@ -26,8 +26,6 @@ import pytest
 pytest.importorskip("monailabel")
 requests = pytest.importorskip("requests")
 
-from test_serve import _options  # noqa: E402  (skips the module, like test_serve, without Orthanc)
-
 from cardiac_mi.ids import device_problem  # noqa: E402
 from cardiac_mi.serve import SAMPLE_DICOM, serve  # noqa: E402
 from cardiac_mi.store import DicomStore  # noqa: E402
@@ -35,6 +33,7 @@ from lgemri.dicom import read_dicom_series  # noqa: E402
 from lgemri.emidec import load_case  # noqa: E402
 from lgemri.seg import TYPE2_PATIENT_STUDY, write_seg  # noqa: E402
 from lgemri.volume import Volume, write_nifti  # noqa: E402
+from tests.helpers.serve import serve_options as _options  # noqa: E402
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 CASE = "Case_P001"
@@ -238,7 +237,8 @@ def test_put_model_for_an_unknown_model(served, state):
 
 def test_seg_with_truncated_pixel_data(served, uid, tmp_path):
     import pydicom
-    from test_security import multipart
+
+    from tests.helpers.uploads import multipart
 
     dicom = read_dicom_series(SAMPLE_DICOM / CASE)
     truth = np.asarray(load_case(SAMPLE_DICOM.parent / "emidec", CASE).label.array).astype(np.uint8)

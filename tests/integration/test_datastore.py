@@ -14,18 +14,12 @@ import pytest
 
 pytest.importorskip("monailabel")
 
-from cardiac_mi.orthanc import EmbeddedOrthanc, OrthancError, find_orthanc_binary, free_port  # noqa: E402
+from cardiac_mi.datastore import DatastoreError, OrthancDatastore  # noqa: E402
+from cardiac_mi.orthanc import EmbeddedOrthanc, free_port  # noqa: E402
 from cardiac_mi.store import DicomStore, upload  # noqa: E402
 from lgemri.dicom import read_dicom_series  # noqa: E402
 from lgemri.seg import write_seg  # noqa: E402
 from lgemri.volume import Volume, read_nifti, write_nifti  # noqa: E402
-
-try:
-    find_orthanc_binary()
-except OrthancError:
-    pytest.skip("Orthanc is not installed (apt-get install orthanc orthanc-dicomweb)", allow_module_level=True)
-
-from cardiac_mi.datastore import DatastoreError, OrthancDatastore  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ the viewer panel's, answers its label. ``bench/concurrent_infer.py`` measures th
 
 from __future__ import annotations
 
-import argparse
 import concurrent.futures
 import os
 import time
@@ -17,15 +16,8 @@ import pytest
 pytest.importorskip("monailabel")
 requests = pytest.importorskip("requests")
 
-from cardiac_mi.commands.serve import register  # noqa: E402
-from cardiac_mi.orthanc import OrthancError, find_orthanc_binary, free_port  # noqa: E402
-from cardiac_mi.serve import SAMPLE_DICOM, serve  # noqa: E402
+from cardiac_mi.serve import SAMPLE_DICOM  # noqa: E402
 from lgemri.dicom import read_dicom_series  # noqa: E402
-
-try:
-    find_orthanc_binary()
-except OrthancError:
-    pytest.skip("Orthanc is not installed (apt-get install orthanc orthanc-dicomweb)", allow_module_level=True)
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 STUDY_LIST = "/proxy/dicom/qido/studies?limit=101&offset=0&includefield=00081030,00080060"
@@ -33,33 +25,17 @@ INFERS = 4
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory, monkeypatch_module):
-    monkeypatch_module.delenv("CARDIAC_MI_INFER_WORKERS", raising=False)
-    parser = argparse.ArgumentParser()
-    register(parser.add_subparsers())
-    port = free_port()
-    options = parser.parse_args(
-        [
-            "serve",
-            "--state",
-            str(tmp_path_factory.mktemp("queue") / "state"),
-            "--port",
-            str(port),
-            "--orthanc-port",
-            str(free_port(exclude=(port,))),
-            "--auth",
-            "off",
-        ]
-    )
-    handle = serve(options, block=False)
-    yield handle
-    handle.stop()
+def served(default_workers, server):
+    """The module's ``cardiac-mi serve`` (tests/integration/conftest.py) with the default number of infer workers."""
+    return server
 
 
 @pytest.fixture(scope="module")
-def monkeypatch_module():
+def default_workers():
+    """No ``$CARDIAC_MI_INFER_WORKERS`` while the server starts and runs: one infer at a time."""
     with pytest.MonkeyPatch.context() as patch:
-        yield patch
+        patch.delenv("CARDIAC_MI_INFER_WORKERS", raising=False)
+        yield
 
 
 def _infer(url: str, uid: str, panel: bool) -> tuple[float, requests.Response]:

@@ -1,7 +1,7 @@
 """Request size limits and private state files, through a real ``cardiac-mi serve`` (issue 16, points 6 and 9).
 
-One serve start (free ports, a temporary state folder, the sample studies; ``_options`` of
-test_serve.py) serves the module. Its state folder is made to look like one of an older version first
+One serve start (free ports, a temporary state folder, the sample studies; ``serve_options`` of
+tests/helpers/serve.py) serves the module. Its state folder is made to look like one of an older version first
 (a 0755 folder and a 0644 file, as the issue found them), so the test sees serve close it.
 
 6. A body over its route's limit is refused with 413: at once when its Content-Length says so (the
@@ -25,12 +25,12 @@ import pytest
 pytest.importorskip("monailabel")
 requests = pytest.importorskip("requests")
 
-from test_security import _label_file, _put_label  # noqa: E402  (skips the module, like test_serve, without Orthanc)
-from test_serve import _options  # noqa: E402
-
 from cardiac_mi.serve import SAMPLE_DICOM, serve  # noqa: E402
 from lgemri.dicom import read_dicom_series  # noqa: E402
 from lgemri.errors import InputError  # noqa: E402
+from tests.helpers.serve import serve_options as _options  # noqa: E402
+from tests.helpers.uploads import label_file as _label_file  # noqa: E402
+from tests.helpers.uploads import put_label as _put_label  # noqa: E402
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 CASE = "Case_P001"

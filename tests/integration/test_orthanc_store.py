@@ -36,11 +36,6 @@ from lgemri.errors import InputError
 
 SAMPLE = Path(__file__).resolve().parents[2] / "sample-data" / "dicom"
 
-try:
-    find_orthanc_binary()
-except OrthancError:
-    pytest.skip("Orthanc is not installed (apt-get install orthanc orthanc-dicomweb)", allow_module_level=True)
-
 STARTED_PIDS: list[int] = []
 
 

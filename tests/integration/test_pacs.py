@@ -25,7 +25,7 @@ import pytest
 import requests
 
 from cardiac_mi.cli import main
-from cardiac_mi.orthanc import EmbeddedOrthanc, OrthancError, find_orthanc_binary, free_port
+from cardiac_mi.orthanc import EmbeddedOrthanc, free_port
 from cardiac_mi.pacs import (
     Listener,
     PacsError,
@@ -43,11 +43,6 @@ from lgemri.dicom import read_dicom_series, write_dicom_series
 from lgemri.errors import InputError
 from lgemri.seg import write_seg
 from lgemri.volume import read_nifti
-
-try:
-    find_orthanc_binary()
-except OrthancError:
-    pytest.skip("Orthanc is not installed (apt-get install orthanc orthanc-dicomweb)", allow_module_level=True)
 
 PACS_AET = "TESTPACS"
 SCRIPT = Path(sys.executable).parent / "cardiac-mi"

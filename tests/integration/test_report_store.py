@@ -8,27 +8,13 @@ import pytest
 import requests
 
 from cardiac_mi.cli import main
-from cardiac_mi.orthanc import EmbeddedOrthanc, find_orthanc_binary
+from cardiac_mi.orthanc import EmbeddedOrthanc
 from cardiac_mi.report import make_report
 from cardiac_mi.store import DicomStore, upload
 from lgemri.dicom import read_dicom_series
-from lgemri.errors import InputError
 
 SAMPLE = Path(__file__).resolve().parents[2] / "sample-data"
 CASE = "Case_P001"
-
-
-def _orthanc_missing() -> bool:
-    try:
-        find_orthanc_binary()
-    except InputError:
-        return True
-    return False
-
-
-pytestmark = pytest.mark.skipif(
-    _orthanc_missing(), reason="Orthanc is not installed (apt-get install orthanc orthanc-dicomweb)"
-)
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,7 @@
 """Faults of the archive against a real ``cardiac-mi serve`` (issue 16, point 5): nothing saved is lost.
 
-One serve start (free ports, a temporary state folder, the sample studies; ``_options`` of
-test_serve.py) serves the module. Its embedded Orthanc is
+One serve start (free ports, a temporary state folder, the sample studies; ``serve_options`` of
+tests/helpers/serve.py) serves the module. Its embedded Orthanc is
 
 1. paused with SIGSTOP: the server finds the hang by itself, ``/info/`` keeps answering, saves answer at
    once (kept in the outbox), a series not fetched yet and the viewer's proxy answer 503 at once; after
@@ -25,12 +25,12 @@ import pytest
 pytest.importorskip("monailabel")
 requests = pytest.importorskip("requests")
 
-from test_security import _label_file, _put_label  # noqa: E402  (skips the module, like test_serve, without Orthanc)
-from test_serve import _options  # noqa: E402
-
 from cardiac_mi.orthanc import running_orthanc  # noqa: E402
 from cardiac_mi.serve import SAMPLE_DICOM, serve  # noqa: E402
 from lgemri.dicom import read_dicom_series  # noqa: E402
+from tests.helpers.serve import serve_options as _options  # noqa: E402
+from tests.helpers.uploads import label_file as _label_file  # noqa: E402
+from tests.helpers.uploads import put_label as _put_label  # noqa: E402
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 CASE = "Case_P001"
@@ -245,9 +245,9 @@ def test_blocking_serve_restarts_a_killed_orthanc_instead_of_exiting(tmp_path):
     import subprocess
     import sys
 
-    from test_serve import SCRIPT, _gone
-
     from cardiac_mi.orthanc import free_port, wait_for_http
+    from tests.helpers.serve import SERVE_SCRIPT as SCRIPT
+    from tests.helpers.serve import process_gone as _gone
 
     root = Path(__file__).resolve().parents[2]
     port = free_port()

@@ -1,7 +1,7 @@
 """The attacks of issue 16 (points 1-3) against a real ``cardiac-mi serve``: each is refused, and nothing happened.
 
-One serve start (free ports, a temporary state folder, the four sample studies; ``_options`` of
-test_serve.py) serves the module. Requests go out through ``http.client`` so that their path and
+One serve start (free ports, a temporary state folder, the four sample studies; ``serve_options`` of
+tests/helpers/serve.py) serves the module. Requests go out through ``http.client`` so that their path and
 ``Host`` reach the server exactly as written (``requests`` would normalise ``..`` and set the Host).
 
 1. The DICOMweb proxy forwarded any path to Orthanc with the server's credentials: ``/system``,
@@ -17,7 +17,6 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -26,12 +25,14 @@ import pytest
 pytest.importorskip("monailabel")
 requests = pytest.importorskip("requests")
 
-from test_serve import _options  # noqa: E402  (skips the module, like test_serve, without Orthanc)
-
 from cardiac_mi.serve import SAMPLE_DICOM, serve  # noqa: E402
 from lgemri.dicom import read_dicom_series  # noqa: E402
 from lgemri.emidec import load_case  # noqa: E402
 from lgemri.volume import Volume, write_nifti  # noqa: E402
+from tests.helpers.serve import serve_options as _options  # noqa: E402
+from tests.helpers.uploads import label_file as _label_file  # noqa: E402
+from tests.helpers.uploads import multipart, new_study_instance  # noqa: E402
+from tests.helpers.uploads import put_label as _put_label  # noqa: E402
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 CASE = "Case_P001"
@@ -116,34 +117,6 @@ def assert_refused(status: int, body: bytes, expected: tuple[int, ...] = (404,))
     assert status in expected, (status, body[:300])
     text = body.decode("latin-1")
     assert not any(key in text for key in ORTHANC_SYSTEM_KEYS), text[:300]
-
-
-def multipart(*files: bytes) -> tuple[str, bytes]:
-    """A STOW-RS body: (content type, body)."""
-    boundary = uuid.uuid4().hex
-    body = (
-        b"".join(
-            b"--" + boundary.encode() + b"\r\nContent-Type: application/dicom\r\n\r\n" + data + b"\r\n"
-            for data in files
-        )
-        + b"--"
-        + boundary.encode()
-        + b"--\r\n"
-    )
-    return f'multipart/related; type="application/dicom"; boundary={boundary}', body
-
-
-def new_study_instance(tmp_path: Path) -> tuple[str, bytes]:
-    """An MR slice of the samples with new UIDs: (its StudyInstanceUID, the file's bytes)."""
-    import pydicom
-    from pydicom.uid import generate_uid
-
-    ds = pydicom.dcmread(sorted((SAMPLE_DICOM / "Case_N003").rglob("*.dcm"))[0])
-    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
-    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-    path = tmp_path / "new.dcm"
-    ds.save_as(path)
-    return str(ds.StudyInstanceUID), path.read_bytes()
 
 
 def qido_has_study(served, study_uid: str) -> bool:
@@ -436,24 +409,6 @@ def test_dns_rebinding_host_is_refused(served, tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------ 3. paths from values
-
-
-def _label_file(tmp_path: Path) -> Path:
-    truth = np.asarray(load_case(SAMPLE_DICOM.parent / "emidec", CASE).label.array)
-    path = tmp_path / "label.nii.gz"
-    write_nifti(Volume(truth.astype(np.uint8), read_dicom_series(SAMPLE_DICOM / CASE).volume.affine), path)
-    return path
-
-
-def _put_label(served, label: Path, **params) -> requests.Response:
-    with open(label, "rb") as fh:
-        return requests.put(
-            f"{served.url}/datastore/label",
-            params=params,
-            files={"label": ("label.nii.gz", fh)},
-            data={"params": json.dumps({"user": "reader"})},
-            timeout=120,
-        )
 
 
 def _files(root: Path) -> set[Path]:

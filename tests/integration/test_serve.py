@@ -6,7 +6,6 @@ stops it and starts again with the same state (no second upload), then checks th
 
 from __future__ import annotations
 
-import argparse
 import os
 import time
 from pathlib import Path
@@ -16,38 +15,15 @@ import pytest
 pytest.importorskip("monailabel")
 requests = pytest.importorskip("requests")
 
-from cardiac_mi.commands.serve import register  # noqa: E402
-from cardiac_mi.orthanc import OrthancError, find_orthanc_binary, free_port  # noqa: E402
+from cardiac_mi.orthanc import OrthancError, free_port  # noqa: E402
 from cardiac_mi.serve import SAMPLE_DICOM, SAMPLES_MARKER, serve  # noqa: E402
 from lgemri.errors import InputError  # noqa: E402
-
-try:
-    find_orthanc_binary()
-except OrthancError:
-    pytest.skip("Orthanc is not installed (apt-get install orthanc orthanc-dicomweb)", allow_module_level=True)
+from tests.helpers.serve import SERVE_SCRIPT as SCRIPT  # noqa: E402
+from tests.helpers.serve import process_gone as _gone  # noqa: E402
+from tests.helpers.serve import serve_options as _options  # noqa: E402  (no login: test_auth.py)
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 TIMINGS: dict[str, float] = {}
-
-
-def _options(state: Path, *extra: str) -> argparse.Namespace:
-    parser = argparse.ArgumentParser()
-    register(parser.add_subparsers())
-    port = free_port()
-    return parser.parse_args(
-        [
-            "serve",
-            "--state",
-            str(state),
-            "--port",
-            str(port),
-            "--orthanc-port",
-            str(free_port(exclude=(port,))),
-            "--auth",
-            "off",
-            *extra,
-        ]
-    )  # the login: test_auth.py
 
 
 def _sample_series() -> set[str]:
@@ -58,18 +34,6 @@ def _sample_series() -> set[str]:
         first = sorted(folder.rglob("*.dcm"))[0]
         uids.add(str(pydicom.dcmread(first, stop_before_pixels=True).SeriesInstanceUID))
     return uids
-
-
-def _gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    # a zombie is gone for our purpose
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1].startswith("Z")
-    except OSError:
-        return True
 
 
 @pytest.fixture(scope="module")
@@ -152,17 +116,6 @@ def test_restart_keeps_marker_and_stop_leaves_nothing(served, state):
         pids = again.pids
         again.stop()
     assert all(_gone(pid) for pid in pids)
-
-
-SCRIPT = """
-import argparse, logging, sys
-from cardiac_mi.commands.serve import register
-logging.basicConfig(level=logging.INFO)
-parser = argparse.ArgumentParser()
-register(parser.add_subparsers())
-args = parser.parse_args(sys.argv[1:])
-args.func(args)
-"""
 
 
 @pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])

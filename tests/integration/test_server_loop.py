@@ -19,19 +19,12 @@ import pytest
 pytest.importorskip("monailabel")
 requests = pytest.importorskip("requests")
 
-from cardiac_mi.orthanc import OrthancError, find_orthanc_binary  # noqa: E402
+from cardiac_mi.datastore import OrthancDatastore  # noqa: E402
 from cardiac_mi.serve import SAMPLE_DICOM  # noqa: E402
 from lgemri.dicom import read_dicom_series  # noqa: E402
 from lgemri.emidec import load_case  # noqa: E402
 from lgemri.metrics import dice  # noqa: E402
 from lgemri.volume import Volume, read_nifti, write_nifti  # noqa: E402
-
-try:
-    find_orthanc_binary()
-except OrthancError:
-    pytest.skip("Orthanc is not installed (apt-get install orthanc orthanc-dicomweb)", allow_module_level=True)
-
-from cardiac_mi.datastore import OrthancDatastore  # noqa: E402
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 SAMPLES = SAMPLE_DICOM.parent

@@ -15,17 +15,11 @@ import pytest
 pytest.importorskip("monailabel")
 requests = pytest.importorskip("requests")
 
-from cardiac_mi.orthanc import OrthancError, find_orthanc_binary  # noqa: E402
 from cardiac_mi.serve import SAMPLE_DICOM  # noqa: E402
 from lgemri.dicom import read_dicom_series  # noqa: E402
 from lgemri.emidec import load_case  # noqa: E402
 from lgemri.quantification import quantify  # noqa: E402
 from lgemri.volume import Volume, write_nifti  # noqa: E402
-
-try:
-    find_orthanc_binary()
-except OrthancError:
-    pytest.skip("Orthanc is not installed (apt-get install orthanc orthanc-dicomweb)", allow_module_level=True)
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 RESULTS = "/viewer/results"
