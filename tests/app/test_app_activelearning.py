@@ -21,21 +21,14 @@ from fastapi import HTTPException  # noqa: E402
 from lgemri.labels import myocardium_mask  # noqa: E402
 from lgemri.metrics import dice  # noqa: E402
 from lgemri.volume import Volume, read_nifti, write_nifti  # noqa: E402
+from tests.helpers.app import MODELS, make_app  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[2]
-APP_DIR = ROOT / "apps" / "cardiac_mi"
-MODELS = ROOT / "models"
 PASSES = 4  # conf mc_passes: half the default, to keep the tests short
 UNLABELLED = ["Case_BAD", "Case_N003", "Case_NOISY", "Case_P001"]
 
 
 def _make_app(studies: Path, models: Path, **conf):
-    from monailabel.utils.others.class_utils import get_class_of_subclass_from_file
-
-    cls = get_class_of_subclass_from_file("main", str(APP_DIR / "main.py"), "MONAILabelApp")
-    return cls(
-        app_dir=str(APP_DIR), studies=str(studies), conf={"models_dir": str(models), "mc_passes": str(PASSES), **conf}
-    )
+    return make_app(studies, models, mc_passes=str(PASSES), **conf)
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,7 @@
 """Issue 16, points 7 and 10 in the app itself: MONAI Label's server on a folder datastore (no ``serve``
 routes in front), so the checks of ``CardiacMIApp`` answer.
 
-The ``server`` fixture of test_app_server.py starts the real server on one NIfTI study, ``Case_P001``.
+The ``server`` fixture of tests/app/conftest.py starts the real server on one NIfTI study, ``Case_P001``.
 """
 
 from __future__ import annotations
@@ -13,9 +13,8 @@ import pytest
 pytest.importorskip("monailabel")
 requests = pytest.importorskip("requests")
 
-from test_app_server import CASE, ROOT, server  # noqa: E402,F401  (the module's server fixture)
-
 from cardiac_mi.ids import device_problem  # noqa: E402
+from tests.helpers.app import CASE, ROOT  # noqa: E402
 
 
 def infer(server, image: str, model: str = "segmentation", params: dict | None = None) -> requests.Response:

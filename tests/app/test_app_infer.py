@@ -14,11 +14,8 @@ pytest.importorskip("monailabel")
 
 from lgemri.labels import myocardium_mask  # noqa: E402
 from lgemri.volume import read_nifti  # noqa: E402
+from tests.helpers.app import APP_DIR, CASE, MODELS, ROOT, app_class  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[2]
-APP_DIR = ROOT / "apps" / "cardiac_mi"
-MODELS = ROOT / "models"
-CASE = ROOT / "sample-data" / "emidec" / "Case_P001"
 DICOM_CASE = ROOT / "sample-data" / "dicom" / "Case_P001"
 SEG_LABELS = ["lv_cavity", "myocardium", "infarct", "no_reflow"]
 
@@ -28,9 +25,7 @@ def _dice(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _make_app(studies: Path, models: Path):
-    from monailabel.utils.others.class_utils import get_class_of_subclass_from_file
-
-    cls = get_class_of_subclass_from_file("main", str(APP_DIR / "main.py"), "MONAILabelApp")
+    cls = app_class()
     assert cls is not None and cls.__name__ == "CardiacMIApp"
     return cls(app_dir=str(APP_DIR), studies=str(studies), conf={"models_dir": str(models)})
 

@@ -12,10 +12,8 @@ import pytest
 pytest.importorskip("monailabel")
 
 from lgemri.errors import InputError  # noqa: E402
+from tests.helpers.app import MODELS, make_app  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[2]
-APP_DIR = ROOT / "apps" / "cardiac_mi"
-MODELS = ROOT / "models"
 CASES = ("Case_P001", "Case_P002", "Case_N003")
 CONF = {
     "synthetic_ratio": "0.5",
@@ -33,8 +31,6 @@ def _sha(path: Path) -> str:
 
 def _make_app(root: Path, phantom_dir: Path, labelled=CASES, **conf):
     """The app on a local studies folder holding the phantom images, ``labelled`` ones with a final label."""
-    from monailabel.utils.others.class_utils import get_class_of_subclass_from_file
-
     studies, models = root / "studies", root / "models"
     studies.mkdir()
     models.mkdir()
@@ -42,12 +38,7 @@ def _make_app(root: Path, phantom_dir: Path, labelled=CASES, **conf):
         shutil.copy(MODELS / name, models / name)
     for case in CASES:
         shutil.copy(phantom_dir / "emidec" / case / "Images" / f"{case}.nii.gz", studies / f"{case}.nii.gz")
-    cls = get_class_of_subclass_from_file("main", str(APP_DIR / "main.py"), "MONAILabelApp")
-    app = cls(
-        app_dir=str(APP_DIR),
-        studies=str(studies),
-        conf={"models_dir": str(models), "train_dir": str(root / "runs"), **CONF, **conf},
-    )
+    app = make_app(studies, models, **{"train_dir": str(root / "runs"), **CONF, **conf})
     # after training MONAI Label asks its own HTTP server to re-run the scoring methods; in process there is none
     app._auto_update_scoring = False
     for case in labelled:  # what a clinician's save in the viewer does: a final label per image

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-from pathlib import Path
 
 import pytest
 
@@ -13,9 +12,8 @@ from fastapi import APIRouter, FastAPI  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 
 from cardiac_mi import monailabel_compat as compat  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[2]
-APP_DIR = ROOT / "apps" / "cardiac_mi"
+from tests.helpers.app import APP_DIR, ROOT  # noqa: E402
+from tests.helpers.app import app_class as _app_class  # noqa: E402
 
 
 def test_check_version_warns_for_an_untested_version(monkeypatch, caplog):
@@ -53,12 +51,6 @@ def test_scoring_paused_restores_the_switch_even_on_error():
         assert compat.auto_scoring(app) is False
         raise RuntimeError("inside")
     assert compat.auto_scoring(app) is True
-
-
-def _app_class():
-    from monailabel.utils.others.class_utils import get_class_of_subclass_from_file
-
-    return get_class_of_subclass_from_file("main", str(APP_DIR / "main.py"), "MONAILabelApp")
 
 
 def test_conf_models_picks_tasks_and_models_dir_names_the_folder(tmp_path):
