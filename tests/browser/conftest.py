@@ -1,9 +1,10 @@
 """Browser tests: Debian's Chromium, driven by Playwright, against a real ``cardiac-mi serve``.
 
 - The browser is the system's ``chromium`` (``apt-get install chromium``; ``$CARDIAC_MI_CHROMIUM`` names
-  another binary), never one downloaded by Playwright. Without it, or without Orthanc, the tests skip.
+  another binary), never one downloaded by Playwright. Without it the tests skip; without Orthanc, the
+  tests that start a serve skip (tests/conftest.py, which marks them ``browser`` and ``integration``).
 - One ``serve`` (embedded Orthanc with the sample studies, MONAI Label with the viewer) per module, on
-  free ports with a temporary state folder.
+  free ports with a temporary state folder: ``served``, or ``start_served(...)`` for another kind.
 - Screenshots and the measured times go to ``$CARDIAC_MI_ARTIFACTS/browser`` (else a temporary folder);
   the folder and the times are printed at the end of the run.
 - Every page records its console errors and uncaught exceptions; a test asserts there are none, except
@@ -13,7 +14,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import time
@@ -21,6 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+
+from tests.helpers.serve import serve_options
+from tests.helpers.timings import ARTIFACTS as _ARTIFACTS
+from tests.helpers.timings import MEASURED, record
 
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -31,8 +35,6 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 VIEWPORT = {"width": 1600, "height": 1000}
-MEASURED: dict[str, float] = {}
-_ARTIFACTS: list[Path] = []
 
 
 def chromium_binary() -> str | None:
@@ -41,13 +43,6 @@ def chromium_binary() -> str | None:
     if given:
         return given if os.access(given, os.X_OK) else None
     return shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-def record(name: str, seconds: float) -> None:
-    """Keep a measured time for the summary and the artifacts' ``measurements.json``."""
-    MEASURED[name] = round(seconds, 3)
-    if _ARTIFACTS:
-        (_ARTIFACTS[0] / "measurements.json").write_text(json.dumps(MEASURED, indent=2) + "\n")
 
 
 def pytest_terminal_summary(terminalreporter) -> None:
@@ -67,16 +62,6 @@ def artifacts(tmp_path_factory) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     _ARTIFACTS[:] = [folder]
     return folder
-
-
-def serve_options(state: Path, port: int, orthanc_port: int) -> argparse.Namespace:
-    from cardiac_mi.commands.serve import register
-
-    parser = argparse.ArgumentParser()
-    register(parser.add_subparsers())
-    return parser.parse_args(
-        ["serve", "--state", str(state), "--port", str(port), "--orthanc-port", str(orthanc_port), "--auth", "off"]
-    )  # the login has its own test: test_browser_login.py
 
 
 class Served:
@@ -106,21 +91,30 @@ class Served:
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory):
-    """``cardiac-mi serve`` on free ports with a fresh state folder (the sample studies uploaded)."""
-    from cardiac_mi.orthanc import OrthancError, find_orthanc_binary, free_port
+def start_served(tmp_path_factory):
+    """``start_served(folder, auth="off")``: a ``cardiac-mi serve`` on free ports with a fresh state folder
+    named ``folder`` (the sample studies uploaded), stopped at the module's end. ``auth=None`` is the default
+    login, as a user starts it (``--auth off`` otherwise: the login has its own test, test_browser_login.py)."""
+    started: list[Served] = []
 
-    try:
-        find_orthanc_binary()
-    except OrthancError:
-        pytest.skip("Orthanc is not installed (apt-get install orthanc orthanc-dicomweb)")
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    state = tmp_path_factory.mktemp("serve-state")
-    port = free_port()
-    service = Served(serve_options(state, port, free_port(exclude=(port,))))
+    def start(folder: str, auth: str | None = "off") -> Served:
+        os.environ.setdefault("OMP_NUM_THREADS", "1")
+        options = serve_options(tmp_path_factory.mktemp(folder))
+        options.auth = auth
+        started.append(Served(options))
+        return started[-1]
+
+    yield start
+    for service in reversed(started):
+        service.stop()
+
+
+@pytest.fixture(scope="module")
+def served(start_served):
+    """``cardiac-mi serve`` on free ports with a fresh state folder (the sample studies uploaded), no login."""
+    service = start_served("serve-state")
     record("serve start to ready", service.start_seconds)
-    yield service
-    service.stop()
+    return service
 
 
 @pytest.fixture

@@ -15,10 +15,9 @@ pytest.importorskip("playwright")
 pytest.importorskip("monailabel")
 requests = pytest.importorskip("requests")
 
-from test_browser_loop import open_in_viewer, open_study_list, sample_series  # noqa: E402
-
 from cardiac_mi.serve import SAMPLE_DICOM  # noqa: E402
 from lgemri.labels import INFARCT  # noqa: E402
+from tests.helpers.viewer import open_in_viewer, open_study_list, sample_series  # noqa: E402
 
 SHOWN_SERIES = """() => {
   const { viewportGridService, displaySetService } = window.services;

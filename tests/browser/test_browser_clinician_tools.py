@@ -21,20 +21,20 @@ requests = pytest.importorskip("requests")
 
 import pydicom  # noqa: E402
 from pydicom.uid import generate_uid  # noqa: E402
-from test_browser_loop import (
+
+from cardiac_mi.serve import SAMPLE_DICOM  # noqa: E402
+from lgemri.emidec import load_case  # noqa: E402
+from tests.helpers.viewer import (  # noqa: E402
     SEGMENTATION_VOXELS,
     brush_stroke,
     click_save,
-    notification,  # noqa: E402
+    notification,
     open_in_viewer,
     open_study_list,
     run_segmentation,
     sample_series,
     shown_slice,
 )
-
-from cardiac_mi.serve import SAMPLE_DICOM  # noqa: E402
-from lgemri.emidec import load_case  # noqa: E402
 
 LABELMAP = """() => {
   const seg = window.services.segmentationService.getSegmentations()[0];

@@ -8,11 +8,11 @@ logging out the viewer asks for the login again.
 
 from __future__ import annotations
 
-import os
 import time
 
 import pytest
-from conftest import Served, record, serve_options
+
+from tests.helpers.timings import record
 
 pytest.importorskip("playwright")
 
@@ -20,22 +20,11 @@ PASSWORD = "reviewer-password-2"
 
 
 @pytest.fixture(scope="module")
-def served_login(tmp_path_factory):
+def served_login(start_served):
     """``cardiac-mi serve`` without ``--auth`` (so with the embedded login), the sample studies uploaded."""
-    from cardiac_mi.orthanc import OrthancError, find_orthanc_binary, free_port
-
-    try:
-        find_orthanc_binary()
-    except OrthancError:
-        pytest.skip("Orthanc is not installed (apt-get install orthanc orthanc-dicomweb)")
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    port = free_port()
-    options = serve_options(tmp_path_factory.mktemp("login-state"), port, free_port(exclude=(port,)))
-    options.auth = None  # the default, as a user starts it
-    service = Served(options)
+    service = start_served("login-state", auth=None)  # the default, as a user starts it
     service.handle.auth_store.add("rita", ["reviewer"], PASSWORD)
-    yield service
-    service.stop()
+    return service
 
 
 def log_in(page, name: str, password: str) -> None:

@@ -25,9 +25,8 @@ pytest.importorskip("playwright")
 pytest.importorskip("monailabel")
 requests = pytest.importorskip("requests")
 
-from test_browser_loop import notification, open_in_viewer, open_study_list, sample_series  # noqa: E402
-
 from cardiac_mi.serve import SAMPLE_DICOM  # noqa: E402
+from tests.helpers.viewer import notification, open_in_viewer, open_study_list, sample_series  # noqa: E402
 
 TINY_TRAINING = {"max_epochs": 2, "max_steps_per_epoch": 1, "train_batch_size": 2, "synthetic_ratio": 0}
 TRAINING_MINUTES = 10
