@@ -61,6 +61,7 @@ from monailabel.datastore.local import LocalDatastore
 from monailabel.interfaces.datastore import DefaultLabelTag
 from pydicom.dataset import Dataset
 
+from cardiac_mi import monailabel_compat as compat
 from cardiac_mi.ids import tag_problem, uid_problem
 from cardiac_mi.orthanc import describe_error
 from cardiac_mi.outbox import RETRY_DELAYS_S, Delivery, Outbox
@@ -210,7 +211,7 @@ class OrthancDatastore(DICOMWebDatastore):
         self._this_save = threading.local()  # what the calling thread's last save_label did
         self.fetch_timings: dict[str, dict[str, float]] = {}  # image NIfTI -> seconds to fetch, convert
         self.on_final_label: list[Callable[[str, dict[str, Any]], None]] = []
-        LocalDatastore.__init__(self, datastore_path=str(self.cache_dir), images_dir="images", auto_reload=False)
+        compat.init_local_cache(self, str(self.cache_dir))
         self.gate = archive_gate(self.url)
         self.gate.add_listener(self._archive_back)
         if heartbeat:

@@ -75,6 +75,7 @@ import numpy as np
 from lgemri.atomic import write_text
 from lgemri.errors import InputError
 from lgemri.labels import LABEL_NAMES, NUM_CLASSES
+from lgemri.training.run_folder import LAST
 
 logger = logging.getLogger("gan_ablation")
 
@@ -351,7 +352,7 @@ def train_pool_gan(pool_datalist: Path, out: Path, config: AblationConfig, progr
     its final ``last.pt`` (no epoch is selected)."""
     from gan.train import GanTrainConfig, train_gan
 
-    last = out / "last.pt"
+    last = out / LAST
     gan_config = GanTrainConfig(
         model="pix2pix",
         data=[str(pool_datalist)],
@@ -527,7 +528,7 @@ def train_config(work: str | os.PathLike, arm: str, seed: int, progress: bool = 
         device=config.device,
         num_workers=config.workers,
         progress=progress,
-        resume=(out / "last.pt").is_file(),
+        resume=(out / LAST).is_file(),
     )
 
 
@@ -538,7 +539,7 @@ def train_arm(work: str | os.PathLike, arm: str, seed: int, progress: bool = Fal
     from lgemri.training import train
 
     config = train_config(work, arm, seed, progress)
-    last = Path(config.out) / "last.pt"
+    last = Path(config.out) / LAST
     if last.is_file():
         done = torch.load(last, map_location="cpu", weights_only=True).get("epoch", 0)
         if done >= config.epochs:

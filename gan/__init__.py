@@ -7,7 +7,7 @@ one ``<name>_model.py`` per model (``pix2pix``, ``cyclegan``), ``data`` (dataset
 ``metrics/`` (FID, KID, IS, LPIPS, PSNR, SSIM; selectable feature extractor) and ``cli``
 (``cardiac-mi gan train|metrics|synthesize|encoder``).
 
-The public names below load on first use, so ``import gan`` (and ``gan.cli``) stays light.
+The public names below load on first use, so ``import gan`` (and ``cardiac_mi.commands.gan``) stays light.
 """
 
 from __future__ import annotations

@@ -50,6 +50,7 @@ from cardiac_mi.retrain import (
     served_entry,
 )
 from lgemri.errors import InputError
+from lgemri.training.run_folder import HISTORY
 
 __all__ = ["router", "PREFIX", "TRAINER", "training_status", "task_state"]
 
@@ -127,7 +128,7 @@ def _failure(state: str, progress: Mapping[str, Any]) -> str | None:
 
 
 def _epochs(progress: Mapping[str, Any]) -> dict:
-    history = _read_json(Path(str(progress.get("train_dir") or ""), "history.json")) if progress else {}
+    history = _read_json(Path(str(progress.get("train_dir") or ""), HISTORY)) if progress else {}
     epochs = [
         {
             "epoch": int(e.get("epoch", n + 1)),
