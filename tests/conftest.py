@@ -31,7 +31,14 @@ REAL_SERVER_FIXTURES = {"server", "start_served"}
 NEEDS_ORTHANC_FIXTURES = {"start_served"}  # serve with its embedded Orthanc (outside tests/integration)
 BROWSER_FIXTURES = {"browser"}  # Chromium (tests/browser/conftest.py; ``page`` uses it)
 # Tests over ~10 s on 2 cores (``pytest --durations=0``): file under tests/ -> test functions (all parameters).
-SLOW: dict[str, tuple[str, ...]] = {}
+# Measured 2026-12-02 on the 2-core machine while other test runs shared it (call time, seconds).
+SLOW: dict[str, tuple[str, ...]] = {
+    "lgemri/test_shipped_models.py": ("test_held_out_real_cases_through_infer",),  # 77 (needs the real data)
+    "app/test_app_trainer.py": ("test_train_publishes_a_checkpoint_the_infer_task_reloads",),  # 26
+    "lgemri/test_training.py": ("test_resume_gives_the_same_weights_as_an_uninterrupted_run",),  # 24
+    "test_retrain.py": ("test_retrain_fine_tunes_the_shipped_model_and_publishes",),  # 16-28
+    "viewer/test_training_review.py": ("test_a_review_run_writes_progress_and_waits_for_a_person",),  # 15-18
+}
 
 
 def _orthanc_missing() -> bool:
