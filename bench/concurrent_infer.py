@@ -31,8 +31,9 @@ from pathlib import Path
 
 import requests
 
+from cardiac_mi.commands.serve import register
 from cardiac_mi.orthanc import free_port
-from cardiac_mi.serve import SAMPLE_DICOM, register, serve
+from cardiac_mi.serve import SAMPLE_DICOM, serve
 
 STUDY_LIST = "/proxy/dicom/qido/studies?limit=101&offset=0&fuzzymatching=false&includefield=00081030,00080060"
 PROBES = {"study list": STUDY_LIST, "/info/": "/info/"}
