@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 # ``cardiac-mi serve`` as a command that blocks until a signal: ``python -c SERVE_SCRIPT serve --state ...``
@@ -42,6 +44,19 @@ def serve_options(state: Path, *extra: str) -> argparse.Namespace:
             *extra,
         ]
     )
+
+
+def start_blocking_serve(state: Path, port: int) -> tuple[subprocess.Popen, Path]:
+    """``cardiac-mi serve --state STATE --port PORT`` as its own process (a free Orthanc port, no samples, no
+    login), its output in ``STATE/serve.out``; the caller stops it."""
+    root = Path(__file__).resolve().parents[2]
+    env = dict(os.environ, PYTHONPATH=str(root) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    cmd = [sys.executable, "-c", SERVE_SCRIPT, "serve", "--state", str(state), "--port", str(port)]
+    cmd += ["--orthanc-port", "0", "--no-samples", "--auth", "off"]
+    output = state / "serve.out"
+    with open(output, "wb") as sink:
+        proc = subprocess.Popen(cmd, env=env, stdout=sink, stderr=subprocess.STDOUT)
+    return proc, output
 
 
 def process_gone(pid: int) -> bool:

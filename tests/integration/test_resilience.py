@@ -29,6 +29,7 @@ from cardiac_mi.orthanc import running_orthanc  # noqa: E402
 from cardiac_mi.serve import SAMPLE_DICOM, serve  # noqa: E402
 from lgemri.dicom import read_dicom_series  # noqa: E402
 from tests.helpers.serve import serve_options as _options  # noqa: E402
+from tests.helpers.serve import start_blocking_serve  # noqa: E402
 from tests.helpers.uploads import label_file as _label_file  # noqa: E402
 from tests.helpers.uploads import put_label as _put_label  # noqa: E402
 
@@ -242,34 +243,12 @@ def test_orthanc_killed_during_saves_loses_nothing(served, state, label):
 
 def test_blocking_serve_restarts_a_killed_orthanc_instead_of_exiting(tmp_path):
     """``cardiac-mi serve`` as a command: an Orthanc that exits is started again; SIGTERM still stops all."""
-    import subprocess
-    import sys
 
     from cardiac_mi.orthanc import free_port, wait_for_http
-    from tests.helpers.serve import SERVE_SCRIPT as SCRIPT
     from tests.helpers.serve import process_gone as _gone
 
-    root = Path(__file__).resolve().parents[2]
     port = free_port()
-    env = dict(os.environ, PYTHONPATH=str(root) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    cmd = [
-        sys.executable,
-        "-c",
-        SCRIPT,
-        "serve",
-        "--state",
-        str(tmp_path),
-        "--port",
-        str(port),
-        "--orthanc-port",
-        "0",
-        "--no-samples",
-        "--auth",
-        "off",
-    ]
-    output = tmp_path / "serve.out"
-    with open(output, "wb") as sink:
-        proc = subprocess.Popen(cmd, env=env, stdout=sink, stderr=subprocess.STDOUT)
+    proc, output = start_blocking_serve(tmp_path, port)
     try:
         wait_for_http(f"http://127.0.0.1:{port}/info/", timeout=120, alive=lambda: proc.poll() is None, expect=200)
         wait_for(lambda: "press Ctrl-C" in output.read_text(), 30, "serve blocks")

@@ -18,9 +18,9 @@ requests = pytest.importorskip("requests")
 from cardiac_mi.orthanc import OrthancError, free_port  # noqa: E402
 from cardiac_mi.serve import SAMPLE_DICOM, SAMPLES_MARKER, serve  # noqa: E402
 from lgemri.errors import InputError  # noqa: E402
-from tests.helpers.serve import SERVE_SCRIPT as SCRIPT  # noqa: E402
 from tests.helpers.serve import process_gone as _gone  # noqa: E402
-from tests.helpers.serve import serve_options as _options  # noqa: E402  (no login: test_auth.py)
+from tests.helpers.serve import serve_options as _options  # noqa: E402
+from tests.helpers.serve import start_blocking_serve  # noqa: E402  (no login: test_auth.py)
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 TIMINGS: dict[str, float] = {}
@@ -121,32 +121,11 @@ def test_restart_keeps_marker_and_stop_leaves_nothing(served, state):
 @pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
 def test_blocking_serve_stops_on_signal_with_status_0(tmp_path, sig):
     import signal
-    import subprocess
-    import sys
 
     from cardiac_mi.orthanc import running_orthanc, wait_for_http
 
-    root = Path(__file__).resolve().parents[2]
     port = free_port()
-    env = dict(os.environ, PYTHONPATH=str(root) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    cmd = [
-        sys.executable,
-        "-c",
-        SCRIPT,
-        "serve",
-        "--state",
-        str(tmp_path),
-        "--port",
-        str(port),
-        "--orthanc-port",
-        "0",
-        "--no-samples",
-        "--auth",
-        "off",
-    ]
-    output = tmp_path / "serve.out"
-    with open(output, "wb") as sink:
-        proc = subprocess.Popen(cmd, env=env, stdout=sink, stderr=subprocess.STDOUT)
+    proc, output = start_blocking_serve(tmp_path, port)
     try:
         wait_for_http(f"http://127.0.0.1:{port}/info/", timeout=90, alive=lambda: proc.poll() is None, expect=200)
         deadline = time.monotonic() + 30
