@@ -53,7 +53,7 @@ def raw_passes(image, models):
     """The cascade's result and 4 passes per member on its crops: (result, {member: (T, C, K', h, w)}, region)."""
     captured = {}
 
-    def capture(segmenter, inputs, probabilities, valid, passes, seed=0, device="cpu"):
+    def capture(segmenter, inputs, probabilities, valid, passes, seed=0, device="cpu", members=None, full_map=False):
         captured.update(inputs=inputs, probs=probabilities, valid=valid)
         return U.Uncertainty(None, passes, 0, {}, None, 0.0, [])
 
