@@ -148,7 +148,10 @@ def check_new_password(password: str) -> str:
 
 
 def generate_password() -> str:
-    return secrets.token_urlsafe(18)
+    """A random password that never starts with '-' (a command line would read it as an option)."""
+    while (password := secrets.token_urlsafe(18)).startswith("-"):
+        pass
+    return password
 
 
 def _write_private(path: Path, data: bytes) -> None:

@@ -442,7 +442,8 @@ class EmbeddedOrthanc:
         stored = read_credentials(self.state)
         if stored is not None:
             return stored
-        auth = (DEFAULT_USER, secrets.token_urlsafe(24))
+        # hex: a generated password never starts with '-', which a command line would read as an option
+        auth = (DEFAULT_USER, secrets.token_hex(24))
         _write_private_json(self.credentials_path, {"user": auth[0], "password": auth[1]})
         logger.info("generated Orthanc credentials in %s", self.credentials_path)
         return auth
