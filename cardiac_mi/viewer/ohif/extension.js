@@ -442,6 +442,14 @@ function getCommandsModule({ servicesManager, extensionManager, commandsManager 
       this.baseline = this.committed;
       this.undo = [];
       this.redo = [];
+      if (this.awaitingRun) {
+        // the panel made this segmentation from the Run's answer, whose result the server holds by now;
+        // the labelmap may never change after this (it came filled, or the model found nothing)
+        results.refresh();
+        if (this.committed && this.committed.some(v => v)) {
+          this.awaitingRun = false;
+        }
+      }
     },
     pressed: false, // a mouse button is down on the image: a brush stroke is one step, however slow
     changed(segmentationId) {
