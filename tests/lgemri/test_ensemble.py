@@ -82,6 +82,25 @@ def test_published_ensemble_is_float16_on_disk_and_loads_as_the_members(tmp_path
         assert torch.allclose(torch.softmax(model(x), 1), mean, atol=2e-3)  # float16 weights
 
 
+def test_a_published_ensemble_grows_by_a_member(tmp_path):
+    provenance = [{"path": "data/real-prep", "origins": ["emidec-png"]}]
+    a, b, c = (_member(tmp_path / name / "best.pt", seed, provenance) for name, seed in (("a", 1), ("b", 2), ("c", 3)))
+    publish = _publish_module().publish_ensemble
+    pair = publish([a, b], tmp_path / "pair" / "segmentation.pt", False)
+    out = publish([pair, c], tmp_path / "three" / "segmentation.pt", False, min_infarct_ml=3.0)
+    payload = torch.load(out, weights_only=True)
+    assert [m["published_from"] for m in payload["extra"]["members"]] == ["a", "b", "c"]
+    assert [m["config"]["seed"] for m in payload["extra"]["members"]] == [1, 2, 3]
+    assert payload["extra"]["published_from"] == "a+b+c"
+
+    model, _ = load_checkpoint(out, task="segmentation")
+    members = [load_checkpoint(p, task="segmentation")[0] for p in (a, b, c)]
+    x = torch.randn(1, 1, 32, 32)
+    with torch.no_grad():
+        mean = torch.stack([torch.softmax(m(x), 1) for m in members]).mean(0)
+        assert torch.allclose(torch.softmax(model(x), 1), mean, atol=2e-3)
+
+
 def _shipped_member(folder: Path) -> Path:
     """The shipped segmentation network, or the first member when it ships as an ensemble."""
     payload = torch.load(ROOT / "models" / "segmentation.pt", weights_only=True)
