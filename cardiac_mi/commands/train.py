@@ -85,6 +85,13 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         default=_DEFAULTS["dropout"],
         help=f"dropout probability (default {_DEFAULTS['dropout']})",
     )
+    arg(
+        "--max-stretch",
+        type=float,
+        default=_DEFAULTS["max_stretch"],
+        help="largest aspect ratio the augmentation draws a heart with, e.g. 2.5 for images resized to a square "
+        f"matrix without their pixel geometry (default {_DEFAULTS['max_stretch']})",
+    )
     return p
 
 
@@ -100,6 +107,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         network=args.network,
         channels=args.channels,
         dropout=args.dropout,
+        max_stretch=args.max_stretch,
     )
 
 

@@ -147,6 +147,10 @@ class TrainConfig(BaseTrainConfig):
         channels: Feature channels per level (default: the network's).
         dropout: Dropout probability of the network.
         val_batch_size: Batch size of validation (default ``2 * batch_size``).
+        max_stretch: Largest ratio of the augmentation's zooms along two perpendicular axes
+            (:attr:`lgemri.training.data.Augmentation.anisotropy` spans its inverse to it): how
+            far from its true shape a heart may be drawn, as in an image resized to a square
+            matrix without its pixel geometry (EMIDEC's PNGs read at nominal pixels: 0.44 to 2.5).
     """
 
     task: str
@@ -160,6 +164,7 @@ class TrainConfig(BaseTrainConfig):
     channels: tuple[int, ...] | None = None
     dropout: float = 0.1
     val_batch_size: int | None = None
+    max_stretch: float = 1.25
 
     def validate(self) -> None:
         """Raise :class:`InputError` naming the first bad setting."""
@@ -175,6 +180,10 @@ class TrainConfig(BaseTrainConfig):
                 (self.weight_decay >= 0, f"weight decay must be non-negative, got {self.weight_decay}"),
                 (self.dice_weight >= 0, f"dice weight must be non-negative, got {self.dice_weight}"),
                 (0.0 <= self.dropout < 1.0, f"dropout must lie in [0, 1), got {self.dropout}"),
+                (
+                    math.isfinite(self.max_stretch) and self.max_stretch >= 1.0,
+                    f"max stretch must be at least 1, got {self.max_stretch}",
+                ),
                 (
                     not self.two_stage or self.task == "segmentation",
                     f"two-stage input applies to the segmentation task, not {self.task!r}",

@@ -41,7 +41,7 @@ from ..nets.checkpoint import load_checkpoint, load_training_state, save_checkpo
 from ..nets.preprocess import LOC_FACTOR, LOC_SIZE, ROI_SIZE
 from ..postprocess import largest_component
 from .config import DEVICES, LOSSES, LR_SCHEDULES, TrainConfig
-from .data import LocalizationDataset, RoiDataset
+from .data import Augmentation, LocalizationDataset, RoiDataset
 from .engine import Curve, Panel, Trainer, finite
 from .provenance import data_provenance
 
@@ -207,12 +207,21 @@ class SegmentationTrainer(Trainer):
 
     def prepare(self):
         config = self.config
+        augmentation = Augmentation(anisotropy=(1.0 / config.max_stretch, config.max_stretch))
         if config.task == "localization":
-            make = lambda split, aug: LocalizationDataset(config.data, split, aug, seed=config.seed)  # noqa: E731
+            make = lambda split, aug: LocalizationDataset(  # noqa: E731
+                config.data, split, aug, seed=config.seed, augmentation=augmentation
+            )
         else:
             target = "cavity" if config.task == "cavity" else "classes"
             make = lambda split, aug: RoiDataset(  # noqa: E731
-                config.data, split, aug, two_stage_cavity=config.two_stage, target=target, seed=config.seed
+                config.data,
+                split,
+                aug,
+                two_stage_cavity=config.two_stage,
+                target=target,
+                seed=config.seed,
+                augmentation=augmentation,
             )
         train_ds, val_ds = make("train", config.augment), make("val", False)
         self.names = _class_names(config.task)

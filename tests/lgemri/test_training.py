@@ -300,3 +300,19 @@ def test_cli_choices_match_the_library_and_import_light():
     assert config.WEIGHT_SCHEMES == losses.WEIGHT_SCHEMES
     code = "import sys, cardiac_mi.commands.train; sys.exit('torch' in sys.modules or 'monai' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parents[2]).returncode == 0
+
+
+def test_max_stretch_sets_the_augmentations_aspect_range(prepared, tmp_path):
+    from lgemri.training.segmentation import SegmentationTrainer
+
+    for task in ("segmentation", "localization"):
+        config = _config(prepared, tmp_path / task, task, max_stretch=2.5)
+        config.validate()
+        train_ds, val_ds = SegmentationTrainer(config).prepare()
+        assert train_ds.augment and not val_ds.augment
+        assert train_ds.augmentation.anisotropy == pytest.approx((0.4, 2.5))
+    assert TrainConfig(task="cavity", data=["d"], out="o").max_stretch == 1.25
+    with pytest.raises(InputError, match="max stretch must be at least 1, got 0.5"):
+        _config(prepared, tmp_path / "bad", "segmentation", max_stretch=0.5).validate()
+    args = _parser().parse_args(["train", "--task", "cavity", "--data", "d", "--out", "o", "--max-stretch", "2"])
+    assert args.max_stretch == 2.0
