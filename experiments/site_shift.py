@@ -8,6 +8,8 @@ every study as ``experiments/real_eval.py`` does:
 
 - ``none``: the cases as prepared (the baseline row);
 - ``fine-pixels``: resampled in-plane to 0.73 mm pixels (linear for the image, nearest for the label);
+- ``nominal-pixels``: the same array read at square pixels of the same area, so with the stretch of
+  an EMIDEC PNG whose geometry was not recovered (the heart up to a third wider than tall);
 - ``wide-fov``: zero-padded in-plane to a 400 mm field of view, the heart off centre;
 - ``sparse-slices``: every second slice kept, so slices twice as far apart (20 mm on EMIDEC);
 - ``thick-slices``: two neighbouring slices averaged into one of twice the thickness (partial
@@ -68,6 +70,12 @@ def fine_pixels(image: Volume, label: Volume, rng: np.random.Generator) -> tuple
     shift = image.affine[:3, :3] @ (0.5 * (np.asarray(factors) - 1.0))
     affine[:3, 3] = image.affine[:3, 3] + shift
     return Volume(array.astype(np.float32), affine), Volume(truth.astype(np.uint8), affine)
+
+
+def nominal_pixels(image: Volume, label: Volume, rng: np.random.Generator) -> tuple[Volume, Volume]:
+    mean = float(np.sqrt(image.spacing[0] * image.spacing[1]))
+    affine = _scaled(image.affine, (mean / image.spacing[0], mean / image.spacing[1], 1.0))
+    return Volume(image.array, affine), Volume(label.array, affine)
 
 
 def wide_fov(image: Volume, label: Volume, rng: np.random.Generator) -> tuple[Volume, Volume]:
@@ -134,6 +142,7 @@ def site(image: Volume, label: Volume, rng: np.random.Generator) -> tuple[Volume
 SHIFTS: dict[str, Shift | None] = {
     "none": None,
     "fine-pixels": fine_pixels,
+    "nominal-pixels": nominal_pixels,
     "wide-fov": wide_fov,
     "sparse-slices": sparse_slices,
     "thick-slices": thick_slices,

@@ -1,5 +1,6 @@
 """The site shifts of experiments/site_shift.py change how a study was acquired, not its anatomy:
-the label keeps its place and size in the patient, so Dice against it measures the model."""
+the label keeps its place and size in the patient, so Dice against it measures the model (but for
+``nominal-pixels``, whose point is the stretch of a PNG read without its geometry)."""
 
 import importlib.util
 from pathlib import Path
@@ -78,3 +79,11 @@ def test_twelve_bit_and_wide_fov_change_storage_only(shifts):
     wide, wide_label = shifts.wide_fov(image, label, np.random.default_rng(3))
     assert wide.shape[0] * wide.spacing[0] == pytest.approx(shifts.WIDE_FOV_MM, abs=1.5)
     assert wide_label.array.sum() == label.array.sum()
+
+
+def test_nominal_pixels_are_square_and_keep_the_pixel_area(shifts):
+    image, label = _study()
+    nominal, nominal_label = shifts.nominal_pixels(image, label, np.random.default_rng(0))
+    assert nominal.array is image.array and nominal_label.array is label.array
+    assert nominal.spacing[0] == pytest.approx(nominal.spacing[1])
+    assert nominal.spacing[0] * nominal.spacing[1] == pytest.approx(1.5 * 1.1)
