@@ -183,13 +183,19 @@ def _summary_table(summaries: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_case_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--cases``, ``--split-from``, ``--split``, ``--models`` and ``--out``, shared with the
+    other scripts that run ``infer`` on cases in the EMIDEC layout."""
     parser.add_argument("--cases", required=True, type=Path, help="EMIDEC-layout folder (Case_*/Images, Contours)")
     parser.add_argument("--split-from", type=Path, help="prepared folder whose cases.json gives the split")
     parser.add_argument("--split", default="val", help="split to evaluate with --split-from (default val)")
     parser.add_argument("--models", type=Path, help="models folder (default: the shipped models/)")
     parser.add_argument("--out", required=True, type=Path)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_case_arguments(parser)
     parser.add_argument("--no-peer", action="store_true", help="skip the myopari peer")
     parser.add_argument(
         "--form",

@@ -43,7 +43,7 @@ from scipy import ndimage
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from experiments.real_eval import _table, run_infer, score, select_cases, summarise  # noqa: E402
+from experiments.real_eval import _table, add_case_arguments, run_infer, score, select_cases, summarise  # noqa: E402
 from lgemri.volume import Volume, read_nifti, write_nifti  # noqa: E402
 
 FINE_MM = 0.73
@@ -192,11 +192,7 @@ def _summary_table(means: dict[str, dict]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cases", required=True, type=Path, help="EMIDEC-layout folder (Case_*/Images, Contours)")
-    parser.add_argument("--split-from", type=Path, help="prepared folder whose cases.json gives the split")
-    parser.add_argument("--split", default="val", help="split to evaluate with --split-from (default val)")
-    parser.add_argument("--models", type=Path, help="models folder (default: the shipped models/)")
-    parser.add_argument("--out", required=True, type=Path)
+    add_case_arguments(parser)
     parser.add_argument("--shifts", default=",".join(SHIFTS), help=f"comma-separated, of: {', '.join(SHIFTS)}")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random parts (padding, bias direction)")
     args = parser.parse_args()
