@@ -10,10 +10,9 @@ Each checkpoint is copied with its weights and training record unchanged; ``--fl
 checkpoint's post-processing (chosen with ``experiments/real_infarct_tuning.py``). A checkpoint without a record of its training data (``provenance``) is
 refused: the shipped models must say what they learned from.
 
-Several ``--segmentation`` checkpoints (a published ensemble among them brings its members) become one
-ensemble checkpoint (``lgemri.nets.ensemble``:
-the mean of their probabilities), its weights stored as float16 to stay within the 10 MB a
-shipped file may have (the networks compute in float32 after loading); its provenance is every
+Several ``--segmentation`` checkpoints (a published ensemble among them brings its members)
+become one ensemble checkpoint (``lgemri.nets.ensemble``: the mean of their probabilities), its
+weights stored as float16 to stay within the 10 MB a shipped file may have (the networks compute in float32 after loading); its provenance is every
 member's, and ``extra["members"]`` keeps each member's training record.
 """
 

@@ -153,9 +153,12 @@ SHIFTS: dict[str, Shift | None] = {
 }
 
 
-def write_shifted(cases_dir: Path, cases: list[str], shift: Shift | None, out: Path, seed: int) -> list[Path]:
-    """The shifted cases in EMIDEC layout under ``out``; the image paths ``infer`` reads."""
-    images = []
+def write_shifted(
+    cases_dir: Path, cases: list[str], shift: Shift | None, out: Path, seed: int
+) -> tuple[list[Path], list[Volume]]:
+    """The shifted cases in EMIDEC layout under ``out``: the image paths ``infer`` reads, and the
+    shifted reference labels."""
+    images, labels = [], []
     for n, case in enumerate(cases):
         image = read_nifti(cases_dir / case / "Images" / f"{case}.nii.gz")
         label = read_nifti(cases_dir / case / "Contours" / f"{case}.nii.gz")
@@ -163,7 +166,8 @@ def write_shifted(cases_dir: Path, cases: list[str], shift: Shift | None, out: P
             image, label = shift(image, label, np.random.default_rng([seed, n]))
         images.append(write_nifti(image, out / case / "Images" / f"{case}.nii.gz"))
         write_nifti(label, out / case / "Contours" / f"{case}.nii.gz")
-    return images
+        labels.append(label)
+    return images, labels
 
 
 def _means(summary: dict) -> dict[str, float | None]:
@@ -209,12 +213,11 @@ def main() -> None:
     means, tables = {}, []
     for name in names:
         work = args.out / name
-        images = write_shifted(args.cases, cases, SHIFTS[name], work / "cases", args.seed)
+        images, truths = write_shifted(args.cases, cases, SHIFTS[name], work / "cases", args.seed)
         seconds = run_infer(images, work / "predictions", args.models)
         rows = []
-        for case in cases:
+        for case, truth in zip(cases, truths):
             pred = read_nifti(work / "predictions" / f"{case}.nii.gz")
-            truth = read_nifti(work / "cases" / case / "Contours" / f"{case}.nii.gz")
             if pred.shape != truth.shape:
                 raise SystemExit(f"{case} ({name}): prediction shape {pred.shape} differs from the truth {truth.shape}")
             rows.append(score(pred.array, truth.array))

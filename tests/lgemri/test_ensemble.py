@@ -103,12 +103,8 @@ def test_a_published_ensemble_grows_by_a_member(tmp_path):
 
 def _shipped_member(folder: Path) -> Path:
     """The shipped segmentation network, or the first member when it ships as an ensemble."""
-    payload = torch.load(ROOT / "models" / "segmentation.pt", weights_only=True)
-    if payload["network"]["name"] == "ensemble":
-        payload["network"] = payload["network"]["kwargs"]["members"][0]
-        payload["state_dict"] = {
-            k.split(".", 2)[2]: v.float() for k, v in payload["state_dict"].items() if k.startswith("members.0.")
-        }
+    _, payload = _publish_module().members_of(ROOT / "models" / "segmentation.pt")[0]
+    payload["state_dict"] = {k: v.float() if v.is_floating_point() else v for k, v in payload["state_dict"].items()}
     path = folder / "member" / "segmentation.pt"
     path.parent.mkdir(parents=True)
     torch.save(payload, path)
