@@ -50,11 +50,13 @@ import shutil
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
+from pydantic import BeforeValidator, Field
 
 from lgemri.atomic import atomic_path, write_text
+from lgemri.config import Checked, Count, NonNegativeInt, Positive
 from lgemri.emidec import EmidecCase, case_category, split_cases, validate_label, write_case_slices, write_manifest
 from lgemri.errors import InputError
 from lgemri.images import read_image
@@ -809,7 +811,7 @@ def rollback(models_dir: str | os.PathLike, user: str = "") -> dict:
 
 
 @dataclasses.dataclass
-class RetrainConfig:
+class RetrainConfig(Checked):
     """Settings of one :func:`retrain` run (the MONAI Label trainer's request and ``--conf`` keys).
 
     Attributes:
@@ -831,51 +833,18 @@ class RetrainConfig:
         device: ``auto``, ``cpu`` or ``cuda``.
     """
 
-    synthetic_ratio: float = DEFAULT_SYNTHETIC_RATIO
-    synthetic_slices: int | None = None
-    synthetic_mode: str = "synthetic"
-    gan_checkpoint: str | None = None
-    max_epochs: int = 5
-    max_steps_per_epoch: int | None = None
-    batch_size: int = 8
-    lr: float = 5e-5
-    val_fraction: float = 0.2
-    seed: int = 0
-    publish: str = "review"
+    synthetic_ratio: Annotated[float, BeforeValidator(_check_ratio)] = DEFAULT_SYNTHETIC_RATIO
+    synthetic_slices: Count | None = None
+    synthetic_mode: Literal[SYNTHETIC_MODES] = "synthetic"
+    gan_checkpoint: str | os.PathLike | None = None
+    max_epochs: Count = 5
+    max_steps_per_epoch: Count | None = None
+    batch_size: Count = 8
+    lr: Annotated[Positive, Field(title="learning rate")] = 5e-5
+    val_fraction: Annotated[float, Field(gt=0, lt=1, allow_inf_nan=False)] = 0.2
+    seed: NonNegativeInt = 0
+    publish: Annotated[Literal[PUBLISH_POLICIES], Field(title="publish policy")] = "review"
     device: str = "auto"
-
-    def validate(self) -> None:
-        """Raise :class:`InputError` naming the first bad setting."""
-        self.synthetic_ratio = _check_ratio(self.synthetic_ratio)
-        checks = [
-            (
-                self.synthetic_slices is None or self.synthetic_slices >= 1,
-                f"synthetic_slices must be at least 1, got {self.synthetic_slices}",
-            ),
-            (
-                self.synthetic_mode in SYNTHETIC_MODES,
-                f"unknown synthetic_mode {self.synthetic_mode!r}; choose from {', '.join(SYNTHETIC_MODES)}",
-            ),
-            (self.max_epochs >= 1, f"max_epochs must be at least 1, got {self.max_epochs}"),
-            (
-                self.max_steps_per_epoch is None or self.max_steps_per_epoch >= 1,
-                f"max_steps_per_epoch must be at least 1, got {self.max_steps_per_epoch}",
-            ),
-            (self.batch_size >= 1, f"batch_size must be at least 1, got {self.batch_size}"),
-            (math.isfinite(self.lr) and self.lr > 0, f"learning rate must be positive, got {self.lr}"),
-            (
-                math.isfinite(self.val_fraction) and 0 < self.val_fraction < 1,
-                f"val_fraction must lie strictly between 0 and 1, got {self.val_fraction}",
-            ),
-            (self.seed >= 0, f"seed must be non-negative, got {self.seed}"),
-            (
-                self.publish in PUBLISH_POLICIES,
-                f"unknown publish policy {self.publish!r}; choose from {', '.join(PUBLISH_POLICIES)}",
-            ),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise InputError(message)
 
 
 def _now() -> str:

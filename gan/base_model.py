@@ -28,24 +28,22 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-import math
 import os
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
-import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn as nn
+from pydantic import Field, model_validator
 
 from lgemri.atomic import atomic_path
+from lgemri.config import Checked, NonNegative, Positive, Rate
 from lgemri.errors import InputError
 from lgemri.labels import NUM_CLASSES
 from lgemri.nets.checkpoint import _rng_states, _set_rng_states, load_weights_only, to_plain, unwrap
-
-from .networks import GAN_MODES, NORMS, OUTPUTS
 
 __all__ = [
     "CommonOptions",
@@ -66,8 +64,8 @@ _PACKAGE_DIR = Path(__file__).resolve().parent
 
 
 @dataclasses.dataclass
-class CommonOptions:
-    """Settings every model has.
+class CommonOptions(Checked):
+    """Settings every model has (declared and checked as in :mod:`lgemri.config`).
 
     Attributes:
         lr: Adam learning rate of all networks (Pix2Pix: 2e-4).
@@ -78,37 +76,17 @@ class CommonOptions:
             definition as the segmentation loss); None = all ones. Set by the trainer.
     """
 
-    lr: float = 2e-4
-    beta1: float = 0.5
-    num_classes: int = NUM_CLASSES
-    class_weights: tuple[float, ...] | None = None
+    lr: Annotated[Positive, Field(title="learning rate")] = 2e-4
+    beta1: Rate = 0.5
+    num_classes: Annotated[int, Field(ge=2)] = NUM_CLASSES
+    class_weights: tuple[NonNegative, ...] | None = None
 
-    def validate(self) -> None:
-        """Raise :class:`InputError` naming the first bad setting."""
-        if not (math.isfinite(self.lr) and self.lr > 0):
-            raise InputError(f"learning rate must be positive, got {self.lr}")
-        if not 0.0 <= self.beta1 < 1.0:
-            raise InputError(f"beta1 must lie in [0, 1), got {self.beta1}")
-        if self.num_classes < 2:
-            raise InputError(f"num_classes must be at least 2, got {self.num_classes}")
-        if self.class_weights is not None:
-            w = np.asarray(self.class_weights, dtype=np.float64)
-            if w.shape != (self.num_classes,) or not np.all(np.isfinite(w)) or np.any(w < 0) or w.sum() <= 0:
-                raise InputError(
-                    f"class_weights must be {self.num_classes} non-negative numbers, got {self.class_weights}"
-                )
-            self.class_weights = tuple(float(v) for v in w)
-        for name, value, choices in self._choices():
-            if value not in choices:
-                raise InputError(f"unknown {name} {value!r}; choose from {', '.join(map(str, choices))}")
-
-    def _choices(self) -> list[tuple[str, Any, tuple]]:
-        """``(option name, value, valid choices)`` of the choice-valued options (for subclasses)."""
-        out = []
-        for field, choices in (("norm", NORMS), ("gan_mode", GAN_MODES), ("output", OUTPUTS)):
-            if hasattr(self, field):
-                out.append((field, getattr(self, field), choices))
-        return out
+    @model_validator(mode="after")
+    def _one_weight_per_class(self) -> CommonOptions:
+        w = self.class_weights
+        if w is not None and (len(w) != self.num_classes or sum(w) <= 0):
+            raise InputError(f"class_weights must be {self.num_classes} non-negative numbers, got {w}")
+        return self
 
 
 class BaseModel:
@@ -203,11 +181,8 @@ class BaseModel:
                 raise InputError(
                     f"unknown {cls.name} option(s) {', '.join(unknown)}; valid options: {', '.join(sorted(valid))}"
                 )
-            for f in dataclasses.fields(cls.Options):  # JSON/torch.load give lists for tuples
-                if isinstance(values.get(f.name), list):
-                    values[f.name] = tuple(values[f.name])
             opt = cls.Options(**values)
-        opt.validate()
+        opt.validate()  # JSON/torch.load's lists become tuples
         return opt
 
     @property

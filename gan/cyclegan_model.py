@@ -25,16 +25,29 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 
+from lgemri.config import Count, NonNegative, NonNegativeInt, Rate, Share
 from lgemri.errors import InputError
 
 from .base_model import BaseModel, CommonOptions
 from .metrics.psnr_ssim import psnr
-from .networks import GANLoss, ImagePool, define_D, define_G, one_hot, set_requires_grad, weighted_l1
+from .networks import (
+    GAN_MODES,
+    NORMS,
+    OUTPUTS,
+    GANLoss,
+    ImagePool,
+    define_D,
+    define_G,
+    one_hot,
+    set_requires_grad,
+    weighted_l1,
+)
 
 __all__ = ["CycleGANOptions", "CycleGANModel", "CYCLE_WEIGHTINGS"]
 
@@ -58,39 +71,20 @@ class CycleGANOptions(CommonOptions):
         pool_size: Size of the discriminators' image pools (0: no pool).
     """
 
-    depth: int = 6
-    ngf: int = 64
-    ndf: int = 64
-    n_layers_d: int = 3
-    norm: str = "instance"
-    dropout: float = 0.0
-    output: str = "tanh"
-    gan_mode: str = "lsgan"
-    lambda_cycle: float = 10.0
-    lambda_identity: float = 0.5
+    depth: Annotated[int, Field(ge=2)] = 6
+    ngf: Count = 64
+    ndf: Count = 64
+    n_layers_d: Count = 3
+    norm: Literal[NORMS] = "instance"
+    dropout: Rate = 0.0
+    output: Literal[OUTPUTS] = "tanh"
+    gan_mode: Literal[GAN_MODES] = "lsgan"
+    lambda_cycle: NonNegative = 10.0
+    lambda_identity: NonNegative = 0.5
     condition_on_mask: bool = True
-    cycle_weighting: str = "class"
-    background_weight: float = 0.1
-    pool_size: int = 50
-
-    def validate(self) -> None:
-        super().validate()
-        if self.cycle_weighting not in CYCLE_WEIGHTINGS:
-            raise InputError(
-                f"unknown cycle_weighting {self.cycle_weighting!r}; choose from {', '.join(CYCLE_WEIGHTINGS)}"
-            )
-        if self.lambda_cycle < 0 or self.lambda_identity < 0 or not 0 <= self.background_weight <= 1:
-            raise InputError(
-                "lambda_cycle and lambda_identity must be non-negative and background_weight in [0, 1], got "
-                f"{self.lambda_cycle}, {self.lambda_identity}, {self.background_weight}"
-            )
-        if self.pool_size < 0 or self.depth < 2 or self.ngf < 1 or self.ndf < 1 or self.n_layers_d < 1:
-            raise InputError(
-                f"pool_size >= 0, depth >= 2, ngf, ndf, n_layers_d >= 1 needed, got {self.pool_size}, "
-                f"{self.depth}, {self.ngf}, {self.ndf}, {self.n_layers_d}"
-            )
-        if not 0.0 <= self.dropout < 1.0:
-            raise InputError(f"dropout must lie in [0, 1), got {self.dropout}")
+    cycle_weighting: Literal[CYCLE_WEIGHTINGS] = "class"
+    background_weight: Share = 0.1
+    pool_size: NonNegativeInt = 50
 
 
 class CycleGANModel(BaseModel):

@@ -14,15 +14,17 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import torch
+from pydantic import Field
 
+from lgemri.config import Count, NonNegative, Rate
 from lgemri.errors import InputError
 
 from .base_model import BaseModel, CommonOptions
 from .metrics.psnr_ssim import lv_region, psnr, ssim
-from .networks import GANLoss, define_D, define_G, one_hot, set_requires_grad, weighted_l1
+from .networks import GAN_MODES, NORMS, OUTPUTS, GANLoss, define_D, define_G, one_hot, set_requires_grad, weighted_l1
 
 __all__ = ["Pix2PixOptions", "Pix2PixModel", "D_INPUTS"]
 
@@ -46,30 +48,16 @@ class Pix2PixOptions(CommonOptions):
         d_input: What D sees: ``mask+image`` (conditional) or ``image``.
     """
 
-    depth: int = 6
-    ngf: int = 64
-    ndf: int = 64
-    n_layers_d: int = 3
-    norm: str = "batch"
-    dropout: float = 0.5
-    output: str = "tanh"
-    gan_mode: str = "vanilla"
-    lambda_l1: float = 100.0
-    d_input: str = "mask+image"
-
-    def validate(self) -> None:
-        super().validate()
-        if self.d_input not in D_INPUTS:
-            raise InputError(f"unknown d_input {self.d_input!r}; choose from {', '.join(D_INPUTS)}")
-        if self.lambda_l1 < 0:
-            raise InputError(f"lambda_l1 must be non-negative, got {self.lambda_l1}")
-        if self.depth < 2 or self.ngf < 1 or self.ndf < 1 or self.n_layers_d < 1:
-            raise InputError(
-                f"depth >= 2, ngf >= 1, ndf >= 1 and n_layers_d >= 1 needed, got depth={self.depth}, "
-                f"ngf={self.ngf}, ndf={self.ndf}, n_layers_d={self.n_layers_d}"
-            )
-        if not 0.0 <= self.dropout < 1.0:
-            raise InputError(f"dropout must lie in [0, 1), got {self.dropout}")
+    depth: Annotated[int, Field(ge=2)] = 6
+    ngf: Count = 64
+    ndf: Count = 64
+    n_layers_d: Count = 3
+    norm: Literal[NORMS] = "batch"
+    dropout: Rate = 0.5
+    output: Literal[OUTPUTS] = "tanh"
+    gan_mode: Literal[GAN_MODES] = "vanilla"
+    lambda_l1: NonNegative = 100.0
+    d_input: Literal[D_INPUTS] = "mask+image"
 
 
 class Pix2PixModel(BaseModel):

@@ -31,22 +31,22 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import os
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
 import torch
+from pydantic import Field, field_validator, model_validator
 
 from lgemri.atomic import atomic_path
+from lgemri.config import Count, Positive
 from lgemri.errors import InputError
 from lgemri.labels import NUM_CLASSES
 from lgemri.losses import class_frequencies, class_weights
-from lgemri.training.config import BaseTrainConfig, check_all, plain_sources
-from lgemri.training.data import Source
+from lgemri.training.config import BaseTrainConfig, Sources, plain_sources
 from lgemri.training.engine import Curve, Panel, Trainer, finite
 
-from .base_model import BaseModel, available_models, create_model, find_model, read_gan_file
+from .base_model import BaseModel, create_model, find_model, read_gan_file
 from .data import PairedRoiDataset, UnpairedDataset
 
 __all__ = ["GanTrainConfig", "GanTrainer", "train_gan", "LR_SCHEDULES"]
@@ -86,48 +86,33 @@ class GanTrainConfig(BaseTrainConfig):
     lr_schedules: ClassVar[tuple[str, ...]] = LR_SCHEDULES
 
     model: str
-    data_a: list[Source] | None = None
+    data_a: Sources | None = None
     options: dict = dataclasses.field(default_factory=dict)
-    epochs: int = 100
-    batch_size: int = 8
-    lr_schedule: str = "linear"
+    epochs: Count = 100
+    batch_size: Count = 8
+    lr_schedule: Annotated[Literal[LR_SCHEDULES], Field(title="LR schedule")] = "linear"
     augment: bool = False
-    train_limit: int | None = None
-    val_limit: int | None = 64
-    sample_every: int = 5
-    num_samples: int = 4
-    max_minutes: float | None = None
+    train_limit: Count | None = None
+    val_limit: Count | None = 64
+    sample_every: Count = 5
+    num_samples: Count = 4
+    max_minutes: Positive | None = None
 
-    def validate(self) -> None:
-        """Raise :class:`InputError` naming the first bad setting."""
-        if self.model not in available_models():
-            raise InputError(f"unknown GAN model {self.model!r}; choose from {', '.join(available_models())}")
-        if isinstance(self.data_a, (str, os.PathLike)):
-            self.data_a = [self.data_a]
-        super().validate()
+    @field_validator("model")
+    @classmethod
+    def _known(cls, model: str) -> str:
+        find_model(model)  # InputError naming the models there are
+        return model
+
+    @model_validator(mode="after")
+    def _data_and_options(self) -> GanTrainConfig:
         kind = find_model(self.model).data_kind
         if kind == "unpaired" and not self.data_a:
             raise InputError(f"--model {self.model} needs domain A data (--data-a: cine images with masks)")
         if kind == "paired" and self.data_a:
             raise InputError(f"--model {self.model} trains on mask/image pairs; --data-a is for unpaired models")
-        check_all(
-            [
-                (
-                    self.train_limit is None or self.train_limit >= 1,
-                    f"train limit must be at least 1, got {self.train_limit}",
-                ),
-                (self.val_limit is None or self.val_limit >= 1, f"val limit must be at least 1, got {self.val_limit}"),
-                (
-                    self.sample_every >= 1 and self.num_samples >= 1,
-                    f"sample_every and num_samples must be at least 1, got {self.sample_every}, {self.num_samples}",
-                ),
-                (
-                    self.max_minutes is None or self.max_minutes > 0,
-                    f"max_minutes must be positive, got {self.max_minutes}",
-                ),
-            ]
-        )
         find_model(self.model).make_options(self.options)  # unknown or bad options fail here
+        return self
 
     def plain(self) -> dict:
         out = super().plain()

@@ -13,13 +13,16 @@ import logging
 import math
 import os
 import re
-from collections.abc import Sequence
 from pathlib import Path
+from typing import Annotated, Literal
 
 import numpy as np
+from pydantic import AfterValidator, Field, model_validator
 from tqdm import tqdm
 
 from lgemri import aha
+from lgemri.config import Checked, Share
+from lgemri.emidec import SPLITS
 from lgemri.errors import InputError
 
 from .fusion import fuse
@@ -49,17 +52,20 @@ _SHARD_RE = re.compile(r"\s*(\d+)\s*/\s*(\d+)\s*")
 
 
 @dataclasses.dataclass(frozen=True)
-class Shard:
+class Shard(Checked):
     """Part ``index`` of ``count`` of a run: the cases with ``case_index % count == index``."""
 
     index: int = 0
-    count: int = 1
+    count: Annotated[int, Field(ge=1, title="shard count")] = 1
 
     def __post_init__(self) -> None:
-        if self.count < 1:
-            raise InputError(f"shard count must be at least 1, got {self.count}")
+        self.validate()
+
+    @model_validator(mode="after")
+    def _index_in_range(self) -> Shard:
         if not 0 <= self.index < self.count:
             raise InputError(f"shard index must lie in 0..{self.count - 1} for {self.count} shards, got {self.index}")
+        return self
 
     @property
     def manifest_name(self) -> str:
@@ -86,8 +92,44 @@ def parse_shard(text: str | None) -> Shard:
     return Shard(int(match[1]), int(match[2]))
 
 
+def _range(name: str, hi: float, unit: str, open_low: bool = False):
+    """A ``(low, high)`` field within ``0..hi`` (above 0 with ``open_low``), in ``name``'s words."""
+    unit = f" {unit}" if unit else ""
+
+    def check(bounds: tuple[float, float]) -> tuple[float, float]:
+        a, b = bounds
+        got = f"{a:g}" if a == b else f"{a:g} to {b:g}"
+        if not ((a > 0 if open_low else a >= 0) and b <= hi):
+            raise InputError(
+                f"{name} must be {'above' if open_low else 'at least'} 0 and at most {hi:g}{unit}, got {got}"
+            )
+        if a > b:
+            raise InputError(f"{name} range is reversed ({a:g} > {b:g}); give low,high")
+        return bounds
+
+    finite = Annotated[float, Field(allow_inf_nan=False)]
+    return Annotated[tuple[finite, finite], AfterValidator(check), Field(title=name)]
+
+
+def _territories(names: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(aha.parse_territory(t) for t in names))
+
+
+def _formats(names: tuple[str, ...]) -> tuple[str, ...]:
+    names = tuple(dict.fromkeys(f.strip().lower() for f in names))
+    if not names or not set(names) <= set(FORMATS):
+        raise InputError(f"output formats must be one or more of {', '.join(FORMATS)}, got {list(names)}")
+    return names
+
+
+InfarctSizes = _range("infarct size", 100.0, "% of the LV", open_low=True)
+Transmuralities = _range("transmurality", 100.0, "%", open_low=True)
+Heterogeneities = _range("heterogeneity", 1.0, "")
+NoReflowSizes = _range("no-reflow size", 100.0, "% of the infarct")
+
+
 @dataclasses.dataclass
-class SimulationConfig:
+class SimulationConfig(Checked):
     """Everything a run needs; ``validate`` names the first bad parameter.
 
     Ranges are ``(low, high)``; a value is drawn per case (sizes log-uniformly, so small infarcts
@@ -99,7 +141,10 @@ class SimulationConfig:
             a similar recipient, both from ``recipients``).
         n: number of cases of the whole run (all shards).
         seed: run seed.
-        recipients: EMIDEC-layout folder of labelled subjects (hybrid, fusion).
+        recipients: EMIDEC-layout folder of labelled subjects (hybrid, fusion), or a prepared
+            folder (``cases.json`` and ``nifti/``) with ``recipients_split``.
+        recipients_split: the split (train, val, test) of a prepared ``recipients`` folder whose
+            cases alone are recipients and donors (needed for a prepared folder).
         territories: confine infarcts to one of these coronary territories (drawn per case);
             empty: place them by culprit prevalence, unconfined. Fusion: allowed donor
             territories.
@@ -120,94 +165,49 @@ class SimulationConfig:
         shard: the part of the run this process makes.
     """
 
-    mode: str = "synthetic"
-    n: int = 10
-    seed: int = 0
+    mode: Literal[MODES] = "synthetic"
+    n: Annotated[int, Field(ge=1, title="--n")] = 10
+    seed: Annotated[int, Field(ge=0, title="--seed")] = 0
     recipients: Path | None = None
-    territories: tuple[str, ...] = ()
-    segments: tuple[int, ...] = ()
-    infarct_size: tuple[float, float] = (3.0, 40.0)
-    transmurality: tuple[float, float] = (40.0, 100.0)
-    heterogeneity: tuple[float, float] = (0.0, 0.6)
-    no_reflow_probability: float = 0.5
-    no_reflow_size: tuple[float, float] = (5.0, 35.0)
-    normal_fraction: float = 0.0
-    slices: int | None = None
-    neighbours: int = 3
-    max_cost: float = 0.5
+    recipients_split: Literal[SPLITS] | None = None
+    territories: Annotated[tuple[str, ...], AfterValidator(_territories)] = ()
+    segments: Annotated[tuple[int, ...], AfterValidator(lambda s: check_segments(s) if s else s)] = ()
+    infarct_size: InfarctSizes = (3.0, 40.0)
+    transmurality: Transmuralities = (40.0, 100.0)
+    heterogeneity: Heterogeneities = (0.0, 0.6)
+    no_reflow_probability: Annotated[Share, Field(title="no-reflow probability")] = 0.5
+    no_reflow_size: NoReflowSizes = (5.0, 35.0)
+    normal_fraction: Share = 0.0
+    slices: Annotated[int, Field(ge=1, le=30, title="--slices")] | None = None
+    neighbours: Annotated[int, Field(ge=1, title="--neighbours")] = 3
+    max_cost: Annotated[float, Field(ge=0, allow_inf_nan=False, title="--max-cost")] = 0.5
     keep_recipient_infarct: bool = False
-    rv_insertion_deg: float | None = None
-    formats: tuple[str, ...] = FORMATS
+    rv_insertion_deg: Annotated[float, Field(allow_inf_nan=False, title="--rv-insertion")] | None = None
+    formats: Annotated[tuple[str, ...], AfterValidator(_formats)] = FORMATS
     shard: Shard = dataclasses.field(default_factory=Shard)
 
-    def validate(self) -> None:
-        """Check every parameter and normalise territory names and segments (in place).
-
-        Raises:
-            InputError: the first bad parameter, with what is allowed.
-        """
-        if self.mode not in MODES:
-            raise InputError(f"unknown mode {self.mode!r}; choose one of {', '.join(MODES)}")
-        if not isinstance(self.n, (int, np.integer)) or self.n < 1:
-            raise InputError(f"--n must be a whole number of cases of at least 1, got {self.n}")
-        if not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
-            raise InputError(f"--seed must be a non-negative whole number, got {self.seed}")
-        _check_range("infarct size", self.infarct_size, 0.0, 100.0, "% of the LV", open_low=True)
-        _check_range("transmurality", self.transmurality, 0.0, 100.0, "%", open_low=True)
-        _check_range("heterogeneity", self.heterogeneity, 0.0, 1.0, "")
-        _check_range("no-reflow size", self.no_reflow_size, 0.0, 100.0, "% of the infarct")
-        fractions = (("no-reflow probability", self.no_reflow_probability), ("normal fraction", self.normal_fraction))
-        for name, value in fractions:
-            if not (math.isfinite(value) and 0.0 <= value <= 1.0):
-                raise InputError(f"{name} must lie in 0-1, got {value}")
-        self.territories = tuple(dict.fromkeys(aha.parse_territory(t) for t in self.territories))
-        if self.segments:
-            self.segments = check_segments(tuple(self.segments))
+    @model_validator(mode="after")
+    def _mode_rules(self) -> SimulationConfig:
         if self.territories and self.segments:
             raise InputError("ask for --territory or for --segments, not both")
-        if self.slices is not None and not 1 <= self.slices <= 30:
-            raise InputError(f"--slices must lie in 1-30, got {self.slices}")
-        if self.neighbours < 1:
-            raise InputError(f"--neighbours must be at least 1, got {self.neighbours}")
-        if not (math.isfinite(self.max_cost) and self.max_cost >= 0):
-            raise InputError(f"--max-cost must be a non-negative number, got {self.max_cost}")
-        if self.rv_insertion_deg is not None and not math.isfinite(self.rv_insertion_deg):
-            raise InputError(f"--rv-insertion must be an angle in degrees, got {self.rv_insertion_deg}")
         if self.mode == "synthetic":
             if self.recipients is not None:
                 raise InputError("--recipients is for the hybrid and fusion modes; synthetic masks need none")
         elif self.recipients is None:
             raise InputError(f"--mode {self.mode} needs --recipients (an EMIDEC-layout folder of labelled cases)")
+        if self.recipients_split is not None and self.recipients is None:
+            raise InputError("--recipients-split goes with --recipients (a prepared folder)")
         if self.mode == "fusion" and self.segments:
             raise InputError(
                 "--segments does not apply to fusion (the donor's infarct is moved as it is); use --territory"
             )
-        self.formats = tuple(dict.fromkeys(str(f).strip().lower() for f in self.formats))
-        unknown = [f for f in self.formats if f not in FORMATS]
-        if unknown or not self.formats:
-            raise InputError(f"output formats must be one or more of {', '.join(FORMATS)}, got {list(self.formats)}")
-        if not isinstance(self.shard, Shard):
-            raise InputError(f"shard must be a Shard, got {self.shard!r}")
+        return self
 
     def as_dict(self) -> dict:
         out = dataclasses.asdict(self)
         out["recipients"] = None if self.recipients is None else str(self.recipients)
         out["shard"] = str(self.shard)
         return out
-
-
-def _check_range(name: str, bounds: Sequence[float], lo: float, hi: float, unit: str, open_low: bool = False) -> None:
-    unit = f" {unit}" if unit else ""
-    if len(bounds) != 2 or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in bounds):
-        raise InputError(f"{name} must be one number or a low,high pair, got {bounds}")
-    a, b = bounds
-    got = f"{a:g}" if a == b else f"{a:g} to {b:g}"
-    low_ok = a > lo if open_low else a >= lo
-    if not (low_ok and b <= hi):
-        above = "above" if open_low else "at least"
-        raise InputError(f"{name} must be {above} {lo:g} and at most {hi:g}{unit}, got {got}")
-    if a > b:
-        raise InputError(f"{name} range is reversed ({a:g} > {b:g}); give low,high")
 
 
 @dataclasses.dataclass
@@ -227,7 +227,7 @@ def prepare_pool(config: SimulationConfig) -> Pool | None:
     """
     if config.mode == "synthetic":
         return None
-    subjects = load_subjects(config.recipients, config.rv_insertion_deg)
+    subjects = load_subjects(config.recipients, config.rv_insertion_deg, config.recipients_split)
     if config.mode == "hybrid":
         return Pool(subjects, [])
     if len(subjects) < 2:

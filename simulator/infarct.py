@@ -28,10 +28,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Annotated
 
 import numpy as np
+from pydantic import AfterValidator, Field, model_validator
 
 from lgemri import aha
+from lgemri.config import Checked
 from lgemri.errors import InputError
 
 from .wall import Wall
@@ -46,44 +49,6 @@ NO_REFLOW_MIN_TRANSMURALITY = 50.0
 _LEVEL_OF_SEGMENT = {
     s: ("basal" if s <= 6 else "mid" if s <= 12 else "apical" if s <= 16 else "apex") for s in range(1, 18)
 }
-
-
-@dataclasses.dataclass(frozen=True)
-class InfarctSpec:
-    """What to grow in one case.
-
-    Attributes:
-        size_pct: Infarct (no-reflow included) as a share of the LV myocardium, 0-100.
-        transmurality_pct: Largest extent across the wall, % of the wall thickness, 0-100.
-        heterogeneity: 0 (smooth, regular borders) to 1 (ragged borders, patchy depth).
-        no_reflow_pct: No-reflow core as a share of the infarct, 0-100 (0: none).
-        territory: Confine the infarct to a coronary territory (LAD, RCA, LCX), or None.
-        segments: Confine it to these AHA segments, or None.
-    """
-
-    size_pct: float
-    transmurality_pct: float
-    heterogeneity: float = 0.3
-    no_reflow_pct: float = 0.0
-    territory: str | None = None
-    segments: tuple[int, ...] | None = None
-
-    def validate(self) -> None:
-        """Raise :class:`InputError` naming the first bad parameter."""
-        if not (math.isfinite(self.size_pct) and 0.0 < self.size_pct <= 100.0):
-            raise InputError(f"infarct size must be above 0 and at most 100 % of the LV, got {self.size_pct}")
-        if not (math.isfinite(self.transmurality_pct) and 0.0 < self.transmurality_pct <= 100.0):
-            raise InputError(f"transmurality must be above 0 and at most 100 %, got {self.transmurality_pct}")
-        if not (math.isfinite(self.heterogeneity) and 0.0 <= self.heterogeneity <= 1.0):
-            raise InputError(f"heterogeneity must lie in 0-1, got {self.heterogeneity}")
-        if not (math.isfinite(self.no_reflow_pct) and 0.0 <= self.no_reflow_pct <= 100.0):
-            raise InputError(f"no-reflow share must lie in 0-100 % of the infarct, got {self.no_reflow_pct}")
-        if self.territory is not None and self.segments is not None:
-            raise InputError("ask for a territory or for a segment list, not both")
-        if self.territory is not None:
-            aha.parse_territory(self.territory)
-        if self.segments is not None:
-            check_segments(self.segments)
 
 
 def check_segments(segments: tuple[int, ...]) -> tuple[int, ...]:
@@ -107,6 +72,36 @@ def check_segments(segments: tuple[int, ...]) -> tuple[int, ...]:
             "contiguous along the stack, so add segments of the levels in between"
         )
     return segments
+
+
+Percent = Annotated[float, Field(le=100, allow_inf_nan=False)]
+
+
+@dataclasses.dataclass(frozen=True)
+class InfarctSpec(Checked):
+    """What to grow in one case (checked by :meth:`validate`, :mod:`lgemri.config`).
+
+    Attributes:
+        size_pct: Infarct (no-reflow included) as a share of the LV myocardium, 0-100.
+        transmurality_pct: Largest extent across the wall, % of the wall thickness, 0-100.
+        heterogeneity: 0 (smooth, regular borders) to 1 (ragged borders, patchy depth).
+        no_reflow_pct: No-reflow core as a share of the infarct, 0-100 (0: none).
+        territory: Confine the infarct to a coronary territory (LAD, RCA, LCX), or None.
+        segments: Confine it to these AHA segments, or None.
+    """
+
+    size_pct: Annotated[Percent, Field(gt=0, title="infarct size (% of the LV)")]
+    transmurality_pct: Annotated[Percent, Field(gt=0, title="transmurality (%)")]
+    heterogeneity: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] = 0.3
+    no_reflow_pct: Annotated[Percent, Field(ge=0, title="no-reflow share (% of the infarct)")] = 0.0
+    territory: Annotated[str, AfterValidator(lambda t: aha.parse_territory(t) and t)] | None = None
+    segments: Annotated[tuple[int, ...], AfterValidator(check_segments)] | None = None
+
+    @model_validator(mode="after")
+    def _one_confinement(self) -> InfarctSpec:
+        if self.territory is not None and self.segments is not None:
+            raise InputError("ask for a territory or for a segment list, not both")
+        return self
 
 
 def allowed_segments(spec: InfarctSpec) -> tuple[int, ...] | None:

@@ -6,9 +6,12 @@ import re
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import BeforeValidator, Field, model_validator
 
 from cardiac_mi.orthanc import AE_TITLE
+from lgemri.config import Checked, Positive
 from lgemri.errors import InputError
 
 __all__ = ["PacsError", "Tls", "PacsSettings", "check_aet", "check_port"]
@@ -57,7 +60,7 @@ def check_port(value: Any, what: str, *, allow_zero: bool = False) -> int:
 
 
 @dataclass(frozen=True)
-class Tls:
+class Tls(Checked):
     """TLS material (PEM files) for DICOM over TLS.
 
     As a client (echo, find, retrieve): ``ca`` verifies the PACS's certificate (default: the system's
@@ -71,11 +74,16 @@ class Tls:
     key: Path | None = None
 
     def __post_init__(self) -> None:
+        self.validate()
+
+    @model_validator(mode="after")
+    def _files(self) -> Tls:
         if (self.cert is None) != (self.key is None):
             raise InputError("give both --tls-cert and --tls-key (our certificate and its private key), or neither")
         for name, path in (("--tls-ca", self.ca), ("--tls-cert", self.cert), ("--tls-key", self.key)):
             if path is not None and not Path(path).is_file():
                 raise InputError(f"{name} {path}: no such file")
+        return self
 
     def _load(self, context: ssl.SSLContext) -> ssl.SSLContext:
         try:
@@ -105,9 +113,15 @@ class Tls:
         return self._load(context)
 
 
+def _host(value: Any) -> str:
+    if not value or not str(value).strip():
+        raise InputError("no PACS host: give --host or $CARDIAC_MI_PACS_HOST")
+    return str(value).strip()
+
+
 @dataclass(frozen=True)
-class PacsSettings:
-    """Where the PACS is and who we are.
+class PacsSettings(Checked):
+    """Where the PACS is and who we are (checked when built, :mod:`lgemri.config`).
 
     Args:
         host: the PACS host name or address.
@@ -118,22 +132,15 @@ class PacsSettings:
         timeout: seconds to wait for the connection, the association and each DIMSE message.
     """
 
-    host: str
-    port: int
-    called_aet: str
-    calling_aet: str = AE_TITLE
+    host: Annotated[str, BeforeValidator(_host)]
+    port: Annotated[int, BeforeValidator(lambda v: check_port(v, "PACS port"))]
+    called_aet: Annotated[str, BeforeValidator(lambda v: check_aet(v, "PACS AE title"))]
+    calling_aet: Annotated[str, BeforeValidator(lambda v: check_aet(v, "our AE title"))] = AE_TITLE
     tls: Tls | None = None
-    timeout: float = DEFAULT_TIMEOUT
+    timeout: Annotated[Positive, Field(title="timeout (seconds)")] = DEFAULT_TIMEOUT
 
     def __post_init__(self) -> None:
-        if not self.host or not str(self.host).strip():
-            raise InputError("no PACS host: give --host or $CARDIAC_MI_PACS_HOST")
-        object.__setattr__(self, "host", str(self.host).strip())
-        object.__setattr__(self, "port", check_port(self.port, "PACS port"))
-        object.__setattr__(self, "called_aet", check_aet(self.called_aet, "PACS AE title"))
-        object.__setattr__(self, "calling_aet", check_aet(self.calling_aet, "our AE title"))
-        if not self.timeout > 0:
-            raise InputError(f"timeout {self.timeout} must be a positive number of seconds")
+        self.validate()
 
     def __str__(self) -> str:
         return f"{self.called_aet}@{self.host}:{self.port}{' (TLS)' if self.tls else ''}"

@@ -9,15 +9,14 @@ Torch-free, so that commands build their parsers from the choices and defaults h
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 
+from pydantic import BeforeValidator, Field, field_validator, model_validator
+
+from ..config import Checked, Count, NonNegative, NonNegativeInt, Positive, Rate
 from ..errors import InputError
 from ..nets import TASKS
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .data import Source
 
 __all__ = ["BaseTrainConfig", "TrainConfig", "DEVICES", "WEIGHT_SCHEMES", "LOSSES", "LR_SCHEDULES"]
 
@@ -38,19 +37,18 @@ def plain_sources(values: Any) -> list | None:
     return [[os.fspath(s[0]), float(s[1])] if isinstance(s, (tuple, list)) else os.fspath(s) for s in values]
 
 
-def check_all(checks: list[tuple[bool, str]]) -> None:
-    """Raise :class:`InputError` with the message of the first check that fails."""
-    for ok, message in checks:
-        if not ok:
-            raise InputError(message)
+#: Sources (:data:`lgemri.training.data.Source`, checked when read); one path stands for a list of it.
+Sources = Annotated[list[Any], BeforeValidator(lambda v: [v] if isinstance(v, (str, os.PathLike)) else v)]
+AnyPath = str | os.PathLike
 
 
 @dataclasses.dataclass(kw_only=True)
-class BaseTrainConfig:
+class BaseTrainConfig(Checked):
     """What every training run is configured with (the engine's settings).
 
     A subclass adds its task's fields, may give these other defaults, names its LR schedules
-    in ``lr_schedules`` and extends :meth:`validate`.
+    in ``lr_schedules`` (and declares ``lr_schedule`` with them) and adds its own checks
+    (:mod:`lgemri.config`).
 
     Attributes:
         data: Sources: prepared folders, datalist JSON files or ``(source, weight)`` pairs
@@ -77,46 +75,29 @@ class BaseTrainConfig:
 
     lr_schedules: ClassVar[tuple[str, ...]] = LR_SCHEDULES
 
-    data: list[Source]
-    out: str
-    epochs: int = 50
-    batch_size: int = 16
-    lr_schedule: str = "cosine"
+    data: Sources
+    out: AnyPath
+    epochs: Count = 50
+    batch_size: Count = 16
+    lr_schedule: Annotated[Literal[LR_SCHEDULES], Field(title="LR schedule")] = "cosine"
     seed: int = 0
     resume: bool = False
-    class_weighting: str = "inverse_sqrt"
+    class_weighting: Annotated[Literal[WEIGHT_SCHEMES], Field(title="class weighting")] = "inverse_sqrt"
     class_weight_clip: float = 50.0
     augment: bool = True
-    max_steps_per_epoch: int | None = None
-    device: str = "auto"
-    num_workers: int = 0
+    max_steps_per_epoch: Count | None = None
+    device: Literal[DEVICES] = "auto"
+    num_workers: NonNegativeInt = 0
     amp: bool = True
-    stop_after: int | None = None
+    stop_after: Count | None = None
     progress: bool = True
 
-    def validate(self) -> None:
-        """Raise :class:`InputError` naming the first bad shared setting."""
-        if isinstance(self.data, (str, os.PathLike)):
-            self.data = [self.data]
-        if not self.data:
+    @field_validator("data")
+    @classmethod
+    def _some_data(cls, data: list) -> list:
+        if not data:
             raise InputError("no training data given (--data)")
-        for value, choices, what in (
-            (self.lr_schedule, self.lr_schedules, "LR schedule"),
-            (self.class_weighting, WEIGHT_SCHEMES, "class weighting"),
-            (self.device, DEVICES, "device"),
-        ):
-            if value not in choices:
-                raise InputError(f"unknown {what} {value!r}; choose from {', '.join(choices)}")
-        steps, stop = self.max_steps_per_epoch, self.stop_after
-        check_all(
-            [
-                (self.epochs >= 1, f"epochs must be at least 1, got {self.epochs}"),
-                (self.batch_size >= 1, f"batch size must be at least 1, got {self.batch_size}"),
-                (steps is None or steps >= 1, f"max steps per epoch must be at least 1, got {steps}"),
-                (self.num_workers >= 0, f"workers must be non-negative, got {self.num_workers}"),
-                (stop is None or stop >= 1, f"stop_after must be at least 1, got {stop}"),
-            ]
-        )
+        return data
 
     def plain(self) -> dict:
         """The configuration as JSON values (``config.json``'s ``config``)."""
@@ -153,48 +134,26 @@ class TrainConfig(BaseTrainConfig):
             matrix without its pixel geometry (EMIDEC's PNGs read at nominal pixels: 0.44 to 2.5).
     """
 
-    task: str
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    init: str | None = None
-    loss: str = "ce"
-    dice_weight: float = 1.0
+    task: Literal[TASKS]
+    lr: Annotated[Positive, Field(title="learning rate")] = 1e-3
+    weight_decay: NonNegative = 0.0
+    init: AnyPath | None = None
+    loss: Literal[LOSSES] = "ce"
+    dice_weight: NonNegative = 1.0
     two_stage: bool = False
     network: str | None = None
-    channels: tuple[int, ...] | None = None
-    dropout: float = 0.1
-    val_batch_size: int | None = None
-    max_stretch: float = 1.25
+    channels: Annotated[tuple[Count, ...], Field(min_length=2)] | None = None
+    dropout: Rate = 0.1
+    val_batch_size: Count | None = None
+    max_stretch: Annotated[float, Field(ge=1, allow_inf_nan=False)] = 1.25
 
-    def validate(self) -> None:
-        """Raise :class:`InputError` naming the first bad setting."""
-        if self.task not in TASKS:
-            raise InputError(f"unknown task {self.task!r}; choose from {', '.join(TASKS)}")
-        super().validate()
-        if self.loss not in LOSSES:
-            raise InputError(f"unknown loss {self.loss!r}; choose from {', '.join(LOSSES)}")
-        channels_ok = self.channels is None or (len(self.channels) >= 2 and min(self.channels) >= 1)
-        check_all(
-            [
-                (math.isfinite(self.lr) and self.lr > 0, f"learning rate must be positive, got {self.lr}"),
-                (self.weight_decay >= 0, f"weight decay must be non-negative, got {self.weight_decay}"),
-                (self.dice_weight >= 0, f"dice weight must be non-negative, got {self.dice_weight}"),
-                (0.0 <= self.dropout < 1.0, f"dropout must lie in [0, 1), got {self.dropout}"),
-                (
-                    math.isfinite(self.max_stretch) and self.max_stretch >= 1.0,
-                    f"max stretch must be at least 1, got {self.max_stretch}",
-                ),
-                (
-                    not self.two_stage or self.task == "segmentation",
-                    f"two-stage input applies to the segmentation task, not {self.task!r}",
-                ),
-                (channels_ok, f"channels must be two or more positive numbers, got {self.channels}"),
-                (
-                    self.init is None or (self.network is None and self.channels is None),
-                    "init takes the network from its checkpoint; leave network and channels unset",
-                ),
-            ]
-        )
+    @model_validator(mode="after")
+    def _combinations(self) -> TrainConfig:
+        if self.two_stage and self.task != "segmentation":
+            raise InputError(f"two-stage input applies to the segmentation task, not {self.task!r}")
+        if self.init is not None and (self.network is not None or self.channels is not None):
+            raise InputError("init takes the network from its checkpoint; leave network and channels unset")
+        return self
 
     def plain(self) -> dict:
         out = super().plain()
