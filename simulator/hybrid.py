@@ -4,7 +4,16 @@ A subject is a labelled short-axis stack in EMIDEC layout (``ROOT/Case_P012/Cont
 Case_P012.nii.gz``; the EMIDEC data, a ``cardiac-mi phantom`` output or a simulator output). Its
 label is resampled in-plane to 1 mm (nearest neighbour) and cropped to the 128 x 128 ROI around
 its LV centre, the same ROI the segmentation and the GAN use (:mod:`lgemri.geometry`). Slices
-keep their spacing.
+keep their spacing. A stack that runs from apex to base (the LV of its first third of slices
+clearly smaller than that of its last third: the prepared real EMIDEC volumes do) is reversed, so
+that every subject runs base to apex as :func:`lgemri.aha.slice_levels` and the fusion's slice
+matching expect; otherwise basal and apical AHA segments would swap.
+
+A prepared folder (``cardiac-mi prepare`` output: ``cases.json`` and ``nifti/``) holds every
+case of a data set with its split (train, val, test). Taken from such a folder, subjects are
+those of one named split only (``split=``, ``--recipients-split train``): masks made for training
+must not carry the anatomy or the infarct of a validation or test case. Without a split, a
+prepared folder (or its ``nifti/`` folder) is refused rather than read whole.
 
 Hybrid injection keeps a subject's anatomy (cavity and wall; any infarct it had goes back to
 myocardium) and grows a new infarct on it with :func:`simulator.infarct.grow_infarct`, exactly as
@@ -14,6 +23,7 @@ on a synthetic ring.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import math
 import os
@@ -22,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lgemri.emidec import SPLITS
 from lgemri.errors import InputError
 from lgemri.geometry import crop_roi, lv_centre, resample_inplane
 from lgemri.labels import CAVITY, INFARCT, NUM_CLASSES
@@ -31,12 +42,27 @@ from .infarct import Growth, InfarctSpec, grow_infarct
 from .rings import PIXEL_MM, ROI_SIZE
 from .wall import Wall, enclose_no_reflow, strip_infarct, wall_from_label
 
-__all__ = ["Subject", "find_subjects", "load_subject", "load_subjects", "descriptors", "inject", "DESCRIPTOR_NAMES"]
+__all__ = [
+    "Subject",
+    "find_subjects",
+    "prepared_root",
+    "split_case_ids",
+    "apex_first",
+    "load_subject",
+    "load_subjects",
+    "descriptors",
+    "inject",
+    "DESCRIPTOR_NAMES",
+]
 
 logger = logging.getLogger(__name__)
 
 SUBJECT_ID_RE = re.compile(r"Case_[NP][A-Za-z]*\d+")
 DESCRIPTOR_NAMES = ("endo_diameter_mm", "wall_mm", "eccentricity", "lv_length_mm", "myo_to_blood")
+#: A stack is apex-first when the mean LV area of its first third of LV slices is below this
+#: share of that of its last third (the apex is the narrow end; the ratio is about 0.3-0.5 on
+#: real EMIDEC stacks, and near 1 on stacks without a clear narrow end, which are kept as given).
+APEX_AREA_RATIO = 0.8
 
 
 @dataclasses.dataclass
@@ -49,6 +75,7 @@ class Subject:
     slice_spacing: float
     wall: Wall
     descriptors: np.ndarray
+    reversed_stack: bool = False  # the stack was read apex to base and reversed
 
     @property
     def has_infarct(self) -> bool:
@@ -59,24 +86,86 @@ class Subject:
         return (PIXEL_MM, PIXEL_MM, self.slice_spacing)
 
 
-def find_subjects(root: str | os.PathLike) -> list[tuple[str, Path]]:
-    """``(subject_id, label_path)`` of every labelled case under ``root`` (or ``root/emidec``).
+def prepared_root(root: str | os.PathLike) -> Path | None:
+    """The prepared folder (``cases.json`` with a ``nifti/`` folder) that ``root`` is or whose
+    ``nifti/`` folder it is; None for any other folder."""
+    root = Path(root)
+    for candidate in (root, root.parent if root.name == "nifti" else None):
+        if candidate is not None and (candidate / "cases.json").is_file() and (candidate / "nifti").is_dir():
+            return candidate
+    return None
+
+
+def split_case_ids(prepared: str | os.PathLike, split: str) -> list[str]:
+    """The case ids of ``split`` in a prepared folder's ``cases.json``, sorted.
 
     Raises:
-        InputError: ``root`` is not a folder or holds no labelled case.
+        InputError: an unknown split, an unreadable ``cases.json``, or no case in the split.
+    """
+    prepared = Path(prepared)
+    if split not in SPLITS:
+        raise InputError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+    path = prepared / "cases.json"
+    try:
+        infos = json.loads(path.read_text(encoding="utf-8"))
+        ids = sorted(c for c, info in infos.items() if info.get("split") == split)
+    except (OSError, ValueError, AttributeError) as exc:
+        raise InputError(f"{path}: not a prepared folder's cases.json ({exc})") from exc
+    if not ids:
+        raise InputError(f"{path}: no case in the {split} split")
+    return ids
+
+
+def _label_path(case_dir: Path) -> Path | None:
+    for suffix in (".nii.gz", ".nii"):
+        path = case_dir / "Contours" / f"{case_dir.name}{suffix}"
+        if path.is_file():
+            return path
+    return None
+
+
+def find_subjects(root: str | os.PathLike, split: str | None = None, option: str = "split") -> list[tuple[str, Path]]:
+    """``(subject_id, label_path)`` of every labelled case under ``root`` (or ``root/emidec``).
+
+    A prepared folder (or its ``nifti/`` folder) needs ``split``: only the cases that its
+    ``cases.json`` puts in that split are returned, so no case of another split can be read this
+    way. ``option`` names the setting in the messages (``--recipients-split``).
+
+    Raises:
+        InputError: ``root`` is not a folder or holds no labelled case; a prepared folder without
+            ``split``, or ``split`` for a folder that is not a prepared one; a case of the split
+            without its label.
     """
     root = Path(root)
     if not root.is_dir():
         raise InputError(f"{root}: recipient folder not found")
+    prepared = prepared_root(root)
+    if prepared is not None:
+        if split is None:
+            raise InputError(
+                f"{root}: a prepared folder (cases.json) holds the train, val and test cases together; "
+                f"choose one with {option} {'|'.join(SPLITS)} (masks for training: train)"
+            )
+        found = []
+        for case_id in split_case_ids(prepared, split):
+            path = _label_path(prepared / "nifti" / case_id)
+            if path is None:
+                raise InputError(f"{prepared}: {split} case {case_id} has no label (nifti/{case_id}/Contours/)")
+            found.append((case_id, path))
+        logger.info("%s: %d %s cases (cases.json)", prepared, len(found), split)
+        return found
+    if split is not None:
+        raise InputError(
+            f"{root}: {option} {split} needs a prepared folder (cardiac-mi prepare output: cases.json and nifti/); "
+            "this folder has no cases.json"
+        )
     if (root / "emidec").is_dir() and not any(SUBJECT_ID_RE.fullmatch(d.name) for d in root.iterdir()):
         root = root / "emidec"
     found = []
     for case_dir in sorted(d for d in root.iterdir() if d.is_dir() and SUBJECT_ID_RE.fullmatch(d.name)):
-        for suffix in (".nii.gz", ".nii"):
-            path = case_dir / "Contours" / f"{case_dir.name}{suffix}"
-            if path.is_file():
-                found.append((case_dir.name, path))
-                break
+        path = _label_path(case_dir)
+        if path is not None:
+            found.append((case_dir.name, path))
     if not found:
         raise InputError(f"{root}: no labelled case (Case_P012/Contours/Case_P012.nii.gz) found")
     return found
@@ -133,6 +222,16 @@ def _as_labels(volume: Volume, path: Path) -> np.ndarray | None:
     return values.astype(np.uint8)
 
 
+def apex_first(label: np.ndarray) -> bool:
+    """Whether a label stack ``[i, j, k]`` runs from apex to base (see :data:`APEX_AREA_RATIO`)."""
+    area = (np.asarray(label) > 0).sum(axis=(0, 1))
+    lv = np.flatnonzero(area)
+    third = len(lv) // 3
+    if third == 0:
+        return False
+    return bool(area[lv[:third]].mean() < APEX_AREA_RATIO * area[lv[-third:]].mean())
+
+
 def load_subject(subject_id: str, path: str | os.PathLike, rv_insertion_deg: float | None = None) -> Subject | None:
     """Read, resample and crop one labelled case; None (with a logged reason) when unusable."""
     path = Path(path)
@@ -153,6 +252,10 @@ def load_subject(subject_id: str, path: str | os.PathLike, rv_insertion_deg: flo
     roi, _ = crop_roi(label, centre, ROI_SIZE)
     if int((roi > 0).sum()) < int((label > 0).sum()):
         logger.warning("%s: the %d mm ROI cuts off part of the LV", subject_id, ROI_SIZE)
+    reversed_stack = apex_first(roi)
+    if reversed_stack:
+        logger.debug("%s: the stack runs apex to base; reversed to base to apex", subject_id)
+        roi = roi[:, :, ::-1]
     slice_spacing = round(float(resampled.spacing[2]), 4)
     anatomy = strip_infarct(roi)
     wall = wall_from_label(anatomy, (PIXEL_MM, PIXEL_MM, slice_spacing), rv_insertion_deg)
@@ -160,19 +263,33 @@ def load_subject(subject_id: str, path: str | os.PathLike, rv_insertion_deg: flo
         logger.warning("%s: skipped: no myocardium left in the %d mm ROI", subject_id, ROI_SIZE)
         return None
     features = descriptors(anatomy, slice_spacing)
-    return Subject(subject_id, np.ascontiguousarray(roi), anatomy, slice_spacing, wall, features)
+    return Subject(subject_id, np.ascontiguousarray(roi), anatomy, slice_spacing, wall, features, reversed_stack)
 
 
-def load_subjects(root: str | os.PathLike, rv_insertion_deg: float | None = None) -> list[Subject]:
-    """Every usable labelled case under ``root``; unusable ones are skipped with a logged reason.
+def load_subjects(
+    root: str | os.PathLike,
+    rv_insertion_deg: float | None = None,
+    split: str | None = None,
+    option: str = "--recipients-split",
+) -> list[Subject]:
+    """Every usable labelled case under ``root`` (of ``split`` for a prepared folder, see
+    :func:`find_subjects`); unusable ones are skipped with a logged reason.
 
     Raises:
-        InputError: no case under ``root`` could be used.
+        InputError: no case under ``root`` could be used, or see :func:`find_subjects`.
     """
-    subjects = [s for sid, path in find_subjects(root) if (s := load_subject(sid, path, rv_insertion_deg)) is not None]
+    found = find_subjects(root, split, option)
+    subjects = [s for sid, path in found if (s := load_subject(sid, path, rv_insertion_deg)) is not None]
     if not subjects:
         raise InputError(f"{root}: no usable recipient (every case was skipped; see the log)")
-    logger.info("loaded %d subjects from %s", len(subjects), root)
+    flipped = sum(s.reversed_stack for s in subjects)
+    logger.info(
+        "loaded %d subjects from %s%s (%d read apex to base and reversed)",
+        len(subjects),
+        root,
+        f" ({split} split)" if split else "",
+        flipped,
+    )
     return subjects
 
 

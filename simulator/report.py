@@ -6,8 +6,8 @@ transmurality (%), no-reflow (% of the LV, and how often it is present), the AHA
 pathological cases. The simulated figures come from the run's manifest(s); the reference
 figures are measured with the same code (:func:`simulator.wall.measure`, after the same 1 mm
 resampling) on labelled cases: the phantom ground truth (``cardiac-mi phantom`` output, its
-``phantom.json`` giving the territory) or any EMIDEC-layout folder (real EMIDEC data if you have
-it). A ``phantom.json`` without its label folder is read as is; its transmurality is then the
+``phantom.json`` giving the territory), any EMIDEC-layout folder, or one split of a prepared
+folder (``cardiac-mi prepare`` output: real EMIDEC data, e.g. its train cases, if you have them). A ``phantom.json`` without its label folder is read as is; its transmurality is then the
 phantom's depth parameter, not a measurement (marked in the summary).
 
 Published EMIDEC statistics are only those we can check (approximate, from the literature): 150
@@ -36,7 +36,7 @@ from scipy import stats
 from lgemri.atomic import atomic_path, write_text
 from lgemri.errors import InputError
 
-from .hybrid import find_subjects, load_subject
+from .hybrid import find_subjects, load_subject, prepared_root
 from .wall import measure
 
 __all__ = ["realism_report", "simulated_cases", "reference_cases", "EMIDEC_LITERATURE"]
@@ -91,9 +91,9 @@ def simulated_cases(sim_dir: str | os.PathLike) -> list[dict]:
     return list(cases.values())
 
 
-def _measured(root: Path, territories: dict[str, str] | None = None) -> list[dict]:
+def _measured(root: Path, territories: dict[str, str] | None = None, split: str | None = None) -> list[dict]:
     cases = []
-    for subject_id, path in find_subjects(root):
+    for subject_id, path in find_subjects(root, split, "--reference-split"):
         subject = load_subject(subject_id, path)
         if subject is None:
             continue
@@ -112,14 +112,24 @@ def _measured(root: Path, territories: dict[str, str] | None = None) -> list[dic
     return cases
 
 
-def reference_cases(path: str | os.PathLike) -> tuple[str, str, list[dict]]:
-    """``(name, kind, cases)`` of a reference: a ``phantom.json``, a folder holding one, or an
-    EMIDEC-layout folder of labelled cases.
+def reference_cases(path: str | os.PathLike, split: str | None = None) -> tuple[str, str, list[dict]]:
+    """``(name, kind, cases)`` of a reference: a ``phantom.json``, a folder holding one, an
+    EMIDEC-layout folder of labelled cases, or the cases of ``split`` in a prepared folder
+    (``split`` is needed there and ignored for the other kinds).
 
     Raises:
-        InputError: the path is neither, or holds no usable case.
+        InputError: the path is none of these, holds no usable case, or is a prepared folder
+            without ``split``.
     """
     path = Path(path)
+    prepared = prepared_root(path) if path.is_dir() else None
+    if prepared is not None:
+        cases = _measured(prepared, split=split)
+        return (
+            f"labelled cases ({prepared}, {split} split)",
+            f"prepared folder, {split} split, measured from the labels",
+            cases,
+        )
     if path.is_dir() and (path / "phantom.json").is_file():
         path = path / "phantom.json"
     if path.is_file():
@@ -270,24 +280,34 @@ def realism_report(
     sim_dir: str | os.PathLike,
     out_dir: str | os.PathLike | None = None,
     references: Sequence[str | os.PathLike] = (),
+    reference_split: str | None = None,
 ) -> Path:
     """Compare a simulator output with references; returns the path of ``summary.json``.
 
     Args:
         sim_dir: the simulator's output folder (its manifest or shard manifests).
         out_dir: where to write ``summary.json`` and ``realism.png`` (default ``sim_dir/report``).
-        references: phantom.json files, phantom output folders or EMIDEC-layout folders.
+        references: phantom.json files, phantom output folders, EMIDEC-layout folders or
+            prepared folders.
+        reference_split: the split (train, val, test) taken from every prepared folder among
+            ``references`` (required when there is one).
 
     Raises:
-        InputError: no manifest, or a reference that cannot be read.
+        InputError: no manifest, or a reference that cannot be read; a prepared folder without
+            ``reference_split``, or ``reference_split`` with no prepared folder to apply to.
     """
     sim_dir = Path(sim_dir)
     out = Path(out_dir) if out_dir is not None else sim_dir / "report"
+    if reference_split is not None and not any(Path(r).is_dir() and prepared_root(r) for r in references):
+        raise InputError(
+            f"--reference-split {reference_split} applies to a prepared folder (cases.json and nifti/) "
+            "given with --reference; none was given"
+        )
     sim = simulated_cases(sim_dir)
     sim_summary = _summary(sim)
     refs, ref_entries, ref_summaries = [], [], []
     for path in references:
-        name, kind, cases = reference_cases(path)
+        name, kind, cases = reference_cases(path, reference_split)
         if not cases:
             raise InputError(f"{path}: no usable reference case")
         summary = _summary(cases)

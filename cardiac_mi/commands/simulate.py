@@ -20,8 +20,10 @@ logger = logging.getLogger(__name__)
 EPILOG = """examples:
   cardiac-mi simulate --mode synthetic --n 1000 --seed 0 --out sim/
   cardiac-mi simulate --mode hybrid --recipients emidec/ --territory LAD --n 200 --out sim-hybrid/
+  cardiac-mi simulate --mode hybrid --recipients data/real-prep --recipients-split train --n 100 --out sim-real/
   cardiac-mi simulate --mode fusion --recipients phantom/emidec --n 200 --out sim-fusion/ --shard 0/4
   cardiac-mi simulate --report sim/ --reference phantom/phantom.json
+  cardiac-mi simulate --report sim-real/ --reference data/real-prep --reference-split train
 """
 
 
@@ -69,6 +71,7 @@ def config_from_args(args: argparse.Namespace):
         n=args.n,
         seed=args.seed,
         recipients=args.recipients,
+        recipients_split=args.recipients_split,
         territories=_territories(args.territory),
         segments=_segments(args.segments),
         infarct_size=_numbers(args.infarct_size, "--infarct-size"),
@@ -95,11 +98,15 @@ def run(args: argparse.Namespace) -> None:
     if args.report is not None:
         from simulator.report import realism_report
 
-        path = realism_report(args.report, args.out, args.reference)
+        if args.recipients_split is not None:
+            raise InputError(
+                "--recipients-split goes with --recipients when simulating; for the report: --reference-split"
+            )
+        path = realism_report(args.report, args.out, args.reference, args.reference_split)
         logger.info("wrote the realism report %s", path)
         return
-    if args.reference:
-        raise InputError("--reference goes with --report")
+    if args.reference or args.reference_split is not None:
+        raise InputError("--reference and --reference-split go with --report")
     from simulator.api import simulate
 
     config = config_from_args(args)
@@ -117,6 +124,7 @@ def run(args: argparse.Namespace) -> None:
 
 def register(subparsers) -> argparse.ArgumentParser:
     """Add the ``simulate`` sub-command to ``cardiac-mi``'s sub-parsers; returns its parser."""
+    from lgemri.emidec import SPLITS
     from simulator.api import MODES
 
     help_text = "simulate infarct label masks (synthetic, hybrid, fusion; AHA-17 guided) or report their realism"
@@ -134,7 +142,11 @@ def register(subparsers) -> argparse.ArgumentParser:
     add("--n", type=int, help="number of cases of the whole run, all shards together")
     add("--seed", type=int, default=0, help="run seed (default 0); case i uses default_rng([seed, i])")
     add("--out", type=Path, help="output folder (with --report: the report folder, default SIM_DIR/report)")
-    add("--recipients", type=Path, help="EMIDEC-layout folder of labelled cases (hybrid, fusion)")
+    add("--recipients", type=Path,
+        help="EMIDEC-layout folder of labelled cases, or a prepared folder with --recipients-split (hybrid, fusion)")
+    add("--recipients-split", choices=SPLITS,
+        help="the only split of a prepared --recipients folder (cases.json, nifti/) whose cases are used; "
+             "masks for training: train")
     add("--territory",
         help="confine infarcts to LAD, RCA or LCX (comma-separated: drawn per case); fusion: donor territories")
     add("--segments", help="confine infarcts to these AHA segments, e.g. 7,8,13 (adjacent levels)")
@@ -161,7 +173,9 @@ def register(subparsers) -> argparse.ArgumentParser:
     add("--report", type=Path, metavar="SIM_DIR",
         help="write the realism report of a simulator output instead of simulating")
     add("--reference", type=Path, action="append", default=[],
-        help="with --report: phantom.json, phantom output or EMIDEC-layout folder (repeatable)")
+        help="with --report: phantom.json, phantom output, EMIDEC-layout or prepared folder (repeatable)")
+    add("--reference-split", choices=SPLITS,
+        help="with --report: the split of every prepared --reference folder that is measured (e.g. train)")
     # fmt: on
     p.set_defaults(func=run)
     return p
