@@ -415,7 +415,9 @@ def build(work: str | os.PathLike, config: AblationConfig, progress: bool = Fals
     test = _test_rows(config.test, work) if config.test else []
     r = config.real_slices
     pool = select_real_pool(rows, r, config.pool_seed)
-    pool_2r = select_real_pool(rows, 2 * len(pool), config.pool_seed)
+    train_slices = sum(row["split"] == "train" for row in rows)
+    # ard-2r needs twice the pool; with the whole split as the pool it is left out.
+    pool_2r = select_real_pool(rows, 2 * len(pool), config.pool_seed) if 2 * len(pool) <= train_slices else []
     data = work / "data"
     pool_datalist = write_datalist(data / "pool.json", pool, [])
 
@@ -432,7 +434,9 @@ def build(work: str | os.PathLike, config: AblationConfig, progress: bool = Fals
     )
     synthetic = select_synthetic(read_manifest(synth["folder"]), category_counts(pool), config.sim_seed)
 
-    arms = {"ard": [*pool, *pool], "md": [*pool, *synthetic], "ard-2r": pool_2r}
+    arms = {"ard": [*pool, *pool], "md": [*pool, *synthetic]}
+    if pool_2r:
+        arms["ard-2r"] = pool_2r
     passes = {arm: config.passes(len(train)) for arm, train in arms.items()}  # ard and md: equal N, equal passes
     datalists = {arm: str(write_datalist(data / f"{arm}.json", train, val, passes[arm])) for arm, train in arms.items()}
     result = {
@@ -510,6 +514,8 @@ def train_config(work: str | os.PathLike, arm: str, seed: int, progress: bool = 
     if arm not in ARMS:
         raise InputError(f"unknown arm {arm!r}; choose from {', '.join(ARMS)}")
     design, config = load_design(work)
+    if arm not in design["datalists"]:
+        raise InputError(f"{work}: arm {arm!r} was not built (its pool would exceed the train split)")
     out = run_dir(work, arm, seed)
     return TrainConfig(
         task="segmentation",

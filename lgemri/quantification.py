@@ -30,9 +30,10 @@ reads in an LGE report, as a JSON-ready dict:
   the label's myocardium, next to the label's own figure.
 
 AHA segments follow :mod:`lgemri.aha` (Cerqueira et al., Circulation 105:539-542, 2002): levels
-from slice position with ``k = 0`` the most basal slice (``base_first=False`` flips a stack
-stored apex first) and the anterior RV insertion point at ``rv_insertion_deg`` (120 degrees,
-patient axes, when not given).
+from slice position, the stack read from base to apex. Which end is the base comes from the
+anatomy unless ``base_first`` says (scanners store short-axis stacks either way; EMIDEC's run
+apex to base): the apex is the narrow end (:func:`lgemri.aha.apex_first`). The anterior RV
+insertion point is at ``rv_insertion_deg`` (120 degrees, patient axes, when not given).
 """
 
 from __future__ import annotations
@@ -165,7 +166,7 @@ def quantify(
     viability_threshold: float = 50.0,
     infarcted_segment_min: float = 5.0,
     pathological_min_percent: float = 1.0,
-    base_first: bool = True,
+    base_first: bool | None = None,
     ray_step_deg: float = 2.0,
 ) -> dict:
     """Quantify the infarct of one study (see the module docstring for the methods).
@@ -180,7 +181,9 @@ def quantify(
             its myocardium.
         pathological_min_percent: the study is pathological when the infarct is at least this %
             of the LV myocardium.
-        base_first: True when slice ``k = 0`` is the most basal; False for apex-first stacks.
+        base_first: True when slice ``k = 0`` is the most basal; False for apex-first stacks;
+            None reads it from the anatomy (:func:`lgemri.aha.apex_first`: the apex is the narrow
+            end), slice 0 basal with a warning when the anatomy does not tell.
         ray_step_deg: angle between the radial chords of the transmurality.
 
     Returns:
@@ -211,6 +214,13 @@ def quantify(
     if rv_insertion_deg is None:
         warnings.append(f"no RV insertion point given: AHA segments assume {rv:g} degrees (patient axes)")
 
+    order_source = "given"
+    if base_first is None:
+        apex = aha.apex_first(lab)
+        order_source = "default" if apex is None else "anatomy"
+        base_first = apex is not True
+        if apex is None:
+            warnings.append("the slice order is not clear from the anatomy (no narrow end): slice 0 taken as basal")
     n_slices = lab.shape[2]
     order = np.arange(n_slices) if base_first else np.arange(n_slices)[::-1]
     lab_b = lab[:, :, order]  # base first
@@ -342,6 +352,7 @@ def quantify(
             "rv_insertion_deg": rv,
             "rv_insertion_source": "default" if rv_insertion_deg is None else "given",
             "base_first": bool(base_first),
+            "slice_order_source": order_source,
             "ray_step_deg": float(ray_step_deg),
             "transmurality_method": (
                 f"radial chords from the LV centre every {ray_step_deg:g} degrees on each slice; "

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lgemri import aha
 from lgemri.emidec import SPLITS
 from lgemri.errors import InputError
 from lgemri.geometry import crop_roi, lv_centre, resample_inplane
@@ -47,7 +48,6 @@ __all__ = [
     "find_subjects",
     "prepared_root",
     "split_case_ids",
-    "apex_first",
     "load_subject",
     "load_subjects",
     "descriptors",
@@ -59,10 +59,6 @@ logger = logging.getLogger(__name__)
 
 SUBJECT_ID_RE = re.compile(r"Case_[NP][A-Za-z]*\d+")
 DESCRIPTOR_NAMES = ("endo_diameter_mm", "wall_mm", "eccentricity", "lv_length_mm", "myo_to_blood")
-#: A stack is apex-first when the mean LV area of its first third of LV slices is below this
-#: share of that of its last third (the apex is the narrow end; the ratio is about 0.3-0.5 on
-#: real EMIDEC stacks, and near 1 on stacks without a clear narrow end, which are kept as given).
-APEX_AREA_RATIO = 0.8
 
 
 @dataclasses.dataclass
@@ -222,16 +218,6 @@ def _as_labels(volume: Volume, path: Path) -> np.ndarray | None:
     return values.astype(np.uint8)
 
 
-def apex_first(label: np.ndarray) -> bool:
-    """Whether a label stack ``[i, j, k]`` runs from apex to base (see :data:`APEX_AREA_RATIO`)."""
-    area = (np.asarray(label) > 0).sum(axis=(0, 1))
-    lv = np.flatnonzero(area)
-    third = len(lv) // 3
-    if third == 0:
-        return False
-    return bool(area[lv[:third]].mean() < APEX_AREA_RATIO * area[lv[-third:]].mean())
-
-
 def load_subject(subject_id: str, path: str | os.PathLike, rv_insertion_deg: float | None = None) -> Subject | None:
     """Read, resample and crop one labelled case; None (with a logged reason) when unusable."""
     path = Path(path)
@@ -252,7 +238,7 @@ def load_subject(subject_id: str, path: str | os.PathLike, rv_insertion_deg: flo
     roi, _ = crop_roi(label, centre, ROI_SIZE)
     if int((roi > 0).sum()) < int((label > 0).sum()):
         logger.warning("%s: the %d mm ROI cuts off part of the LV", subject_id, ROI_SIZE)
-    reversed_stack = apex_first(roi)
+    reversed_stack = bool(aha.apex_first(roi))
     if reversed_stack:
         logger.debug("%s: the stack runs apex to base; reversed to base to apex", subject_id)
         roi = roi[:, :, ::-1]

@@ -14,7 +14,7 @@ import pytest
 from cardiac_mi.cli import main
 from lgemri.dicom import read_dicom_series
 from lgemri.emidec import MANIFEST_FIELDS
-from lgemri.volume import read_nifti
+from lgemri.volume import Volume, read_nifti, write_nifti
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 SCRIPT = Path(sys.executable).parent / "cardiac-mi"
@@ -207,3 +207,30 @@ def test_console_script(tmp_path):
     assert result.returncode == 0
     for command in ("phantom", "prepare", "convert", "preview"):
         assert command in result.stdout
+
+
+def test_report_reads_the_slice_order_from_the_anatomy_unless_told(tmp_path):
+    """An EMIDEC stack runs apex to base: slice 0 is apical unless --base-first says otherwise."""
+    image = (
+        Path(__file__).resolve().parent.parent / "sample-data" / "emidec" / "Case_P002" / "Images" / "Case_P002.nii.gz"
+    )
+    label = image.parents[1] / "Contours" / "Case_P002.nii.gz"
+    volume = read_nifti(label)
+    image_flipped, label_flipped = tmp_path / "image.nii.gz", tmp_path / "label.nii.gz"
+    write_nifti(Volume(np.ascontiguousarray(read_nifti(image).array[:, :, ::-1]), volume.affine), image_flipped)
+    write_nifti(Volume(np.ascontiguousarray(volume.array[:, :, ::-1]), volume.affine), label_flipped)
+    orders = {}
+    for name, img, lab, flags in (
+        ("as stored", image, label, []),
+        ("flipped", image_flipped, label_flipped, []),
+        ("flipped, told", image_flipped, label_flipped, ["--base-first"]),
+    ):
+        assert (
+            main(["-q", "report", "--image", str(img), "--label", str(lab), "--out", str(tmp_path / name), *flags]) == 0
+        )
+        q = json.loads((tmp_path / name / "report.json").read_text())["quantification"]
+        orders[name] = (q["parameters"]["base_first"], q["parameters"]["slice_order_source"], q["infarcted_segments"])
+    assert orders["as stored"][:2] == (True, "anatomy")
+    assert orders["flipped"][:2] == (False, "anatomy")
+    assert orders["flipped"][2] == orders["as stored"][2]  # the same segments, wherever slice 0 is
+    assert orders["flipped, told"][:2] == (True, "given")

@@ -47,7 +47,7 @@ def cmd_report(args: argparse.Namespace, default_store: DefaultStore | None = No
         password=password,
         viability_threshold=args.viability_threshold,
         rv_insertion_deg=args.rv_insertion,
-        base_first=not args.apex_first,
+        base_first=args.base_first,
         series_uid=args.series_uid,
     )
     for role, path in paths.items():
@@ -93,7 +93,15 @@ def register(
         metavar="DEG",
         help="anterior RV insertion angle, degrees counter-clockwise from image right (default 120)",
     )
-    parser.add_argument("--apex-first", action="store_true", help="slice 0 is the apex (default: slice 0 is the base)")
+    order = parser.add_mutually_exclusive_group()
+    order.add_argument(
+        "--apex-first",
+        dest="base_first",
+        action="store_false",
+        default=None,
+        help="slice 0 is the apex (default: the narrow end of the LV is taken as the apex)",
+    )
+    order.add_argument("--base-first", dest="base_first", action="store_true", default=None, help="slice 0 is the base")
     parser.add_argument("--series-uid", help="series to read when the DICOM folder holds several")
     parser.set_defaults(func=functools.partial(cmd_report, default_store=default_store))
     return parser

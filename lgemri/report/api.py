@@ -94,7 +94,7 @@ def make_report(
     store: ReportStore | None = None,
     viability_threshold: float = 50.0,
     rv_insertion_deg: float | None = None,
-    base_first: bool = True,
+    base_first: bool | None = None,
     series_uid: str | None = None,
 ) -> dict[str, Path]:
     """Quantify a study and write its report into ``out_dir``.
@@ -112,7 +112,7 @@ def make_report(
         store: stores the DICOM report files (see :data:`ReportStore`); None stores nothing.
         viability_threshold: transmurality (%) above which a segment is called non-viable.
         rv_insertion_deg: anterior RV insertion angle (default: patient axes, 120 degrees).
-        base_first: False when slice 0 is the apex.
+        base_first: False when slice 0 is the apex; None reads it from the anatomy.
         series_uid: the series to read when the image folder holds several.
 
     Returns:

@@ -167,7 +167,8 @@ def method_lines(report: dict) -> list[str]:
         f"Infarcted segment: infarct >= {p['infarcted_segment_min_percent']:g} % of its myocardium. "
         f"{q['classification']['rule'].capitalize()}.",
         f"AHA 17 segments (Cerqueira et al., Circulation 2002), anterior RV insertion at {p['rv_insertion_deg']:g} deg "
-        f"({p['rv_insertion_source']}), slice 0 {'basal' if p['base_first'] else 'apical'}.",
+        f"({p['rv_insertion_source']}), slice 0 {'basal' if p['base_first'] else 'apical'} "
+        f"({p.get('slice_order_source', 'given')}).",
     ]
     if q["classical"]:
         remote = q["classical"]["remote"]["method"]

@@ -114,6 +114,7 @@ _QUANTIFICATION = _object(
                 "rv_insertion_deg": _NUM,
                 "rv_insertion_source": {"type": "string", "enum": ["given", "default"]},
                 "base_first": {"type": "boolean"},
+                "slice_order_source": {"type": "string", "enum": ["given", "anatomy", "default"]},
                 "ray_step_deg": _VOL,
                 "transmurality_method": _STR,
             }

@@ -167,3 +167,23 @@ def test_a_gan_that_saw_validation_cases_is_refused(tmp_path, real_dir):
     assert not (tmp_path / "work" / "synth").exists()  # refused before anything is generated
     with pytest.raises(InputError, match="real slices must be at least 1"):
         ablation.build(tmp_path / "w2", dataclasses.replace(config, real_slices=0))
+
+
+def test_a_pool_of_the_whole_train_split_leaves_out_ard_2r(built, real_dir, tmp_path):
+    _, design = built
+    train = sum(r["split"] == "train" for r in ablation.read_manifest(real_dir))
+    config = ablation.AblationConfig(
+        data=str(real_dir),
+        real_slices=train,
+        gan_checkpoint=design["gan"]["checkpoint"],
+        sim_seed=1,
+        sim_factor=6,
+        epochs=2,
+        steps_per_epoch=3,
+        batch_size=4,
+    )
+    whole = ablation.build(tmp_path, config)
+    assert whole["counts"]["pool"] == train and whole["counts"]["md_gan"] == train
+    assert set(whole["datalists"]) == {"ard", "md"}
+    with pytest.raises(InputError, match="arm 'ard-2r' was not built"):
+        ablation.train_config(tmp_path, "ard-2r", seed=0)

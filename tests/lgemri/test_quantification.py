@@ -172,6 +172,27 @@ def test_apex_first_stacks_flip_the_levels():
     assert apex["infarcted_segments"] == [13]  # apical anterior
     assert [s["k"] for s in apex["slices"]] == [0, 1, 2]
     assert [s["level"] for s in apex["slices"]] == ["apical", "mid", "basal"]
+    assert base["parameters"]["slice_order_source"] == "default"  # equal rings: the anatomy cannot tell
+    assert any("slice order is not clear" in w for w in base["warnings"])
+    assert apex["parameters"]["slice_order_source"] == "given"
+
+
+def test_the_narrow_end_of_the_lv_is_taken_as_the_apex():
+    """Scanners stack short-axis slices either way: unless told, the order comes from the anatomy."""
+    label = ring(6)
+    label.array[:, :, 4:] = ring(6, (60.0, 120.0), r_endo=9.0, r_epi=16.0, sector_slices=(5,)).array[:, :, 4:]
+    base_to_apex = quantify(None, label, rv_insertion_deg=RV)
+    flipped = Volume(np.ascontiguousarray(label.array[:, :, ::-1]), label.affine)
+    apex_to_base = quantify(None, flipped, rv_insertion_deg=RV)
+    assert base_to_apex["parameters"]["base_first"] is True
+    assert apex_to_base["parameters"]["base_first"] is False
+    assert {q["parameters"]["slice_order_source"] for q in (base_to_apex, apex_to_base)} == {"anatomy"}
+    assert base_to_apex["infarcted_segments"] == apex_to_base["infarcted_segments"]
+    assert base_to_apex["infarcted_segments"] == [13]  # apical anterior, wherever slice 0 is
+    assert [s["level"] for s in apex_to_base["slices"]] == [s["level"] for s in base_to_apex["slices"]][::-1]
+    told = quantify(None, flipped, rv_insertion_deg=RV, base_first=True)  # what the caller says wins
+    assert told["parameters"]["slice_order_source"] == "given"
+    assert told["infarcted_segments"] == [1]  # basal anterior
 
 
 def test_viability_threshold_is_configurable():

@@ -18,10 +18,11 @@ import numpy as np
 import pytest
 
 from cardiac_mi.commands.simulate import register
+from lgemri.aha import apex_first
 from lgemri.errors import InputError
 from lgemri.volume import Volume, read_nifti, write_nifti
 from simulator import SimulationConfig, realism_report, simulate
-from simulator.hybrid import apex_first, load_subject, load_subjects
+from simulator.hybrid import load_subject, load_subjects
 
 SAMPLE = Path(__file__).resolve().parents[2] / "sample-data" / "emidec"
 SPLIT = {"Case_P001": "train", "Case_P002": "train", "Case_N003": "train", "Case_P004": "val"}
@@ -151,8 +152,10 @@ def test_apex_first_needs_a_clearly_narrow_first_end():
     stack = np.zeros((20, 20, 6), np.uint8)
     for k, r in enumerate([3, 4, 6, 7, 8, 8]):
         stack[10 - r : 10 + r, 10 - r : 10 + r, k] = 2
-    assert apex_first(stack) and not apex_first(stack[:, :, ::-1])
+    assert apex_first(stack) is True and apex_first(stack[:, :, ::-1]) is False
     stack[:, :, :] = 0
     stack[5:15, 5:15, 1:5] = 2  # a cylinder: no narrow end, kept as given
-    assert not apex_first(stack) and not apex_first(stack[:, :, ::-1])
-    assert not apex_first(stack[:, :, :2])
+    assert apex_first(stack) is None and apex_first(stack[:, :, ::-1]) is None
+    assert apex_first(stack[:, :, :2]) is None
+    stack[8:12, 8:12, 2:5] = 1  # a cavity on every slice but the first: the apex cap decides
+    assert apex_first(stack) is True and apex_first(stack[:, :, ::-1]) is False
