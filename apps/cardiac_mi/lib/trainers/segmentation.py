@@ -9,7 +9,8 @@ Options come from the ``/train/segmentation`` request body, then ``$CARDIAC_MI_T
 object of these keys: the defaults of ``cardiac-mi serve``, which has no ``--conf``), then the app's
 ``--conf`` (strings), then the defaults below (what ``/info`` shows under ``trainers.segmentation.config``):
 
-- ``synthetic_ratio``: share of GAN-synthesized training draws, in [0, 1) (0.5);
+- ``synthetic_ratio``: share of GAN-synthesized training draws, in [0, 1) (0: on real cases GAN
+  slices did not help, see :mod:`cardiac_mi.retrain`; 0.5 is the reference paper's mix);
 - ``synthetic_slices``: synthetic slices to make (0: as many as the ratio asks for);
 - ``synthetic_mode``: ``synthetic`` (simulated anatomy) or ``hybrid`` (on the real labels);
 - ``gan_checkpoint``: GAN checkpoint ("": the GAN package's default);
