@@ -4,8 +4,12 @@ After Isola et al., "Image-to-Image Translation with Conditional Adversarial Net
 2017) and the layout of junyanz/pytorch-CycleGAN-and-pix2pix ``models/networks.py``:
 
 - :func:`define_G` builds a U-Net generator (:class:`UnetGenerator`) of configurable depth: ``depth``
-  stride-2 convolutions down, as many transposed convolutions up, ``depth - 1`` skip connections,
-  dropout in the innermost decoder blocks, a ``tanh`` (or ``sigmoid``) output.
+  stride-2 convolutions down, as many up-sampling layers up, ``depth - 1`` skip connections,
+  dropout in the innermost decoder blocks, a ``tanh`` (or ``sigmoid``) output. The up-sampling
+  layers are 4 x 4 stride-2 transposed convolutions (``upsample="transpose"``, the reference
+  implementation) or resize-convolutions (``upsample="resize"``: nearest-neighbour x2, then a
+  3 x 3 convolution), which cannot draw the checkerboard pattern that transposed convolutions
+  learn (Odena, Dumoulin & Olah, "Deconvolution and Checkerboard Artifacts", Distill 2016).
   The default is the reference paper's final model (Omar et al., section 3.3.C, Table I,
   trial 5: "U-Net (6/5 layers) ... tanh activation"), read as 6 down-sampling layers and 5
   skip-connected up-sampling layers plus the output layer: a 128 x 128 ROI reaches 2 x 2 at the
@@ -33,6 +37,7 @@ from lgemri.errors import InputError
 __all__ = [
     "NORMS",
     "GAN_MODES",
+    "UPSAMPLES",
     "OUTPUTS",
     "UnetGenerator",
     "PatchDiscriminator",
@@ -49,6 +54,7 @@ __all__ = [
 NORMS = ("batch", "instance", "none")
 GAN_MODES = ("vanilla", "lsgan")
 OUTPUTS = ("tanh", "sigmoid")
+UPSAMPLES = ("transpose", "resize")
 
 
 def _norm_layer(norm: str):
@@ -65,13 +71,25 @@ def _block(*layers: nn.Module | None) -> nn.Sequential:
     return nn.Sequential(*(layer for layer in layers if layer is not None))
 
 
+def _upsample_layers(upsample: str, in_ch: int, out_ch: int, bias: bool) -> tuple[nn.Module, ...]:
+    """Layers that double the spatial size: a 4 x 4 stride-2 transposed convolution, or a
+    nearest-neighbour x2 resize followed by a 3 x 3 convolution (every output pixel then sees
+    the same number of input taps, so no 2-pixel periodic pattern can come from the layer)."""
+    if upsample == "transpose":
+        return (nn.ConvTranspose2d(in_ch, out_ch, 4, 2, 1, bias=bias),)
+    if upsample == "resize":
+        return (nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(in_ch, out_ch, 3, 1, 1, bias=bias))
+    raise InputError(f"unknown up-sampling {upsample!r}; choose from {', '.join(UPSAMPLES)}")
+
+
 class UnetGenerator(nn.Module):
     """U-Net generator of Isola et al. with a configurable number of levels.
 
     Level ``i`` (0-based) has ``ngf * min(2**i, 8)`` feature channels. Encoder: 4 x 4
     stride-2 convolutions, LeakyReLU(0.2) and normalisation (none on the first and the innermost
-    level). Decoder: ReLU, 4 x 4 stride-2 transposed convolutions, normalisation and dropout on
-    the ``dropout_layers`` innermost blocks; every decoder block but the outermost is
+    level). Decoder: ReLU, an up-sampling layer (4 x 4 stride-2 transposed convolution or
+    nearest x2 + 3 x 3 convolution, see ``upsample``), normalisation and dropout on the
+    ``dropout_layers`` innermost blocks; every decoder block but the outermost is
     concatenated with the encoder feature of the same size (the skip connection).
 
     Args:
@@ -84,6 +102,8 @@ class UnetGenerator(nn.Module):
             noise source); 0 for none.
         dropout_layers: How many of the innermost decoder blocks get dropout.
         output: ``tanh`` (images in [-1, 1]) or ``sigmoid`` ([0, 1]).
+        upsample: ``transpose`` (transposed convolutions, the reference Pix2Pix) or ``resize``
+            (resize-convolutions, free of checkerboard artefacts).
     """
 
     def __init__(
@@ -96,6 +116,7 @@ class UnetGenerator(nn.Module):
         dropout: float = 0.5,
         dropout_layers: int = 3,
         output: str = "tanh",
+        upsample: str = "transpose",
     ) -> None:
         super().__init__()
         if depth < 2:
@@ -106,9 +127,12 @@ class UnetGenerator(nn.Module):
             raise InputError(f"dropout must lie in [0, 1), got {dropout}")
         if output not in OUTPUTS:
             raise InputError(f"unknown generator output {output!r}; choose from {', '.join(OUTPUTS)}")
+        if upsample not in UPSAMPLES:
+            raise InputError(f"unknown up-sampling {upsample!r}; choose from {', '.join(UPSAMPLES)}")
         norm_layer = _norm_layer(norm)
         use_bias = norm != "batch"
         self.depth = depth
+        self.upsample = upsample
         ch = [ngf * min(2**i, 8) for i in range(depth)]
 
         def norm_of(c: int) -> nn.Module | None:
@@ -132,7 +156,7 @@ class UnetGenerator(nn.Module):
             up.append(
                 _block(
                     nn.ReLU(True),
-                    nn.ConvTranspose2d(in_ch, ch[i - 1], 4, 2, 1, bias=use_bias),
+                    *_upsample_layers(upsample, in_ch, ch[i - 1], use_bias),
                     norm_of(ch[i - 1]),
                     nn.Dropout(dropout) if drop else None,
                 )
@@ -140,7 +164,7 @@ class UnetGenerator(nn.Module):
         self.up = nn.ModuleList(up)
         self.outermost = _block(
             nn.ReLU(True),
-            nn.ConvTranspose2d(2 * ch[0], out_channels, 4, 2, 1),
+            *_upsample_layers(upsample, 2 * ch[0], out_channels, True),
             nn.Tanh() if output == "tanh" else nn.Sigmoid(),
         )
 
@@ -259,9 +283,10 @@ def define_G(
     dropout_layers: int = 3,
     output: str = "tanh",
     init_gain: float = 0.02,
+    upsample: str = "transpose",
 ) -> UnetGenerator:
     """A :class:`UnetGenerator`, initialised; arguments as there (the paper's final model by default)."""
-    net = UnetGenerator(in_channels, out_channels, depth, ngf, norm, dropout, dropout_layers, output)
+    net = UnetGenerator(in_channels, out_channels, depth, ngf, norm, dropout, dropout_layers, output, upsample)
     return init_weights(net, init_gain)
 
 

@@ -1,7 +1,12 @@
 """Pix2Pix: a 5-class EMIDEC mask in, an LGE image out (Isola et al. 2017; Omar et al. 3.3).
 
 - Generator: :class:`~gan.networks.UnetGenerator` on the one-hot mask (5 x 128 x 128), by
-  default the paper's final model: depth 6, dropout 0.5, ``tanh``.
+  default the paper's final model: depth 6, dropout 0.5, ``tanh``, with resize-convolution
+  up-sampling (``upsample="resize"``: nearest x2 + 3 x 3 convolution) instead of the reference
+  implementation's 4 x 4 stride-2 transposed convolutions (``upsample="transpose"``), which drew
+  checkerboard artefacts on real EMIDEC slices (see gan/README.md, "Checkerboard-free generator
+  on real EMIDEC slices"). Checkpoints written before the option existed store no ``upsample``
+  and load with transposed convolutions, as they were trained.
 - Discriminator: PatchGAN on ``(mask one-hot, image)`` (``d_input="mask+image"``; the paper's
   trials also tried ``image`` only).
 - Generator loss: ``GAN + lambda_l1 * weighted L1``, the L1 weighted per pixel by the class
@@ -14,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import torch
 from pydantic import Field
@@ -24,7 +29,18 @@ from lgemri.errors import InputError
 
 from .base_model import BaseModel, CommonOptions
 from .metrics.psnr_ssim import lv_region, psnr, ssim
-from .networks import GAN_MODES, NORMS, OUTPUTS, GANLoss, define_D, define_G, one_hot, set_requires_grad, weighted_l1
+from .networks import (
+    GAN_MODES,
+    NORMS,
+    OUTPUTS,
+    UPSAMPLES,
+    GANLoss,
+    define_D,
+    define_G,
+    one_hot,
+    set_requires_grad,
+    weighted_l1,
+)
 
 __all__ = ["Pix2PixOptions", "Pix2PixModel", "D_INPUTS"]
 
@@ -46,6 +62,9 @@ class Pix2PixOptions(CommonOptions):
         gan_mode: ``vanilla`` or ``lsgan``.
         lambda_l1: Weight of the class-weighted L1 term.
         d_input: What D sees: ``mask+image`` (conditional) or ``image``.
+        upsample: Generator up-sampling, ``resize`` (nearest x2 + 3 x 3 convolution, no
+            checkerboard artefacts) or ``transpose`` (4 x 4 stride-2 transposed convolutions, the
+            reference Pix2Pix and every checkpoint written before this option existed).
     """
 
     depth: Annotated[int, Field(ge=2)] = 6
@@ -58,6 +77,12 @@ class Pix2PixOptions(CommonOptions):
     gan_mode: Literal[GAN_MODES] = "vanilla"
     lambda_l1: NonNegative = 100.0
     d_input: Literal[D_INPUTS] = "mask+image"
+    upsample: Literal[UPSAMPLES] = "resize"
+
+    # Fields added after checkpoints were first written, with the value that rebuilds what those
+    # checkpoints were trained with. A checkpoint stores every field of its day (``asdict``), so
+    # a mapping that holds all the older fields but lacks one of these comes from such a file.
+    LEGACY: ClassVar[dict[str, Any]] = {"upsample": "transpose"}
 
 
 class Pix2PixModel(BaseModel):
@@ -72,9 +97,20 @@ class Pix2PixModel(BaseModel):
     data_kind = "paired"
     score = ("val_psnr", "max")
 
+    @classmethod
+    def make_options(cls, options: Any = None) -> Pix2PixOptions:
+        """As :meth:`BaseModel.make_options`; stored options of a checkpoint written before a
+        field of :attr:`Pix2PixOptions.LEGACY` existed get that field's old value (an old
+        ``best.pt`` / ``last.pt`` rebuilds transposed convolutions, also on ``--resume``)."""
+        if isinstance(options, Mapping) and not isinstance(options, cls.Options):
+            older = {f.name for f in dataclasses.fields(cls.Options)} - set(Pix2PixOptions.LEGACY)
+            if older <= set(options):
+                options = {**Pix2PixOptions.LEGACY, **options}
+        return super().make_options(options)
+
     def build(self) -> None:
         o = self.opt
-        self.netG = define_G(o.num_classes, 1, o.depth, o.ngf, o.norm, o.dropout, output=o.output)
+        self.netG = define_G(o.num_classes, 1, o.depth, o.ngf, o.norm, o.dropout, output=o.output, upsample=o.upsample)
         self.netD = None
         if self.is_train:
             d_in = 1 + (o.num_classes if o.d_input == "mask+image" else 0)
