@@ -46,6 +46,7 @@ NORMS = ("batch", "instance", "none")
 GAN_MODES = ("vanilla", "lsgan")
 OUTPUTS = ("tanh", "sigmoid")
 D_INPUTS = ("mask+image", "image")
+UPSAMPLES = ("transpose", "resize")
 CYCLE_WEIGHTINGS = ("class", "lv", "none")
 EXTRACTORS = ("lge-encoder", "inception", "alexnet")
 SPLITS = ("train", "val", "test")
@@ -64,6 +65,7 @@ _OPTION_ARGS = {
     "gan_mode": "gan_mode",
     "lambda_l1": "lambda_l1",
     "d_input": "d_input",
+    "upsample": "upsample",
     "lambda_cycle": "lambda_cycle",
     "lambda_identity": "lambda_identity",
     "cycle_weighting": "cycle_weighting",
@@ -125,6 +127,11 @@ def _add_train(sub) -> None:
     opt("--gan-mode", choices=GAN_MODES, help="adversarial objective (pix2pix: vanilla, cyclegan: lsgan)")
     opt("--lambda-l1", type=float, help="pix2pix: weight of the class-weighted L1 (default 100)")
     opt("--d-input", choices=D_INPUTS, help="pix2pix: what D sees (default mask+image)")
+    opt(
+        "--upsample",
+        choices=UPSAMPLES,
+        help="pix2pix: generator up-sampling, resize (nearest x2 + 3x3 conv, the default) or transpose (the reference)",
+    )
     opt("--lambda-cycle", type=float, help="cyclegan: cycle-loss weight (default 10)")
     opt("--lambda-identity", type=float, help="cyclegan: identity weight relative to the cycle's (default 0.5)")
     opt("--cycle-weighting", choices=CYCLE_WEIGHTINGS, help="cyclegan: mask M of the cycle loss (default class)")

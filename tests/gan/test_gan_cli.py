@@ -13,7 +13,7 @@ from gan.base_model import available_models
 from gan.cyclegan_model import CYCLE_WEIGHTINGS
 from gan.metrics.features import EXTRACTORS, load_extractor
 from gan.metrics.lge_encoder import train_encoder
-from gan.networks import GAN_MODES, NORMS, OUTPUTS
+from gan.networks import GAN_MODES, NORMS, OUTPUTS, UPSAMPLES
 from gan.pix2pix_model import D_INPUTS
 from gan.train import LR_SCHEDULES
 from lgemri.errors import InputError
@@ -31,6 +31,7 @@ def test_choices_agree_with_the_modules():
     assert cli.NORMS == NORMS and cli.GAN_MODES == GAN_MODES and cli.OUTPUTS == OUTPUTS
     assert cli.D_INPUTS == D_INPUTS and cli.CYCLE_WEIGHTINGS == CYCLE_WEIGHTINGS
     assert cli.EXTRACTORS == EXTRACTORS and cli.LR_SCHEDULES == LR_SCHEDULES
+    assert cli.UPSAMPLES == UPSAMPLES
 
 
 def test_train_arguments_become_a_config():
@@ -171,3 +172,12 @@ def test_parsing_stays_light():
 
     code = "import sys, cardiac_mi.commands.gan; sys.exit('torch' in sys.modules or 'monai' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parents[2]).returncode == 0
+
+
+def test_upsample_reaches_the_pix2pix_options():
+    args = _parser().parse_args(
+        ["gan", "train", "--model", "pix2pix", "--data", "d", "--out", "o", "--upsample", "transpose"]
+    )
+    assert cli.options_from_args(args)["upsample"] == "transpose"
+    plain = _parser().parse_args(["gan", "train", "--model", "pix2pix", "--data", "d", "--out", "o"])
+    assert "upsample" not in cli.options_from_args(plain)  # the model's own default (resize)
